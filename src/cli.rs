@@ -1,0 +1,312 @@
+//! Command-line interface: subcommands and their dispatch. `main.rs` only calls [`run`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::imaging::{self, window, Photometric, Preset, SourceFormat, Study, VoiOption};
+
+/// fovea: see where a medical multimodal LLM looks when it answers a question about an
+/// image, and fix the answer when it looks in the wrong place (VGRefine).
+#[derive(Debug, Parser)]
+#[command(name = "fovea", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Describe an image: modality, size, frames, transfer syntax, window (no patient data
+    /// unless --show-phi)
+    Info(InfoArgs),
+    /// Render one frame of a DICOM or raster image to an 8-bit PNG with a window/level
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// DICOM, PNG, JPEG, TIFF or BMP file (detected from the content)
+    pub file: PathBuf,
+    /// Also print patient-identifying fields (name, ID, birth date, institution, dates, UIDs)
+    #[arg(long)]
+    pub show_phi: bool,
+    /// Print the description as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// DICOM, PNG, JPEG, TIFF or BMP file (detected from the content)
+    pub file: PathBuf,
+    /// Output PNG (written to a temporary file, then renamed: never left half-written)
+    pub out: PathBuf,
+    /// Frame to render (0-based)
+    #[arg(long, default_value_t = 0)]
+    pub frame: usize,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
+/// How to map modality values to grey levels. Default: the file's window, else min-max.
+#[derive(Debug, Args, Default)]
+#[group(multiple = false)]
+pub struct WindowArgs {
+    /// Explicit window as CENTER,WIDTH in modality units (e.g. HU: 40,400)
+    #[arg(long, value_name = "C,W", allow_hyphen_values = true)]
+    pub window: Option<String>,
+    /// Named CT window: soft-tissue (40/400), lung (-600/1500), liver (90/150),
+    /// bone (480/2500), brain (40/80)
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Stretch the frame's own minimum..maximum over the grey range
+    #[arg(long)]
+    pub minmax: bool,
+}
+
+impl WindowArgs {
+    pub fn voi_option(&self) -> Result<VoiOption> {
+        if let Some(text) = &self.window {
+            let window = window::parse_window(text)
+                .map_err(anyhow::Error::msg)
+                .context("bad --window")?;
+            return Ok(VoiOption::Custom(window));
+        }
+        if let Some(name) = &self.preset {
+            let Some(preset) = Preset::from_name(name) else {
+                bail!(
+                    "unknown --preset {name:?}; choose one of {}",
+                    Preset::names()
+                );
+            };
+            return Ok(VoiOption::Preset(preset));
+        }
+        if self.minmax {
+            return Ok(VoiOption::MinMax);
+        }
+        Ok(VoiOption::Default)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Info(args)) => info(&args),
+        Some(Command::Convert(args)) => convert(&args),
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            Ok(())
+        }
+    }
+}
+
+fn info(args: &InfoArgs) -> Result<()> {
+    let study = imaging::load(&args.file)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info_json(&study, args.show_phi))?
+        );
+    } else {
+        print!("{}", describe(&study, args.show_phi));
+    }
+    Ok(())
+}
+
+/// The human-readable description printed by `fovea info`.
+pub fn describe(study: &Study, show_phi: bool) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    let summary = &study.summary;
+    let line = |text: &mut String, key: &str, value: &dyn std::fmt::Display| {
+        let _ = writeln!(text, "{key:<18}{value}");
+    };
+    line(&mut text, "file", &study.path.display());
+    match &study.format {
+        SourceFormat::Dicom {
+            transfer_syntax_uid,
+            transfer_syntax_name,
+            has_file_meta,
+        } => {
+            line(&mut text, "format", &"DICOM");
+            line(
+                &mut text,
+                "transfer syntax",
+                &format!("{transfer_syntax_name} ({transfer_syntax_uid})"),
+            );
+            if !has_file_meta {
+                line(
+                    &mut text,
+                    "meta header",
+                    &"absent (read as a bare data set)",
+                );
+            }
+        }
+        SourceFormat::Raster { format } => line(&mut text, "format", format),
+    }
+    if let Some(sop_class) = &summary.sop_class {
+        line(&mut text, "SOP class", sop_class);
+    }
+    line(
+        &mut text,
+        "modality",
+        &summary.modality.as_deref().unwrap_or("-"),
+    );
+    if let Some(body_part) = &summary.body_part {
+        line(&mut text, "body part", body_part);
+    }
+    if let Some(manufacturer) = &summary.manufacturer {
+        line(&mut text, "manufacturer", manufacturer);
+    }
+    line(
+        &mut text,
+        "size",
+        &format!("{} x {} px", study.width, study.height),
+    );
+    line(&mut text, "frames", &study.frame_count());
+    let photometric = match study.photometric {
+        Photometric::Monochrome1 => "MONOCHROME1 (shown inverted)",
+        Photometric::Monochrome2 => "MONOCHROME2",
+        Photometric::Rgb => "RGB",
+    };
+    if study.stored_photometric != photometric {
+        line(
+            &mut text,
+            "photometric",
+            &format!("{} -> {photometric}", study.stored_photometric),
+        );
+    } else {
+        line(&mut text, "photometric", &photometric);
+    }
+    if let (Some(allocated), Some(stored)) = (summary.bits_allocated, summary.bits_stored) {
+        let sign = if summary.signed == Some(true) {
+            "signed"
+        } else {
+            "unsigned"
+        };
+        line(
+            &mut text,
+            "bits",
+            &format!("{stored} stored / {allocated} allocated, {sign}"),
+        );
+    }
+    if let (Some(slope), Some(intercept)) = (summary.rescale_slope, summary.rescale_intercept) {
+        let unit = summary.rescale_type.as_deref().unwrap_or("");
+        line(
+            &mut text,
+            "rescale",
+            &format!(
+                "stored x {slope} {} {} {unit}",
+                if intercept < 0.0 { '-' } else { '+' },
+                intercept.abs()
+            )
+            .trim_end()
+            .to_string(),
+        );
+    }
+    if let Some([row, col]) = study.pixel_spacing_mm {
+        line(&mut text, "pixel spacing", &format!("{row} x {col} mm"));
+    }
+    if let Some(thickness) = summary.slice_thickness_mm {
+        line(&mut text, "slice thickness", &format!("{thickness} mm"));
+    }
+    if let Some((lo, hi)) = study.frames.first().and_then(|f| f.min_max()) {
+        line(&mut text, "value range", &format!("{lo} .. {hi} (frame 0)"));
+    }
+    match study.file_window {
+        Some(window) => line(&mut text, "window", &format!("{window} (from file)")),
+        None if study.photometric != Photometric::Rgb => line(
+            &mut text,
+            "window",
+            &format!("{} (min-max, none in file)", study.default_window(0)),
+        ),
+        None => {}
+    }
+    if summary.lossy {
+        line(&mut text, "compression", &"lossy");
+    }
+    if show_phi {
+        if study.identity.fields.is_empty() {
+            line(&mut text, "patient data", &"none in file");
+        }
+        for (name, value) in &study.identity.fields {
+            line(&mut text, name, value);
+        }
+    } else if !study.identity.fields.is_empty() {
+        line(
+            &mut text,
+            "patient data",
+            &format!(
+                "{} identifying field(s) hidden (--show-phi to print)",
+                study.identity.fields.len()
+            ),
+        );
+    }
+    text
+}
+
+fn info_json(study: &Study, show_phi: bool) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "path": study.path,
+        "format": study.format,
+        "width": study.width,
+        "height": study.height,
+        "frames": study.frame_count(),
+        "photometric": study.photometric,
+        "stored_photometric": study.stored_photometric,
+        "pixel_spacing_mm": study.pixel_spacing_mm,
+        "window": study.file_window,
+        "summary": study.summary,
+    });
+    if show_phi {
+        let fields: serde_json::Map<String, serde_json::Value> = study
+            .identity
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        value["identity"] = serde_json::Value::Object(fields);
+    }
+    value
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    let voi = args.window.voi_option()?;
+    check_png_path(&args.out)?;
+    let study = imaging::load(&args.file)?;
+    let image = imaging::render_rgb8(&study, args.frame, &voi)?;
+    imaging::write_png_atomically(&image, &args.out)?;
+    let (window, _) = study.resolve_window(args.frame, &voi);
+    if study.photometric == Photometric::Rgb {
+        eprintln!(
+            "wrote {} ({}x{}, colour)",
+            args.out.display(),
+            study.width,
+            study.height
+        );
+    } else {
+        eprintln!(
+            "wrote {} ({}x{}, window {window})",
+            args.out.display(),
+            study.width,
+            study.height
+        );
+    }
+    Ok(())
+}
+
+fn check_png_path(out: &Path) -> Result<()> {
+    let is_png = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        bail!("output must be a .png file: {}", out.display());
+    }
+    if out.is_dir() {
+        bail!("output is a directory: {}", out.display());
+    }
+    Ok(())
+}
