@@ -1,0 +1,276 @@
+//! Image preprocessing for CLIP vision towers, bit-compatible with what the checkpoints were
+//! trained with: PIL's bicubic resampling (transformers' `CLIPImageProcessor` resizes with
+//! PIL), centre crop, rescale and normalise. Original LLaVA / HuatuoGPT-Vision first pad the
+//! image to a square with the processor's mean colour (`expand2square`).
+//!
+//! The resampler follows Pillow's `Resample.c`: separable, horizontal pass first, 8-bit
+//! intermediate, filter support widened by the scale when downsampling, and fixed-point
+//! coefficients of 22 fractional bits. Matching it matters: pixel values feed every
+//! attention map fovea shows.
+
+use image::RgbImage;
+
+/// How the image is brought to the tower's square input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Preprocess {
+    /// Pad to a square with the mean colour (centred), then resize (original LLaVA "pad").
+    PadMeanResize,
+    /// Resize the shortest edge, then centre-crop (llava-hf's CLIPImageProcessor default).
+    ResizeCenterCrop,
+}
+
+impl Preprocess {
+    pub fn name(self, size: u32) -> String {
+        match self {
+            Preprocess::PadMeanResize => format!("pad-mean-resize-{size}"),
+            Preprocess::ResizeCenterCrop => format!("resize-crop-{size}"),
+        }
+    }
+}
+
+/// What a CLIP image processor does, from `preprocessor_config.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageProcessor {
+    pub size: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub rescale_factor: f32,
+    pub mode: Preprocess,
+}
+
+/// Where each model input pixel came from, so regions in original pixels can be mapped to
+/// image tokens: `input = (original - offset) * scale` (per axis).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PixelMapping {
+    pub scale: [f64; 2],
+    pub offset_px: [f64; 2],
+    pub size: u32,
+}
+
+impl PixelMapping {
+    /// Map a point in original image pixels to model input pixels.
+    pub fn to_input(&self, x: f64, y: f64) -> (f64, f64) {
+        (
+            (x - self.offset_px[0]) * self.scale[0],
+            (y - self.offset_px[1]) * self.scale[1],
+        )
+    }
+}
+
+impl ImageProcessor {
+    pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+    pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+    pub fn clip(size: u32, mode: Preprocess) -> Self {
+        ImageProcessor {
+            size,
+            mean: Self::CLIP_MEAN,
+            std: Self::CLIP_STD,
+            rescale_factor: 1.0 / 255.0,
+            mode,
+        }
+    }
+
+    /// The padded/resized/cropped RGB8 image the tower sees, and how it maps to the original.
+    pub fn prepare(&self, img: &RgbImage) -> (RgbImage, PixelMapping) {
+        match self.mode {
+            Preprocess::PadMeanResize => {
+                let background = self.mean.map(|m| (m * 255.0) as u8); // int(x*255) as LLaVA
+                let (square, offset) = expand_to_square(img, background);
+                let side = square.width();
+                let resized = resize_shortest_edge(&square, self.size);
+                let cropped = center_crop(&resized, self.size);
+                let scale = self.size as f64 / side as f64;
+                (
+                    cropped,
+                    PixelMapping {
+                        scale: [scale, scale],
+                        offset_px: [-(offset.0 as f64), -(offset.1 as f64)],
+                        size: self.size,
+                    },
+                )
+            }
+            Preprocess::ResizeCenterCrop => {
+                let resized = resize_shortest_edge(img, self.size);
+                let (rw, rh) = resized.dimensions();
+                let cropped = center_crop(&resized, self.size);
+                let scale_x = rw as f64 / img.width() as f64;
+                let scale_y = rh as f64 / img.height() as f64;
+                let left = rw.saturating_sub(self.size) / 2;
+                let top = rh.saturating_sub(self.size) / 2;
+                (
+                    cropped,
+                    PixelMapping {
+                        scale: [scale_x, scale_y],
+                        offset_px: [left as f64 / scale_x, top as f64 / scale_y],
+                        size: self.size,
+                    },
+                )
+            }
+        }
+    }
+
+    /// Channel-first normalised values (3 x size x size), as `pixel_values[0]`.
+    pub fn normalise(&self, prepared: &RgbImage) -> Vec<f32> {
+        let side = (prepared.width() * prepared.height()) as usize;
+        let mut out = vec![0f32; 3 * side];
+        for (index, pixel) in prepared.pixels().enumerate() {
+            for channel in 0..3 {
+                let value = pixel[channel] as f32 * self.rescale_factor;
+                out[channel * side + index] = (value - self.mean[channel]) / self.std[channel];
+            }
+        }
+        out
+    }
+}
+
+/// LLaVA's `expand2square`: paste the image centred on a square of the background colour.
+pub fn expand_to_square(img: &RgbImage, background: [u8; 3]) -> (RgbImage, (u32, u32)) {
+    let (width, height) = img.dimensions();
+    if width == height {
+        return (img.clone(), (0, 0));
+    }
+    let side = width.max(height);
+    let offset = ((side - width) / 2, (side - height) / 2);
+    let mut square = RgbImage::from_pixel(side, side, image::Rgb(background));
+    image::imageops::replace(&mut square, img, offset.0 as i64, offset.1 as i64);
+    (square, offset)
+}
+
+/// transformers' `get_resize_output_image_size(default_to_square=False)`: the short side
+/// becomes `size`, the long side `int(size * long / short)`.
+pub fn resize_shortest_edge(img: &RgbImage, size: u32) -> RgbImage {
+    let (width, height) = img.dimensions();
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    let new_long = (size as u64 * long as u64 / short.max(1) as u64) as u32;
+    let (new_width, new_height) = if width <= height {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    };
+    pil_resize_bicubic(img, new_width, new_height)
+}
+
+/// transformers' `center_crop`: top-left at ((h - size) / 2, (w - size) / 2), floor.
+pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
+    let (width, height) = img.dimensions();
+    if width == size && height == size {
+        return img.clone();
+    }
+    let left = width.saturating_sub(size) / 2;
+    let top = height.saturating_sub(size) / 2;
+    image::imageops::crop_imm(img, left, top, size.min(width), size.min(height)).to_image()
+}
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+fn bicubic_filter(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`: per output pixel the first input
+/// index and fixed-point weights.
+fn precompute_coefficients(in_size: u32, out_size: u32) -> (Vec<(usize, usize)>, Vec<i32>, usize) {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = 2.0 * filter_scale;
+    let kernel_size = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size as usize);
+    let mut weights = vec![0i32; out_size as usize * kernel_size];
+    let mut row = vec![0f64; kernel_size];
+    for out_index in 0..out_size as usize {
+        let center = (out_index as f64 + 0.5) * scale;
+        let inverse_scale = 1.0 / filter_scale;
+        let min = ((center - support + 0.5) as i64).max(0) as usize;
+        let max = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+        let count = max - min;
+        let mut total = 0.0;
+        for (k, weight) in row.iter_mut().enumerate().take(count) {
+            *weight = bicubic_filter((k as f64 + min as f64 - center + 0.5) * inverse_scale);
+            total += *weight;
+        }
+        for k in 0..kernel_size {
+            let w = if k < count && total != 0.0 {
+                row[k] / total
+            } else {
+                0.0
+            };
+            let fixed = w * (1u64 << PRECISION_BITS) as f64;
+            weights[out_index * kernel_size + k] = if w < 0.0 {
+                (-0.5 + fixed) as i32
+            } else {
+                (0.5 + fixed) as i32
+            };
+        }
+        bounds.push((min, count));
+    }
+    (bounds, weights, kernel_size)
+}
+
+fn clip8(value: i64) -> u8 {
+    if value >= (1i64 << PRECISION_BITS << 8) {
+        255
+    } else if value <= 0 {
+        0
+    } else {
+        (value >> PRECISION_BITS) as u8
+    }
+}
+
+/// Pillow's `Image.resize(size, Image.BICUBIC)` for RGB8, exactly.
+pub fn pil_resize_bicubic(img: &RgbImage, out_width: u32, out_height: u32) -> RgbImage {
+    let (in_width, in_height) = img.dimensions();
+    let horizontal = if out_width != in_width {
+        let (bounds, weights, kernel) = precompute_coefficients(in_width, out_width);
+        let mut out = RgbImage::new(out_width, in_height);
+        let source = img.as_raw();
+        for y in 0..in_height as usize {
+            for (x, &(min, count)) in bounds.iter().enumerate() {
+                let k = &weights[x * kernel..x * kernel + count];
+                for channel in 0..3 {
+                    let mut sum: i64 = 1 << (PRECISION_BITS - 1);
+                    for (j, &w) in k.iter().enumerate() {
+                        sum += source[(y * in_width as usize + min + j) * 3 + channel] as i64
+                            * w as i64;
+                    }
+                    out.as_mut()[(y * out_width as usize + x) * 3 + channel] = clip8(sum);
+                }
+            }
+        }
+        out
+    } else {
+        img.clone()
+    };
+    if out_height == in_height {
+        return horizontal;
+    }
+    let (bounds, weights, kernel) = precompute_coefficients(in_height, out_height);
+    let mut out = RgbImage::new(out_width, out_height);
+    let source = horizontal.as_raw();
+    for (y, &(min, count)) in bounds.iter().enumerate() {
+        let k = &weights[y * kernel..y * kernel + count];
+        for x in 0..out_width as usize {
+            for channel in 0..3 {
+                let mut sum: i64 = 1 << (PRECISION_BITS - 1);
+                for (j, &w) in k.iter().enumerate() {
+                    sum += source[((min + j) * out_width as usize + x) * 3 + channel] as i64
+                        * w as i64;
+                }
+                out.as_mut()[(y * out_width as usize + x) * 3 + channel] = clip8(sum);
+            }
+        }
+    }
+    out
+}

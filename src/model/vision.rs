@@ -1,0 +1,258 @@
+//! The CLIP ViT vision tower (`CLIPVisionModel`, e.g. openai/clip-vit-large-patch14-336) up to
+//! the feature layer LLaVA reads: pre-layernorm embeddings, encoder layers with quick_gelu,
+//! hidden state `feature_layer` (-2 by default: the output of the second-to-last layer, with
+//! `hidden_states[0]` being the embeddings after `pre_layrnorm` as in transformers), CLS
+//! dropped. Layers after the feature layer and `post_layernorm` are never run.
+
+use candle_core::{IndexOp, Module, Result, Tensor};
+use candle_nn::{
+    conv2d_no_bias, embedding, layer_norm, linear, Conv2dConfig, Embedding, LayerNorm, Linear,
+    VarBuilder,
+};
+
+/// `vision_config` of a LLaVA checkpoint or the `config.json` of a CLIP folder.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct VisionConfig {
+    #[serde(default = "default_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "default_intermediate")]
+    pub intermediate_size: usize,
+    #[serde(default = "default_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "default_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default = "default_image_size")]
+    pub image_size: usize,
+    #[serde(default = "default_patch")]
+    pub patch_size: usize,
+    #[serde(default = "default_channels")]
+    pub num_channels: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_hidden() -> usize {
+    1024
+}
+fn default_intermediate() -> usize {
+    4096
+}
+fn default_layers() -> usize {
+    24
+}
+fn default_heads() -> usize {
+    16
+}
+fn default_image_size() -> usize {
+    336
+}
+fn default_patch() -> usize {
+    14
+}
+fn default_channels() -> usize {
+    3
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "quick_gelu".into()
+}
+
+impl VisionConfig {
+    /// Image tokens per side (24 for 336/14).
+    pub fn grid_side(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Number of hidden states (`feature_layer` resolved against L + 1 states) to compute.
+    pub fn layers_to_run(&self, feature_layer: i64) -> usize {
+        let states = self.num_hidden_layers as i64 + 1;
+        let index = if feature_layer < 0 {
+            states + feature_layer
+        } else {
+            feature_layer
+        };
+        index.clamp(0, self.num_hidden_layers as i64) as usize
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ClipAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl ClipAttention {
+    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        Ok(ClipAttention {
+            q_proj: linear(d, d, vb.pp("q_proj"))?,
+            k_proj: linear(d, d, vb.pp("k_proj"))?,
+            v_proj: linear(d, d, vb.pp("v_proj"))?,
+            out_proj: linear(d, d, vb.pp("out_proj"))?,
+            heads: cfg.num_attention_heads,
+            head_dim: d / cfg.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (batch, len, dim) = x.dims3()?;
+        let split = |t: Tensor| -> Result<Tensor> {
+            t.reshape((batch, len, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.q_proj.forward(x)?)?;
+        let k = split(self.k_proj.forward(x)?)?;
+        let v = split(self.v_proj.forward(x)?)?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, len, dim))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ClipLayer {
+    self_attn: ClipAttention,
+    layer_norm1: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    layer_norm2: LayerNorm,
+    quick_gelu: bool,
+}
+
+impl ClipLayer {
+    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(ClipLayer {
+            self_attn: ClipAttention::new(cfg, vb.pp("self_attn"))?,
+            layer_norm1: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layer_norm1"))?,
+            fc1: linear(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                vb.pp("mlp").pp("fc1"),
+            )?,
+            fc2: linear(
+                cfg.intermediate_size,
+                cfg.hidden_size,
+                vb.pp("mlp").pp("fc2"),
+            )?,
+            layer_norm2: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
+            quick_gelu: cfg.hidden_act == "quick_gelu",
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let attended = self.self_attn.forward(&self.layer_norm1.forward(x)?)?;
+        let x = (x + attended)?;
+        let hidden = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;
+        let hidden = if self.quick_gelu {
+            (&hidden * candle_nn::ops::sigmoid(&(&hidden * 1.702)?)?)?
+        } else {
+            hidden.gelu_erf()?
+        };
+        x + self.fc2.forward(&hidden)?
+    }
+}
+
+/// CLIP vision tower truncated at the feature layer.
+#[derive(Clone, Debug)]
+pub struct VisionTower {
+    patch_embedding: candle_nn::Conv2d,
+    class_embedding: Tensor,
+    position_embedding: Embedding,
+    pre_layrnorm: LayerNorm,
+    layers: Vec<ClipLayer>,
+    pub cfg: VisionConfig,
+}
+
+impl VisionTower {
+    /// `vb` points at the tower root (where `embeddings`, `pre_layrnorm`, `encoder` live).
+    pub fn new(cfg: &VisionConfig, feature_layer: i64, vb: VarBuilder) -> Result<Self> {
+        let embeddings = vb.pp("embeddings");
+        let conv = Conv2dConfig {
+            stride: cfg.patch_size,
+            ..Default::default()
+        };
+        let patch_embedding = conv2d_no_bias(
+            cfg.num_channels,
+            cfg.hidden_size,
+            cfg.patch_size,
+            conv,
+            embeddings.pp("patch_embedding"),
+        )?;
+        let class_embedding = embeddings.get(cfg.hidden_size, "class_embedding")?;
+        let positions = cfg.grid_side() * cfg.grid_side() + 1;
+        let position_embedding = embedding(
+            positions,
+            cfg.hidden_size,
+            embeddings.pp("position_embedding"),
+        )?;
+        let pre_layrnorm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
+        let layers = (0..cfg.layers_to_run(feature_layer))
+            .map(|i| ClipLayer::new(cfg, vb.pp("encoder").pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(VisionTower {
+            patch_embedding,
+            class_embedding,
+            position_embedding,
+            pre_layrnorm,
+            layers,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// `pixel_values` (1, 3, S, S) -> features of the patch tokens (N, D), CLS dropped.
+    pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let patches = self.patch_embedding.forward(pixel_values)?; // (1, D, g, g)
+        let patches = patches.flatten_from(2)?.transpose(1, 2)?; // (1, N, D)
+        let class = self.class_embedding.reshape((1, 1, self.cfg.hidden_size))?;
+        let tokens = Tensor::cat(&[&class, &patches], 1)?;
+        let positions = Tensor::arange(0u32, tokens.dim(1)? as u32, tokens.device())?;
+        let mut x = tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        x = self.pre_layrnorm.forward(&x)?;
+        for layer in &self.layers {
+            x = layer.forward(&x)?;
+        }
+        x.i((0, 1..))
+    }
+}
+
+/// LLaVA's `mlp2x_gelu` projector: linear, exact (erf) GELU, linear.
+#[derive(Clone, Debug)]
+pub struct Projector {
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl Projector {
+    /// `first` and `second` point at the two linear layers (`linear_1`/`linear_2` in llava-hf,
+    /// `mm_projector.0`/`mm_projector.2` in original LLaVA).
+    pub fn new(
+        vision_dim: usize,
+        text_dim: usize,
+        first: VarBuilder,
+        second: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Projector {
+            linear_1: linear(vision_dim, text_dim, first)?,
+            linear_2: linear(text_dim, text_dim, second)?,
+        })
+    }
+
+    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
+        self.linear_2
+            .forward(&self.linear_1.forward(features)?.gelu_erf()?)
+    }
+}
