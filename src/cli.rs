@@ -23,6 +23,21 @@ pub enum Command {
     Info(InfoArgs),
     /// Render one frame of a DICOM or raster image to an 8-bit PNG with a window/level
     Convert(ConvertArgs),
+    /// Measure what prefix sharing buys VGRefine on a generated CLIP-L/336 checkpoint
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Repetitions; medians are reported
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Tokens decoded for each answer
+    #[arg(long, default_value_t = 8)]
+    pub decode_tokens: usize,
+    /// Also write the medians as JSON
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +109,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Info(args)) => info(&args),
         Some(Command::Convert(args)) => convert(&args),
+        Some(Command::Bench(args)) => bench(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -308,5 +324,59 @@ fn check_png_path(out: &Path) -> Result<()> {
     if out.is_dir() {
         bail!("output is a directory: {}", out.display());
     }
+    Ok(())
+}
+
+fn bench(args: &BenchArgs) -> Result<()> {
+    if args.runs == 0 || args.decode_tokens == 0 {
+        bail!("--runs and --decode-tokens must be at least 1");
+    }
+    let report = crate::model::bench::run(args.runs, args.decode_tokens, &mut |step| {
+        eprintln!("bench: {step}")
+    })?;
+    println!(
+        "prompt: {} tokens ({} image tokens), {} decoded tokens per answer, medians of {} runs",
+        report.prompt_tokens, report.image_tokens, args.decode_tokens, report.runs
+    );
+    println!(
+        "plain answer                         {:>9.1} ms",
+        report.plain_ms
+    );
+    println!(
+        "VGRefine, 3 prompts, shared prefix   {:>9.1} ms  ({:.2}x plain)",
+        report.vgrefine_shared_ms, report.shared_over_plain
+    );
+    println!(
+        "VGRefine, 3 prompts, no sharing      {:>9.1} ms  ({:.2}x plain)",
+        report.vgrefine_unshared_ms, report.unshared_over_plain
+    );
+    println!(
+        "prefill (vision + prefix)            {:>9.1} ms  {:.1} GFLOP/s",
+        report.vision_ms + report.prefix_ms,
+        report.prefill_gflops
+    );
+    if let Some(out) = &args.json {
+        write_json_atomically(&serde_json::to_value(&report)?, out)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Write JSON beside its destination, then rename: readers never see half a file.
+pub fn write_json_atomically(value: &serde_json::Value, out: &Path) -> Result<()> {
+    let dir = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".fovea-")
+        .suffix(".json.partial")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    serde_json::to_writer_pretty(temp.as_file_mut(), value)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    temp.persist(out)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }

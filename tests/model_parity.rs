@@ -322,3 +322,90 @@ fn huatuo_qwen2_original_layout_matches_transformers() {
 fn llava_med_mistral_separate_clip_matches_transformers() {
     check_checkpoint("llava-med-mistral-original");
 }
+
+/// bf16 checkpoints are widened to f32 on load and give the same answer within bf16 rounding.
+#[test]
+fn bf16_weights_are_widened() {
+    let source = fixtures().join("llava-qwen2-nested");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let target = dir.path().join(path.file_name().unwrap());
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            let halved: HashMap<String, Tensor> = tensors
+                .into_iter()
+                .map(|(k, v)| (k, v.to_dtype(candle_core::DType::BF16).unwrap()))
+                .collect();
+            candle_core::safetensors::save(&halved, &target).unwrap();
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+    let expected = Expected::load("llava-qwen2-nested");
+    let model = Model::load(dir.path(), None, &Device::Cpu).unwrap();
+    let pixels = expected.f32("pixel_values").unsqueeze(0).unwrap();
+    let session = ImageSession::from_pixel_values(&model, &pixels, dummy_mapping()).unwrap();
+    let prompt = model
+        .prompt("what abnormality is seen in the left lung ?", false)
+        .unwrap();
+    let logits = session.logits_unshared(&prompt, None, None).unwrap();
+    let reference = expected.f32("logits");
+    let relative = max_abs_diff(&logits, &reference) / max_abs(&reference);
+    assert!(relative > 0.0, "bf16 rounding should change something");
+    assert!(
+        relative < 0.05,
+        "bf16 logits differ by {relative} of max |logit|"
+    );
+}
+
+#[test]
+fn unusable_model_folders_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let message = |path: &std::path::Path| match Model::load(path, None, &Device::Cpu) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(message(&dir.path().join("missing")).contains("does not exist"));
+    assert!(message(dir.path()).contains("no config.json"));
+
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "bert", "architectures": ["BertModel"]}"#,
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("llava-qwen2-nested/model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("llava-qwen2-nested/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let text = message(dir.path());
+    assert!(
+        text.contains("unsupported architecture") && text.contains("BertModel"),
+        "{text}"
+    );
+
+    // LLaVA-Med without its CLIP folder: the error says where fovea looked.
+    let med = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join("llava-med-mistral-original")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, med.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let text = message(med.path());
+    assert!(
+        text.contains("vision tower weights not found") && text.contains("--vision-tower"),
+        "{text}"
+    );
+    // ... and pointing at it explicitly works.
+    Model::load(
+        med.path(),
+        Some(&fixtures().join("clip-tiny")),
+        &Device::Cpu,
+    )
+    .unwrap();
+}

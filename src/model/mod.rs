@@ -7,6 +7,7 @@
 //! (the question, the general-description prompt, the knockout pass, later questions) runs
 //! only its own suffix.
 
+pub mod bench;
 pub mod config;
 pub mod decoder;
 pub mod preprocess;
