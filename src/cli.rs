@@ -23,8 +23,87 @@ pub enum Command {
     Info(InfoArgs),
     /// Render one frame of a DICOM or raster image to an 8-bit PNG with a window/level
     Convert(ConvertArgs),
+    /// Ask a question about an image, capture per-head attention, run VGRefine, and write
+    /// the JSON record (and an overlay picture)
+    Inspect(Box<InspectArgs>),
     /// Measure what prefix sharing buys VGRefine on a generated CLIP-L/336 checkpoint
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Checkpoint folder (default: the bundled demo model, assets/demo-model)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// CLIP folder for checkpoints whose vision tower is separate (LLaVA-Med's mm_vision_tower)
+    #[arg(long, value_name = "DIR")]
+    pub vision_tower: Option<PathBuf>,
+    /// DICOM, PNG, JPEG, TIFF or BMP image
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// Frame of a multi-frame image (0-based)
+    #[arg(long, default_value_t = 0)]
+    pub frame: usize,
+    /// The question (with --template raw: the whole prompt, <image> marking the image)
+    #[arg(long)]
+    pub question: String,
+    /// Write the INSPECT-JSON record here
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
+    /// Write a picture: triage map + kept tokens + regions | attention before | after knockout
+    #[arg(long, value_name = "OUT.png")]
+    pub overlay: Option<PathBuf>,
+    /// Include first-token logits (vocabulary-sized) in the record
+    #[arg(long)]
+    pub dump_logits: bool,
+    /// Prompt format: the checkpoint's own (auto) or the text verbatim (raw)
+    #[arg(long, value_enum, default_value_t = TemplateArg::Auto)]
+    pub template: TemplateArg,
+    /// General-description prompt (default: the paper's)
+    #[arg(long, value_name = "TEXT")]
+    pub general_prompt: Option<String>,
+    /// Triage heads as l:h,l:h,... or a JSON file (default: the model's vgrefine.json / known table)
+    #[arg(long, value_name = "SPEC|FILE.json")]
+    pub heads: Option<String>,
+    /// Layers where the knockout applies, e.g. 16 or 16,17 (default: the model's)
+    #[arg(long, value_name = "L[,L]", value_delimiter = ',')]
+    pub masked_layers: Option<Vec<usize>>,
+    /// Knock out tokens below this percentile of the triage map (default 80)
+    #[arg(long, value_name = "P", conflicts_with = "magnitude")]
+    pub percentile: Option<f64>,
+    /// Knock out tokens below T after min-max normalising the triage map
+    #[arg(long, value_name = "T")]
+    pub magnitude: Option<f64>,
+    /// Query rows: the last prompt token, or the mean over the question tokens
+    #[arg(long, value_enum, default_value_t = QueryArg::Last)]
+    pub query: QueryArg,
+    /// Use raw attention instead of attention relative to the general prompt
+    #[arg(long)]
+    pub no_norm: bool,
+    /// Knock out exactly these image tokens (skips triage)
+    #[arg(long, value_name = "I,J,...", value_delimiter = ',')]
+    pub knockout_tokens: Option<Vec<usize>>,
+    /// Keep the knockout during decoding too (the reference blocks the prefill only)
+    #[arg(long)]
+    pub knockout_decode: bool,
+    /// Region to score against, x0,y0,x1,y1 in original image pixels (repeatable)
+    #[arg(long, value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
+    pub region: Vec<String>,
+    /// Longest answer, in tokens
+    #[arg(long, default_value_t = 16)]
+    pub max_new_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TemplateArg {
+    Auto,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum QueryArg {
+    Last,
+    Question,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +189,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Info(args)) => info(&args),
         Some(Command::Convert(args)) => convert(&args),
         Some(Command::Bench(args)) => bench(&args),
+        Some(Command::Inspect(args)) => inspect(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -378,5 +458,109 @@ pub fn write_json_atomically(value: &serde_json::Value, out: &Path) -> Result<()
     temp.persist(out)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+fn inspect(args: &InspectArgs) -> Result<()> {
+    use crate::grounding::refine::{Query, Settings};
+    use crate::grounding::triage::Rule;
+    let rule = match (args.percentile, args.magnitude) {
+        (_, Some(t)) => Rule::Magnitude(t),
+        (Some(p), None) => Rule::Percentile(p),
+        (None, None) => Rule::Percentile(80.0),
+    };
+    rule.validate().map_err(anyhow::Error::msg)?;
+    let regions = args
+        .region
+        .iter()
+        .map(|text| crate::grounding::region::Region::parse_box(text).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    for path in [&args.json, &args.overlay].into_iter().flatten() {
+        if path.is_dir() {
+            bail!("output is a directory: {}", path.display());
+        }
+    }
+    if let Some(overlay) = &args.overlay {
+        check_png_path(overlay)?;
+    }
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => {
+            let demo = crate::inspect::demo_model_dir();
+            if !demo.join("config.json").exists() {
+                bail!(
+                    "no --model given and the bundled demo model is missing: {}",
+                    demo.display()
+                );
+            }
+            demo
+        }
+    };
+    let heads = args
+        .heads
+        .as_deref()
+        .map(crate::inspect::parse_heads_arg)
+        .transpose()?;
+    let settings = Settings {
+        raw_template: matches!(args.template, TemplateArg::Raw),
+        general_prompt: args.general_prompt.clone(),
+        heads: heads.clone().unwrap_or_default(),
+        masked_layers: args.masked_layers.clone().unwrap_or_default(),
+        rule,
+        query: match args.query {
+            QueryArg::Last => Query::Last,
+            QueryArg::Question => Query::Question,
+        },
+        normalize: !args.no_norm,
+        knockout_tokens: args.knockout_tokens.clone(),
+        max_new_tokens: args.max_new_tokens,
+        knockout_decode: args.knockout_decode,
+        stop_at_eos: true,
+    };
+    let request = crate::inspect::Request {
+        model_dir,
+        vision_tower: args.vision_tower.clone(),
+        image: args.image.clone(),
+        frame: args.frame,
+        question: args.question.clone(),
+        settings,
+        heads_given: heads.is_some(),
+        masked_layers_given: args.masked_layers.is_some(),
+        regions,
+        dump_logits: args.dump_logits,
+    };
+    let inspection = crate::inspect::inspect(request)?;
+    let record = &inspection.record;
+    println!(
+        "answer            {}",
+        record["answer"].as_str().unwrap_or("")
+    );
+    println!(
+        "VGRefine answer   {}",
+        record["refined"]["answer"].as_str().unwrap_or("")
+    );
+    println!(
+        "knocked out       {} of {} image tokens in layer(s) {}",
+        inspection.outcome.knocked_out.len(),
+        inspection.grid.rows * inspection.grid.cols,
+        record["knockout"]["layers"]
+    );
+    if let Some(ratio) = record["metrics"]["triage_map"]["ratio"].as_f64() {
+        println!("triage map ratio  {ratio:.3} (attention ratio against the region; 1 = uniform)");
+    }
+    println!(
+        "time              {:.0} ms",
+        record["timings_ms"]["total"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(out) = &args.json {
+        write_json_atomically(record, out)?;
+        eprintln!("wrote {}", out.display());
+    }
+    if let Some(out) = &args.overlay {
+        let picture =
+            crate::inspect::overlay_picture(&inspection, crate::render::Colormap::Inferno);
+        crate::imaging::write_png_atomically(&picture, out)?;
+        eprintln!("wrote {}", out.display());
+    }
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! fovea: where a medical multimodal LLM looks, and VGRefine to fix the answer.
 //!
-//! Layers, bottom up: `imaging` (pixels), `model` (the MLLM runtime on candle); `cli` is the
-//! command line.
+//! Layers, bottom up: `imaging` (pixels), `model` (the MLLM runtime on candle), `grounding`
+//! (the paper's method as plain math); `cli` is the command line.
 
 pub mod cli;
+pub mod grounding;
 pub mod imaging;
+pub mod inspect;
 pub mod model;
+pub mod render;

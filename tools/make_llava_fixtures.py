@@ -796,6 +796,45 @@ def expand_image(ids: list[int], value: int) -> tuple[list[int], tuple[int, int]
     return ids[:i] + [value] * N_IMG + ids[i + 1:], (i, i + N_IMG)
 
 
+def load_checkpoint(name: str) -> LlavaForConditionalGeneration:
+    """Load checkpoint `name` (already written under OUT/name) into LlavaForConditionalGeneration
+    (eager attention, float32, eval mode). llava-hf layouts go through `from_pretrained`; the original
+    layouts are read back from their files, their keys renamed to the LlavaForConditionalGeneration
+    names and loaded with `load_state_dict(strict=True)`. Shared with make_vgrefine_fixtures.py."""
+    spec = SPECS[name]
+    d = OUT / name
+    kind, layout = spec["kind"], spec["layout"]
+    if layout in ("hub", "nested", "v5"):
+        model, info = LlavaForConditionalGeneration.from_pretrained(
+            d, attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
+        assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    else:
+        disk = load_st(d / "model.safetensors")
+        clip_sd = None
+        if name == "llava-med-mistral-original":
+            clip_sd = load_st((d / spec["vit"]) / "model.safetensors")
+            cv = CLIPVisionModel.from_pretrained(d / spec["vit"])  # 5.x drops the vision_model. prefix
+            assert all(torch.equal(v, clip_sd["vision_model." + k]) for k, v in cv.state_dict().items())
+            vcfg = cv.config
+        else:
+            vcfg = CLIPVisionConfig.from_pretrained(d / spec["vit"])
+        ocfg = json.loads((d / "config.json").read_text())
+        assert ocfg["mm_projector_type"] == "mlp2x_gelu" and ocfg["mm_vision_select_layer"] == -2
+        assert ocfg["mm_vision_select_feature"] == "patch"
+        tcfg = {k: ocfg[k] for k in text_config_dict(kind) if k in ocfg and k not in ("architectures", "model_type")}
+        tcfg["model_type"] = kind
+        lcfg = LlavaConfig(vision_config=vcfg.to_dict(), text_config=tcfg, image_token_index=IMAGE,
+                           image_seq_length=N_IMG, projector_hidden_act="gelu",
+                           vision_feature_select_strategy="default",
+                           vision_feature_layer=ocfg["mm_vision_select_layer"], tie_word_embeddings=False)
+        model = LlavaForConditionalGeneration._from_config(lcfg, attn_implementation="eager", dtype=torch.float32)
+        model.load_state_dict(original_to_internal(disk, clip_sd), strict=True)
+    model.eval()
+    assert model.config.text_config._attn_implementation == "eager"
+    assert model.config.vision_config._attn_implementation == "eager"
+    return model
+
+
 def main() -> None:
     install_knockout_patch()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -893,34 +932,7 @@ def main() -> None:
                 write_json(clip_dir / "preprocessor_config.json", preprocessor_config(None))
 
         # ---- reload from disk
-        if layout in ("hub", "nested", "v5"):
-            model, info = LlavaForConditionalGeneration.from_pretrained(
-                d, attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
-            assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-        else:
-            disk = load_st(d / "model.safetensors")
-            clip_sd = None
-            if name == "llava-med-mistral-original":
-                clip_sd = load_st((d / spec["vit"]) / "model.safetensors")
-                cv = CLIPVisionModel.from_pretrained(d / spec["vit"])  # 5.x drops the vision_model. prefix
-                assert all(torch.equal(v, clip_sd["vision_model." + k]) for k, v in cv.state_dict().items())
-                vcfg = cv.config
-            else:
-                vcfg = CLIPVisionConfig.from_pretrained(d / spec["vit"])
-            ocfg = json.loads((d / "config.json").read_text())
-            assert ocfg["mm_projector_type"] == "mlp2x_gelu" and ocfg["mm_vision_select_layer"] == -2
-            assert ocfg["mm_vision_select_feature"] == "patch"
-            tcfg = {k: ocfg[k] for k in text_config_dict(kind) if k in ocfg and k not in ("architectures", "model_type")}
-            tcfg["model_type"] = kind
-            lcfg = LlavaConfig(vision_config=vcfg.to_dict(), text_config=tcfg, image_token_index=IMAGE,
-                               image_seq_length=N_IMG, projector_hidden_act="gelu",
-                               vision_feature_select_strategy="default",
-                               vision_feature_layer=ocfg["mm_vision_select_layer"], tie_word_embeddings=False)
-            model = LlavaForConditionalGeneration._from_config(lcfg, attn_implementation="eager", dtype=torch.float32)
-            model.load_state_dict(original_to_internal(disk, clip_sd), strict=True)
-        model.eval()
-        assert model.config.text_config._attn_implementation == "eager"
-        assert model.config.vision_config._attn_implementation == "eager"
+        model = load_checkpoint(name)
         for k, v in model.state_dict().items():
             assert torch.equal(v, sd[k]), f"{name}: weight {k} changed on reload"
 
@@ -1052,9 +1064,10 @@ def main() -> None:
         summary[name] = {k: (list(v.shape), str(v.dtype)) for k, v in tensors.items()}
         del model
 
-    # ---- manifest with hashes (determinism check)
+    # ---- manifest with hashes (determinism check); the *.vgrefine.json files belong to
+    # make_vgrefine_fixtures.py and are not listed
     manifest = {str(p.relative_to(OUT)): file_sha(p) for p in sorted(OUT.rglob("*")) if p.is_file()
-                and p.name != "MANIFEST.sha256"}
+                and p.name != "MANIFEST.sha256" and not p.name.endswith(".vgrefine.json")}
     (OUT / "MANIFEST.sha256").write_text("".join(f"{h}  {f}\n" for f, h in manifest.items()))
     total = sum((OUT / f).stat().st_size for f in manifest)
     print(json.dumps(summary, indent=1))

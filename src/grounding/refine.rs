@@ -1,0 +1,227 @@
+//! VGRefine over a model session: ask the question and the general-description prompt on one
+//! cached image prefix, triage the image tokens, knock out the rest in the masked layers and
+//! answer again.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use super::triage::{self, Rule, Triage};
+use super::{split_heads, LayerHeadMaps, RelativeMaps};
+use crate::model::{Answer, EdgeMask, ImageSession, QueryRows, RunOptions, TokenisedPrompt};
+
+/// The reference's instruction appended to every question.
+pub const ANSWER_SUFFIX: &str = "Answer the question using a single word or phrase.";
+/// The reference's general-description prompt (the normaliser of relative attention).
+pub const GENERAL_PROMPT: &str = "Write a general description of the image.";
+
+/// Which query rows the attention maps are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Query {
+    /// The last prompt token (the one that produces the answer).
+    Last,
+    /// The mean over all tokens after the image span.
+    Question,
+}
+
+/// Every setting of one VGRefine run; the defaults reproduce the reference.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub raw_template: bool,
+    /// Overrides the general prompt (question text when `raw_template`).
+    pub general_prompt: Option<String>,
+    pub heads: Vec<(usize, usize)>,
+    pub masked_layers: Vec<usize>,
+    pub rule: Rule,
+    pub query: Query,
+    pub normalize: bool,
+    /// Knock out exactly these image tokens (skips triage).
+    pub knockout_tokens: Option<Vec<usize>>,
+    pub max_new_tokens: usize,
+    pub knockout_decode: bool,
+    /// Stop answers at the end-of-sequence token (off only to compare fixed-length outputs).
+    pub stop_at_eos: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            raw_template: false,
+            general_prompt: None,
+            heads: Vec::new(),
+            masked_layers: Vec::new(),
+            rule: Rule::Percentile(80.0),
+            query: Query::Last,
+            normalize: true,
+            knockout_tokens: None,
+            max_new_tokens: 16,
+            knockout_decode: false,
+            stop_at_eos: true,
+        }
+    }
+}
+
+/// What a VGRefine run produced.
+pub struct Outcome {
+    pub prompt: TokenisedPrompt,
+    pub general_prompt: TokenisedPrompt,
+    pub original: Answer,
+    pub refined: Answer,
+    pub question_maps: LayerHeadMaps,
+    pub general_maps: LayerHeadMaps,
+    /// Attention of the knockout pass (same query rows), to show before/after.
+    pub refined_maps: LayerHeadMaps,
+    pub triage: Option<Triage>,
+    pub knocked_out: Vec<usize>,
+    pub question_ms: f64,
+    pub general_ms: f64,
+    pub knockout_ms: f64,
+}
+
+impl Outcome {
+    pub fn relative(&self, normalize: bool) -> RelativeMaps<'_> {
+        RelativeMaps {
+            question: &self.question_maps,
+            general: &self.general_maps,
+            normalize,
+        }
+    }
+}
+
+/// Build the question and general prompts for a model under the settings.
+pub fn prompts(
+    session: &ImageSession,
+    question: &str,
+    settings: &Settings,
+) -> Result<(TokenisedPrompt, TokenisedPrompt)> {
+    let model = session.model;
+    let (question_text, general_text) = if settings.raw_template {
+        let general = settings
+            .general_prompt
+            .clone()
+            .unwrap_or_else(|| format!("<image>\n{GENERAL_PROMPT} {ANSWER_SUFFIX}"));
+        (question.to_string(), general)
+    } else {
+        let general = settings
+            .general_prompt
+            .clone()
+            .unwrap_or_else(|| GENERAL_PROMPT.to_string());
+        (
+            format!("{question} {ANSWER_SUFFIX}"),
+            format!("{general} {ANSWER_SUFFIX}"),
+        )
+    };
+    let prompt = model.prompt(&question_text, settings.raw_template)?;
+    let general = model.prompt(&general_text, settings.raw_template)?;
+    Ok((prompt, general))
+}
+
+/// Check heads, layers and tokens against the model before running anything.
+pub fn validate(settings: &Settings, layers: usize, heads: usize, tokens: usize) -> Result<()> {
+    for &(layer, head) in &settings.heads {
+        if layer >= layers || head >= heads {
+            bail!("head {layer}:{head} is out of range: the model has {layers} layers x {heads} heads (0-based)");
+        }
+    }
+    if settings.heads.is_empty() && settings.knockout_tokens.is_none() {
+        bail!("no triage heads given (--heads) and none known for this model");
+    }
+    for &layer in &settings.masked_layers {
+        if layer >= layers {
+            bail!("masked layer {layer} is out of range: the model has {layers} layers (0-based)");
+        }
+    }
+    if let Some(tokens_given) = &settings.knockout_tokens {
+        if let Some(bad) = tokens_given.iter().find(|&&t| t >= tokens) {
+            bail!("knockout token {bad} is out of range: the image has {tokens} tokens");
+        }
+    }
+    settings.rule.validate().map_err(anyhow::Error::msg)?;
+    if settings.max_new_tokens == 0 {
+        bail!("--max-new-tokens must be at least 1");
+    }
+    Ok(())
+}
+
+/// Run VGRefine for `question` on an image session.
+pub fn run(session: &mut ImageSession, question: &str, settings: &Settings) -> Result<Outcome> {
+    let cfg = &session.model.decoder.cfg;
+    let (layers, heads, tokens) = (
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        session.model.num_image_tokens(),
+    );
+    validate(settings, layers, heads, tokens)?;
+    let (prompt, general_prompt) = prompts(session, question, settings)?;
+    let rows = |p: &TokenisedPrompt| match settings.query {
+        Query::Last => QueryRows::Last,
+        Query::Question => QueryRows::MeanFrom(p.image_span.end),
+    };
+    let answer_options = RunOptions {
+        max_new_tokens: settings.max_new_tokens,
+        query: rows(&prompt),
+        stop_at_eos: settings.stop_at_eos,
+        ..RunOptions::default()
+    };
+
+    let started = Instant::now();
+    let original = session.run(&prompt, &answer_options)?;
+    let question_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let started = Instant::now();
+    let general_options = RunOptions {
+        max_new_tokens: 1,
+        query: rows(&general_prompt),
+        ..RunOptions::default()
+    };
+    let general = session.run(&general_prompt, &general_options)?;
+    let general_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let question_maps = split_heads(&original.attention, heads);
+    let general_maps = split_heads(&general.attention, heads);
+    let (triage, knocked_out) = match &settings.knockout_tokens {
+        Some(tokens) => (None, tokens.clone()),
+        None => {
+            let relative = RelativeMaps {
+                question: &question_maps,
+                general: &general_maps,
+                normalize: settings.normalize,
+            };
+            let result =
+                triage::triage(triage::score_map(&relative, &settings.heads), settings.rule);
+            let knocked = result.knocked_out.clone();
+            (Some(result), knocked)
+        }
+    };
+
+    let started = Instant::now();
+    let edges = EdgeMask {
+        layers: settings.masked_layers.clone(),
+        queries_from: prompt.image_span.end,
+        blocked_keys: crate::model::image_key_positions(&prompt.image_span, &knocked_out),
+    };
+    let knockout_options = RunOptions {
+        knockout: Some(edges),
+        knockout_decode: settings.knockout_decode,
+        ..answer_options
+    };
+    let refined = session.run(&prompt, &knockout_options)?;
+    let knockout_ms = started.elapsed().as_secs_f64() * 1e3;
+    let refined_maps = split_heads(&refined.attention, heads);
+
+    Ok(Outcome {
+        prompt,
+        general_prompt,
+        original,
+        refined,
+        question_maps,
+        general_maps,
+        refined_maps,
+        triage,
+        knocked_out,
+        question_ms,
+        general_ms,
+        knockout_ms,
+    })
+}

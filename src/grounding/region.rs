@@ -1,0 +1,277 @@
+//! Regions drawn on the original image (boxes, ellipses, polygons, brush strokes) and the image
+//! tokens they cover, mapped through the same pad/resize/crop the model input went through.
+
+use crate::model::PixelMapping;
+
+/// A region in original image pixels.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Region {
+    /// Axis-aligned box, `[x0, y0, x1, y1]`.
+    Box { xyxy_px: [f64; 4] },
+    /// Ellipse inscribed in the box `[x0, y0, x1, y1]`.
+    Ellipse { xyxy_px: [f64; 4] },
+    /// Closed polygon.
+    Polygon { points_px: Vec<[f64; 2]> },
+    /// Freehand stroke of the given radius.
+    Brush {
+        points_px: Vec<[f64; 2]>,
+        radius_px: f64,
+    },
+}
+
+/// The image-token grid the model sees.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenGrid {
+    pub rows: usize,
+    pub cols: usize,
+    pub mapping: PixelMapping,
+}
+
+impl TokenGrid {
+    fn cell_px(&self) -> (f64, f64) {
+        let size = self.mapping.size as f64;
+        (size / self.cols as f64, size / self.rows as f64)
+    }
+
+    /// The centre of token `index` in original image pixels.
+    pub fn token_centre_px(&self, index: usize) -> (f64, f64) {
+        let (cell_w, cell_h) = self.cell_px();
+        let (row, col) = (index / self.cols, index % self.cols);
+        let (x, y) = ((col as f64 + 0.5) * cell_w, (row as f64 + 0.5) * cell_h);
+        (
+            x / self.mapping.scale[0] + self.mapping.offset_px[0],
+            y / self.mapping.scale[1] + self.mapping.offset_px[1],
+        )
+    }
+}
+
+impl Region {
+    /// Parse `x0,y0,x1,y1` (original pixels) into a box.
+    pub fn parse_box(text: &str) -> Result<Region, String> {
+        let values: Vec<f64> = text
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("region {text:?}: {v:?} is not a number"))
+            })
+            .collect::<Result<_, _>>()?;
+        let [x0, y0, x1, y1] = values[..] else {
+            return Err(format!("region {text:?} must be x0,y0,x1,y1"));
+        };
+        Ok(Region::Box {
+            xyxy_px: [x0, y0, x1, y1],
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Region::Box { .. } => "box",
+            Region::Ellipse { .. } => "ellipse",
+            Region::Polygon { .. } => "polygon",
+            Region::Brush { .. } => "brush",
+        }
+    }
+
+    /// Reject shapes with no area.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = match self {
+            Region::Box {
+                xyxy_px: [x0, y0, x1, y1],
+            }
+            | Region::Ellipse {
+                xyxy_px: [x0, y0, x1, y1],
+            } => [x0, y0, x1, y1].iter().all(|v| v.is_finite()) && x1 > x0 && y1 > y0,
+            Region::Polygon { points_px } => {
+                points_px.len() >= 3 && polygon_area(points_px).abs() > 0.0
+            }
+            Region::Brush {
+                points_px,
+                radius_px,
+            } => !points_px.is_empty() && *radius_px > 0.0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} region has zero area: {}",
+                self.kind(),
+                serde_json::to_string(self).unwrap_or_default()
+            ))
+        }
+    }
+
+    /// Raster-order indices of the image tokens the region covers.
+    pub fn tokens(&self, grid: &TokenGrid) -> Vec<usize> {
+        let (cell_w, cell_h) = grid.cell_px();
+        let map = |x: f64, y: f64| grid.mapping.to_input(x, y);
+        match self {
+            Region::Box {
+                xyxy_px: [x0, y0, x1, y1],
+            } => {
+                // A token counts when its cell overlaps the box: floor of the min, ceil of the max.
+                let (ix0, iy0) = map(*x0, *y0);
+                let (ix1, iy1) = map(*x1, *y1);
+                let col0 = (ix0.min(ix1) / cell_w).floor().max(0.0) as usize;
+                let col1 = ((ix0.max(ix1) / cell_w).ceil().max(0.0) as usize).min(grid.cols);
+                let row0 = (iy0.min(iy1) / cell_h).floor().max(0.0) as usize;
+                let row1 = ((iy0.max(iy1) / cell_h).ceil().max(0.0) as usize).min(grid.rows);
+                let mut tokens = Vec::new();
+                for row in row0..row1 {
+                    for col in col0..col1 {
+                        tokens.push(row * grid.cols + col);
+                    }
+                }
+                tokens
+            }
+            // Curved shapes: a token counts when any of 8x8 sample points of its cell is inside.
+            _ => (0..grid.rows * grid.cols)
+                .filter(|&index| {
+                    let (row, col) = (index / grid.cols, index % grid.cols);
+                    (0..64).any(|k| {
+                        let x = (col as f64 + ((k % 8) as f64 + 0.5) / 8.0) * cell_w;
+                        let y = (row as f64 + ((k / 8) as f64 + 0.5) / 8.0) * cell_h;
+                        let (ox, oy) = (
+                            x / grid.mapping.scale[0] + grid.mapping.offset_px[0],
+                            y / grid.mapping.scale[1] + grid.mapping.offset_px[1],
+                        );
+                        self.contains(ox, oy)
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether an original-pixel point lies inside the region.
+    pub fn contains(&self, x: f64, y: f64) -> bool {
+        match self {
+            Region::Box {
+                xyxy_px: [x0, y0, x1, y1],
+            } => x >= *x0 && x <= *x1 && y >= *y0 && y <= *y1,
+            Region::Ellipse {
+                xyxy_px: [x0, y0, x1, y1],
+            } => {
+                let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+                let (rx, ry) = ((x1 - x0) / 2.0, (y1 - y0) / 2.0);
+                ((x - cx) / rx).powi(2) + ((y - cy) / ry).powi(2) <= 1.0
+            }
+            Region::Polygon { points_px } => point_in_polygon(points_px, x, y),
+            Region::Brush {
+                points_px,
+                radius_px,
+            } => points_px
+                .iter()
+                .any(|[px, py]| (px - x).powi(2) + (py - y).powi(2) <= radius_px * radius_px),
+        }
+    }
+}
+
+fn polygon_area(points: &[[f64; 2]]) -> f64 {
+    let n = points.len();
+    (0..n)
+        .map(|i| {
+            let [x0, y0] = points[i];
+            let [x1, y1] = points[(i + 1) % n];
+            x0 * y1 - x1 * y0
+        })
+        .sum::<f64>()
+        / 2.0
+}
+
+fn point_in_polygon(points: &[[f64; 2]], x: f64, y: f64) -> bool {
+    let mut inside = false;
+    let n = points.len();
+    for i in 0..n {
+        let [xi, yi] = points[i];
+        let [xj, yj] = points[(i + n - 1) % n];
+        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
+            inside = !inside;
+        }
+    }
+    inside
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid_336() -> TokenGrid {
+        // A 672x504 image padded to 672x672 (offset 84 rows), resized to 336: scale 0.5.
+        TokenGrid {
+            rows: 24,
+            cols: 24,
+            mapping: PixelMapping {
+                scale: [0.5, 0.5],
+                offset_px: [0.0, -84.0],
+                size: 336,
+            },
+        }
+    }
+
+    #[test]
+    fn box_tokens_use_floor_and_ceil() {
+        // Original (100, 16) .. (130, 40) -> input (50, 50) .. (65, 62); cells of 14 px:
+        // cols floor(50/14)=3 .. ceil(65/14)=5 (exclusive), rows floor(50/14)=3 .. ceil(62/14)=5.
+        let region = Region::Box {
+            xyxy_px: [100.0, 16.0, 130.0, 40.0],
+        };
+        assert_eq!(
+            region.tokens(&grid_336()),
+            vec![3 * 24 + 3, 3 * 24 + 4, 4 * 24 + 3, 4 * 24 + 4]
+        );
+    }
+
+    #[test]
+    fn one_token_everything_and_nothing() {
+        let grid = grid_336();
+        // Exactly one cell: input (14, 14)..(28, 28) = original (28, -56)..(56, -28) in the pad.
+        assert_eq!(
+            Region::Box {
+                xyxy_px: [28.0, -56.0, 56.0, -28.0]
+            }
+            .tokens(&grid),
+            vec![24 + 1]
+        );
+        // The whole padded square covers all 576 tokens.
+        assert_eq!(
+            Region::Box {
+                xyxy_px: [0.0, -84.0, 672.0, 588.0]
+            }
+            .tokens(&grid)
+            .len(),
+            576
+        );
+        // Outside the image entirely: no token.
+        assert!(Region::Box {
+            xyxy_px: [2000.0, 2000.0, 2100.0, 2100.0]
+        }
+        .tokens(&grid)
+        .is_empty());
+        assert!(Region::Box {
+            xyxy_px: [5.0, 5.0, 5.0, 9.0]
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn curved_shapes_cover_their_cells() {
+        let grid = grid_336();
+        let ellipse = Region::Ellipse {
+            xyxy_px: [100.0, 16.0, 130.0, 40.0],
+        };
+        let tokens = ellipse.tokens(&grid);
+        assert!(!tokens.is_empty() && tokens.iter().all(|t| [75, 76, 99, 100].contains(t)));
+        let polygon = Region::Polygon {
+            points_px: vec![[0.0, -84.0], [672.0, -84.0], [0.0, 588.0]],
+        };
+        let covered = polygon.tokens(&grid).len();
+        assert!(covered > 576 / 2 && covered < 576, "{covered}");
+        let brush = Region::Brush {
+            points_px: vec![[42.0, -42.0]],
+            radius_px: 3.0,
+        };
+        assert_eq!(brush.tokens(&grid), vec![24 + 1]);
+    }
+}

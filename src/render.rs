@@ -1,0 +1,206 @@
+//! CPU pictures of attention for exports and the command line: colormaps, heatmap blending,
+//! token-mask outlines and region outlines over the image the model saw. The desktop app
+//! draws the same things on the GPU (shaders/); the colormap stops here are shared with it.
+
+use image::{Rgb, RgbImage};
+
+/// Colormaps for attention heatmaps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Colormap {
+    #[default]
+    Inferno,
+    Viridis,
+    Jet,
+}
+
+impl Colormap {
+    /// Stops from 0 to 1, evenly spaced (keep in sync with shaders/overlay.wgsl).
+    pub fn stops(self) -> &'static [[f32; 3]] {
+        match self {
+            Colormap::Inferno => &[
+                [0.001, 0.000, 0.014],
+                [0.122, 0.047, 0.282],
+                [0.333, 0.059, 0.427],
+                [0.533, 0.133, 0.416],
+                [0.729, 0.212, 0.333],
+                [0.890, 0.349, 0.200],
+                [0.976, 0.549, 0.039],
+                [0.976, 0.788, 0.196],
+                [0.988, 1.000, 0.643],
+            ],
+            Colormap::Viridis => &[
+                [0.267, 0.005, 0.329],
+                [0.283, 0.141, 0.458],
+                [0.254, 0.265, 0.530],
+                [0.207, 0.372, 0.553],
+                [0.164, 0.471, 0.558],
+                [0.128, 0.567, 0.551],
+                [0.135, 0.659, 0.518],
+                [0.267, 0.749, 0.441],
+                [0.478, 0.821, 0.318],
+                [0.741, 0.873, 0.150],
+                [0.993, 0.906, 0.144],
+            ],
+            Colormap::Jet => &[
+                [0.0, 0.0, 0.5],
+                [0.0, 0.0, 1.0],
+                [0.0, 1.0, 1.0],
+                [1.0, 1.0, 0.0],
+                [1.0, 0.0, 0.0],
+                [0.5, 0.0, 0.0],
+            ],
+        }
+    }
+
+    /// Colour of `t` in 0..=1.
+    pub fn color(self, t: f32) -> [f32; 3] {
+        let stops = self.stops();
+        let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+        let position = t * (stops.len() - 1) as f32;
+        let index = (position.floor() as usize).min(stops.len() - 2);
+        let fraction = position - index as f32;
+        let (a, b) = (stops[index], stops[index + 1]);
+        [0, 1, 2].map(|c| a[c] + (b[c] - a[c]) * fraction)
+    }
+}
+
+/// Scale a map to 0..1 by its own min and max.
+pub fn normalise(values: &[f32]) -> Vec<f32> {
+    crate::grounding::triage::min_max_normalise(values)
+}
+
+/// Blend a token-grid heatmap over `base` (nearest cells), opacity `alpha`.
+pub fn blend_heatmap(
+    base: &RgbImage,
+    grid: (usize, usize),
+    values: &[f32],
+    colormap: Colormap,
+    alpha: f32,
+) -> RgbImage {
+    let (rows, cols) = grid;
+    let levels = normalise(values);
+    let (width, height) = base.dimensions();
+    RgbImage::from_fn(width, height, |x, y| {
+        let col = (x as usize * cols / width as usize).min(cols - 1);
+        let row = (y as usize * rows / height as usize).min(rows - 1);
+        let colour = colormap.color(levels[row * cols + col]);
+        let pixel = base.get_pixel(x, y);
+        Rgb([0, 1, 2].map(|c| {
+            let mixed = pixel[c] as f32 * (1.0 - alpha) + colour[c] * 255.0 * alpha;
+            mixed.round().clamp(0.0, 255.0) as u8
+        }))
+    })
+}
+
+/// Draw the outline of the token set `tokens` (cell edges between inside and outside).
+pub fn outline_tokens(img: &mut RgbImage, grid: (usize, usize), tokens: &[usize], colour: Rgb<u8>) {
+    let (rows, cols) = grid;
+    let mut inside = vec![false; rows * cols];
+    for &t in tokens {
+        if t < inside.len() {
+            inside[t] = true;
+        }
+    }
+    let (width, height) = img.dimensions();
+    let cell = |x: u32, y: u32| -> Option<usize> {
+        let col = (x as usize * cols / width as usize).min(cols - 1);
+        let row = (y as usize * rows / height as usize).min(rows - 1);
+        Some(row * cols + col)
+    };
+    for y in 0..height {
+        for x in 0..width {
+            let Some(here) = cell(x, y) else { continue };
+            if !inside[here] {
+                continue;
+            }
+            let neighbours = [
+                (x.checked_sub(1), Some(y)),
+                (Some(x + 1).filter(|&v| v < width), Some(y)),
+                (Some(x), y.checked_sub(1)),
+                (Some(x), Some(y + 1).filter(|&v| v < height)),
+            ];
+            let edge = neighbours.iter().any(|(nx, ny)| match (nx, ny) {
+                (Some(nx), Some(ny)) => cell(*nx, *ny).is_some_and(|n| !inside[n]),
+                _ => true,
+            });
+            if edge {
+                img.put_pixel(x, y, colour);
+            }
+        }
+    }
+}
+
+/// Draw a rectangle outline (input-image pixel coordinates), 2 px wide.
+pub fn draw_rect(img: &mut RgbImage, x0: f64, y0: f64, x1: f64, y1: f64, colour: Rgb<u8>) {
+    let (width, height) = img.dimensions();
+    let clamp_x = |v: f64| (v.round().max(0.0) as u32).min(width.saturating_sub(1));
+    let clamp_y = |v: f64| (v.round().max(0.0) as u32).min(height.saturating_sub(1));
+    let (x0, x1, y0, y1) = (
+        clamp_x(x0.min(x1)),
+        clamp_x(x0.max(x1)),
+        clamp_y(y0.min(y1)),
+        clamp_y(y0.max(y1)),
+    );
+    for t in 0..2u32 {
+        for x in x0..=x1 {
+            img.put_pixel(x, (y0 + t).min(height - 1), colour);
+            img.put_pixel(x, y1.saturating_sub(t), colour);
+        }
+        for y in y0..=y1 {
+            img.put_pixel((x0 + t).min(width - 1), y, colour);
+            img.put_pixel(x1.saturating_sub(t), y, colour);
+        }
+    }
+}
+
+/// Panels side by side with a gap.
+pub fn side_by_side(panels: &[RgbImage], gap_px: u32) -> RgbImage {
+    let height = panels.iter().map(|p| p.height()).max().unwrap_or(1);
+    let width = panels.iter().map(|p| p.width()).sum::<u32>()
+        + gap_px * panels.len().saturating_sub(1) as u32;
+    let mut out = RgbImage::from_pixel(width.max(1), height, Rgb([24, 24, 24]));
+    let mut x = 0;
+    for panel in panels {
+        image::imageops::replace(&mut out, panel, x as i64, 0);
+        x += panel.width() + gap_px;
+    }
+    out
+}
+
+/// Upscale with nearest neighbour so tiny model inputs stay visible.
+pub fn upscale_to(img: &RgbImage, min_side_px: u32) -> RgbImage {
+    let side = img.width().max(img.height()).max(1);
+    if side >= min_side_px {
+        return img.clone();
+    }
+    let factor = min_side_px.div_ceil(side);
+    image::imageops::resize(
+        img,
+        img.width() * factor,
+        img.height() * factor,
+        image::imageops::FilterType::Nearest,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colormap_ends_are_the_stops() {
+        assert_eq!(Colormap::Jet.color(0.0), [0.0, 0.0, 0.5]);
+        assert_eq!(Colormap::Jet.color(1.0), [0.5, 0.0, 0.0]);
+        // Halfway between stop 2 (cyan) and 3 (yellow) of 6 stops: t = 0.5.
+        assert_eq!(Colormap::Jet.color(0.5), [0.5, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn outline_marks_the_border_of_a_token_block() {
+        let mut img = RgbImage::new(40, 40);
+        outline_tokens(&mut img, (4, 4), &[5], Rgb([255, 0, 0]));
+        // Token 5 is row 1, col 1: pixels 10..20 in x and y; its border is red, its centre not.
+        assert_eq!(img.get_pixel(10, 15)[0], 255);
+        assert_eq!(img.get_pixel(15, 15)[0], 0);
+        assert_eq!(img.get_pixel(25, 25)[0], 0);
+    }
+}

@@ -1,0 +1,185 @@
+//! `fovea inspect` as a user runs it: the JSON record carries every field of the contract in
+//! shared/design/INSPECT-JSON.md, the overlay is written, and bad input gets one clear line.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava")
+}
+
+fn fovea(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fovea"))
+        .args(args)
+        .output()
+        .expect("fovea runs")
+}
+
+fn base_args() -> Vec<String> {
+    let model = fixtures().join("huatuo-qwen2-original");
+    let image = fixtures().join("test_image.png");
+    [
+        "inspect",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--question",
+        "what abnormality is seen in the left lung ?",
+        "--heads",
+        "1:0,2:3,0:1",
+        "--masked-layers",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn record_has_every_contract_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("case.json");
+    let overlay = dir.path().join("case.png");
+    let mut args = base_args();
+    args.extend(
+        [
+            "--region",
+            "5,5,20,20",
+            "--dump-logits",
+            "--json",
+            json.to_str().unwrap(),
+            "--overlay",
+            overlay.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let run = fovea(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let paths = [
+        "/fovea_version",
+        "/model/path",
+        "/model/arch",
+        "/model/layers",
+        "/model/heads",
+        "/model/kv_heads",
+        "/model/grid",
+        "/image/path",
+        "/image/width",
+        "/image/height",
+        "/image/frame",
+        "/image/preprocess",
+        "/question",
+        "/prompt_text",
+        "/input_ids",
+        "/image_span",
+        "/general_prompt_text",
+        "/general_input_ids",
+        "/answer",
+        "/first_token_logits",
+        "/attention/query",
+        "/attention/question",
+        "/attention/general",
+        "/triage/heads",
+        "/triage/normalize",
+        "/triage/score_map",
+        "/triage/rule/percentile",
+        "/triage/knocked_out",
+        "/knockout/layers",
+        "/knockout/from",
+        "/knockout/decode",
+        "/refined/answer",
+        "/refined/first_token_logits",
+        "/regions/0/kind",
+        "/regions/0/xyxy_px",
+        "/regions/0/tokens",
+        "/metrics/per_layer/ratio",
+        "/metrics/per_layer/kl",
+        "/metrics/per_layer/js",
+        "/metrics/per_head/ratio",
+        "/metrics/per_head/kl",
+        "/metrics/per_head/js",
+        "/metrics/triage_map/ratio",
+        "/metrics/triage_map/kl",
+        "/metrics/triage_map/js",
+        "/timings_ms/load",
+        "/timings_ms/vision",
+        "/timings_ms/prefix",
+        "/timings_ms/question",
+        "/timings_ms/general",
+        "/timings_ms/knockout",
+        "/timings_ms/total",
+    ];
+    for path in paths {
+        assert!(
+            record.pointer(path).is_some_and(|v| !v.is_null()),
+            "record lacks {path}"
+        );
+    }
+    // Shapes: L x H x N attention, image span of rows * cols tokens, input ids with -1 there.
+    assert_eq!(record["model"]["arch"], "llava-qwen2");
+    assert_eq!(record["model"]["grid"], serde_json::json!([4, 4]));
+    let question = record["attention"]["question"].as_array().unwrap();
+    assert_eq!(question.len(), 3);
+    assert_eq!(question[0].as_array().unwrap().len(), 4);
+    assert_eq!(question[0][0].as_array().unwrap().len(), 16);
+    let span: Vec<usize> = serde_json::from_value(record["image_span"].clone()).unwrap();
+    assert_eq!(span[1] - span[0], 16);
+    let ids: Vec<i64> = serde_json::from_value(record["input_ids"].clone()).unwrap();
+    assert!(ids[span[0]..span[1]].iter().all(|&id| id == -1));
+    assert_eq!(record["first_token_logits"].as_array().unwrap().len(), 84);
+    assert_eq!(
+        record["metrics"]["per_head"]["ratio"][0]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // The overlay is three panels of the model input side by side.
+    let picture = image::open(&overlay).unwrap();
+    assert!(
+        picture.width() > 3 * picture.height() - 40 && picture.width() < 3 * picture.height() + 40
+    );
+}
+
+#[test]
+fn bad_input_gets_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("never.json");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--heads", "7:0"], "out of range"),
+        (&["--masked-layers", "9"], "out of range"),
+        (&["--percentile", "101"], "percentile"),
+        (&["--region", "5,5,5,20"], "zero area"),
+        (&["--template", "raw"], "<image>"),
+        (&["--region", "500,500,600,600"], "covers no image token"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = base_args();
+        // An option given by the case replaces the base one.
+        if let Some(at) = args.iter().position(|a| a == extra[0]) {
+            args.drain(at..at + 2);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--json".to_string(), json.to_str().unwrap().to_string()]);
+        let run = fovea(&args);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{extra:?}: expected {expected:?} in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"));
+        assert!(
+            !json.exists(),
+            "{extra:?}: wrote a record despite the error"
+        );
+    }
+}
