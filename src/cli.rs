@@ -28,6 +28,43 @@ pub enum Command {
     Inspect(Box<InspectArgs>),
     /// Measure what prefix sharing buys VGRefine on a generated CLIP-L/336 checkpoint
     Bench(BenchArgs),
+    /// Generate synthetic chest-radiograph and head-MR phantoms with known lesions
+    /// (images + cases.jsonl in the VGMED field layout)
+    Phantom(PhantomArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PhantomArgs {
+    /// Output folder (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Number of cases (images); each gives 2 to 5 questions
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Seed of the first case (case i uses seed + i)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Image side in pixels
+    #[arg(long, default_value_t = 192)]
+    pub size: u32,
+    /// Difficulty 0 (large bright lesions, little noise) .. 1 (full)
+    #[arg(long, default_value_t = 1.0)]
+    pub difficulty: f64,
+    /// Probability of a distractor (marker letter, wire, border label)
+    #[arg(long, default_value_t = 0.3)]
+    pub distractors: f64,
+    /// Only this family: chest-xray or head-mr
+    #[arg(long, value_enum)]
+    pub family: Option<FamilyArg>,
+    /// Write DICOM (Secondary Capture) instead of PNG
+    #[arg(long)]
+    pub dicom: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FamilyArg {
+    ChestXray,
+    HeadMr,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Convert(args)) => convert(&args),
         Some(Command::Bench(args)) => bench(&args),
         Some(Command::Inspect(args)) => inspect(&args),
+        Some(Command::Phantom(args)) => phantom(&args),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -562,5 +600,36 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         crate::imaging::write_png_atomically(&picture, out)?;
         eprintln!("wrote {}", out.display());
     }
+    Ok(())
+}
+
+fn phantom(args: &PhantomArgs) -> Result<()> {
+    use crate::demo::{Family, Recipe};
+    if !(0.0..=1.0).contains(&args.difficulty) || !(0.0..=1.0).contains(&args.distractors) {
+        bail!("--difficulty and --distractors must be within 0..1");
+    }
+    if !(64..=2048).contains(&args.size) {
+        bail!("--size must be within 64..2048 px, got {}", args.size);
+    }
+    if args.out.is_file() {
+        bail!("output is a file, not a folder: {}", args.out.display());
+    }
+    let recipe = Recipe {
+        size_px: args.size,
+        family: args.family.map(|f| match f {
+            FamilyArg::ChestXray => Family::ChestXray,
+            FamilyArg::HeadMr => Family::HeadMr,
+        }),
+        distractor_probability: args.distractors,
+        difficulty: args.difficulty,
+        ..Recipe::default()
+    };
+    let rows =
+        crate::demo::write_dataset(&args.out, args.n, args.seed, &recipe, args.dicom, |_| {})?;
+    eprintln!(
+        "wrote {} images and {rows} questions to {}",
+        args.n,
+        args.out.display()
+    );
     Ok(())
 }

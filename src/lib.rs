@@ -4,6 +4,7 @@
 //! (the paper's method as plain math); `cli` is the command line.
 
 pub mod cli;
+pub mod demo;
 pub mod grounding;
 pub mod imaging;
 pub mod inspect;
