@@ -10,10 +10,18 @@ use crate::imaging::{self, window, Photometric, Preset, SourceFormat, Study, Voi
 /// fovea: see where a medical multimodal LLM looks when it answers a question about an
 /// image, and fix the answer when it looks in the wrong place (VGRefine).
 #[derive(Debug, Parser)]
-#[command(name = "fovea", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "fovea", version, about, long_about = None, max_term_width = 100, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Image to open in the app (DICOM, PNG, JPEG, TIFF, BMP); without one, a demo case
+    pub file: Option<PathBuf>,
+    /// Checkpoint folder for the app (default: the bundled demo model)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Ask this question as soon as the model and image are ready
+    #[arg(long, value_name = "TEXT")]
+    pub ask: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,9 +237,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Inspect(args)) => inspect(&args),
         Some(Command::Phantom(args)) => phantom(&args),
         None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
+            let model = cli.model.unwrap_or_else(crate::inspect::demo_model_dir);
+            if !model.join("config.json").exists() {
+                bail!(
+                    "no model to load: pass --model DIR (the bundled demo model is missing: {})",
+                    model.display()
+                );
+            }
+            if let Some(file) = &cli.file {
+                if !file.exists() {
+                    bail!("no such file: {}", file.display());
+                }
+            }
+            crate::app::run(model, cli.file, cli.ask)
         }
     }
 }

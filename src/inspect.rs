@@ -16,9 +16,30 @@ use crate::imaging::{self, VoiOption};
 use crate::model::{ImageSession, Model};
 use crate::render::{self, Colormap};
 
-/// Where the bundled demo model lives (issue: the embedded default).
+/// fovea's assets folder: `$FOVEA_ASSETS`, else an `assets/` beside or above the executable,
+/// else the source tree's.
+pub fn assets_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FOVEA_ASSETS") {
+        return PathBuf::from(dir);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(4) {
+            if dir.join("assets/demo-model/config.json").exists() {
+                return dir.join("assets");
+            }
+        }
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// Where the bundled demo model lives.
 pub fn demo_model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo-model")
+    assets_dir().join("demo-model")
+}
+
+/// The bundled demo cases (VGMED JSONL).
+pub fn demo_cases_file() -> PathBuf {
+    assets_dir().join("cases/cases.jsonl")
 }
 
 /// Per-model VGRefine defaults, read from `vgrefine.json` beside a checkpoint.
@@ -207,25 +228,85 @@ pub fn inspect(request: Request) -> Result<Inspection> {
     region_tokens.dedup();
 
     let cfg = &model.checkpoint.text;
+    let model_info = json!({
+        "path": model.checkpoint.dir,
+        "arch": model.checkpoint.arch,
+        "layers": cfg.num_hidden_layers,
+        "heads": cfg.num_attention_heads,
+        "kv_heads": cfg.num_key_value_heads,
+        "grid": [rows, cols],
+        "layout": model.checkpoint.layout.name,
+    });
+    let image_info = json!({
+        "path": request.image,
+        "width": study.width,
+        "height": study.height,
+        "frame": request.frame,
+        "preprocess": model.checkpoint.processor.mode.name(model.checkpoint.processor.size),
+    });
+    let heads_source = if request.heads_given {
+        "--heads".to_string()
+    } else {
+        defaults
+            .as_ref()
+            .and_then(|d| d.source.clone())
+            .unwrap_or_default()
+    };
+    let mut record = case_record(CaseParts {
+        model: model_info,
+        image: image_info,
+        question: &request.question,
+        outcome: &outcome,
+        settings: &settings,
+        heads_source,
+        regions: region_records,
+        region_tokens: &region_tokens,
+        dump_logits: request.dump_logits,
+    });
+    let vision_ms = session.timings.vision_ms;
+    let prefix_ms = session.timings.prefix_ms;
+    record["timings_ms"] = json!({
+        "load": load_ms,
+        "vision": vision_ms,
+        "prefix": prefix_ms,
+        "question": outcome.question_ms,
+        "general": outcome.general_ms,
+        "knockout": outcome.knockout_ms,
+        "total": total_started.elapsed().as_secs_f64() * 1e3,
+    });
+    Ok(Inspection {
+        record,
+        outcome,
+        prepared,
+        grid,
+        region_tokens,
+        regions: request.regions,
+        triage_heads: settings.heads,
+    })
+}
+
+/// What a case record is made of (shared by `fovea inspect` and the app's export).
+pub struct CaseParts<'a> {
+    pub model: Value,
+    pub image: Value,
+    pub question: &'a str,
+    pub outcome: &'a Outcome,
+    pub settings: &'a Settings,
+    pub heads_source: String,
+    pub regions: Vec<Value>,
+    pub region_tokens: &'a [usize],
+    pub dump_logits: bool,
+}
+
+/// The INSPECT-JSON record of one case, without `timings_ms`.
+pub fn case_record(parts: CaseParts) -> Value {
+    let outcome = parts.outcome;
+    let settings = parts.settings;
     let mut record = json!({
         "fovea_version": env!("CARGO_PKG_VERSION"),
-        "model": {
-            "path": model.checkpoint.dir,
-            "arch": model.checkpoint.arch,
-            "layers": cfg.num_hidden_layers,
-            "heads": cfg.num_attention_heads,
-            "kv_heads": cfg.num_key_value_heads,
-            "grid": [rows, cols],
-            "layout": model.checkpoint.layout.name,
-        },
-        "image": {
-            "path": request.image,
-            "width": study.width,
-            "height": study.height,
-            "frame": request.frame,
-            "preprocess": model.checkpoint.processor.mode.name(model.checkpoint.processor.size),
-        },
-        "question": request.question,
+        "model": parts.model,
+        "image": parts.image,
+        "question": parts.question,
         "prompt_text": outcome.prompt.text,
         "input_ids": outcome.prompt.input_ids,
         "image_span": [outcome.prompt.image_span.start, outcome.prompt.image_span.end],
@@ -249,9 +330,9 @@ pub fn inspect(request: Request) -> Result<Inspection> {
             "answer": outcome.refined.text,
             "answer_ids": outcome.refined.ids,
         },
-        "regions": region_records,
+        "regions": parts.regions,
     });
-    if request.dump_logits {
+    if parts.dump_logits {
         record["first_token_logits"] = json!(outcome.original.first_token_logits);
         record["refined"]["first_token_logits"] = json!(outcome.refined.first_token_logits);
     }
@@ -267,9 +348,7 @@ pub fn inspect(request: Request) -> Result<Inspection> {
             "rule": settings.rule.to_json(),
             "threshold": triage.threshold,
             "knocked_out": triage.knocked_out,
-            "heads_source": if request.heads_given { "--heads".to_string() } else {
-                defaults.as_ref().and_then(|d| d.source.clone()).unwrap_or_default()
-            },
+            "heads_source": parts.heads_source,
         }),
         None => json!({
             "heads": [],
@@ -280,29 +359,10 @@ pub fn inspect(request: Request) -> Result<Inspection> {
             "given": true,
         }),
     };
-    if !region_tokens.is_empty() {
-        record["metrics"] = metrics_record(&outcome, settings.normalize, &region_tokens);
+    if !parts.region_tokens.is_empty() {
+        record["metrics"] = metrics_record(outcome, settings.normalize, parts.region_tokens);
     }
-    let vision_ms = session.timings.vision_ms;
-    let prefix_ms = session.timings.prefix_ms;
-    record["timings_ms"] = json!({
-        "load": load_ms,
-        "vision": vision_ms,
-        "prefix": prefix_ms,
-        "question": outcome.question_ms,
-        "general": outcome.general_ms,
-        "knockout": outcome.knockout_ms,
-        "total": total_started.elapsed().as_secs_f64() * 1e3,
-    });
-    Ok(Inspection {
-        record,
-        outcome,
-        prepared,
-        grid,
-        region_tokens,
-        regions: request.regions,
-        triage_heads: settings.heads,
-    })
+    record
 }
 
 fn top_probability(logits: &[f32]) -> f64 {

@@ -3,6 +3,7 @@
 //! Layers, bottom up: `imaging` (pixels), `model` (the MLLM runtime on candle), `grounding`
 //! (the paper's method as plain math); `cli` is the command line.
 
+pub mod app;
 pub mod cli;
 pub mod demo;
 pub mod grounding;

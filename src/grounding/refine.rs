@@ -144,8 +144,45 @@ pub fn validate(settings: &Settings, layers: usize, heads: usize, tokens: usize)
     Ok(())
 }
 
+/// The stages of a VGRefine run, for progress reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Prefix,
+    Question,
+    General,
+    Knockout,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Prefix => "prefix",
+            Stage::Question => "question",
+            Stage::General => "general",
+            Stage::Knockout => "knockout",
+        }
+    }
+}
+
 /// Run VGRefine for `question` on an image session.
 pub fn run(session: &mut ImageSession, question: &str, settings: &Settings) -> Result<Outcome> {
+    run_with_progress(session, question, settings, &mut |_| true)
+}
+
+/// As [`run`], calling `progress` before each stage; it returns false to cancel.
+pub fn run_with_progress(
+    session: &mut ImageSession,
+    question: &str,
+    settings: &Settings,
+    progress: &mut dyn FnMut(Stage) -> bool,
+) -> Result<Outcome> {
+    let mut step = |stage: Stage| -> Result<()> {
+        if progress(stage) {
+            Ok(())
+        } else {
+            bail!("cancelled")
+        }
+    };
     let cfg = &session.model.decoder.cfg;
     let (layers, heads, tokens) = (
         cfg.num_hidden_layers,
@@ -154,6 +191,8 @@ pub fn run(session: &mut ImageSession, question: &str, settings: &Settings) -> R
     );
     validate(settings, layers, heads, tokens)?;
     let (prompt, general_prompt) = prompts(session, question, settings)?;
+    step(Stage::Prefix)?;
+    session.prepare_prefix(&prompt)?;
     let rows = |p: &TokenisedPrompt| match settings.query {
         Query::Last => QueryRows::Last,
         Query::Question => QueryRows::MeanFrom(p.image_span.end),
@@ -165,10 +204,12 @@ pub fn run(session: &mut ImageSession, question: &str, settings: &Settings) -> R
         ..RunOptions::default()
     };
 
+    step(Stage::Question)?;
     let started = Instant::now();
     let original = session.run(&prompt, &answer_options)?;
     let question_ms = started.elapsed().as_secs_f64() * 1e3;
 
+    step(Stage::General)?;
     let started = Instant::now();
     let general_options = RunOptions {
         max_new_tokens: 1,
@@ -195,6 +236,7 @@ pub fn run(session: &mut ImageSession, question: &str, settings: &Settings) -> R
         }
     };
 
+    step(Stage::Knockout)?;
     let started = Instant::now();
     let edges = EdgeMask {
         layers: settings.masked_layers.clone(),

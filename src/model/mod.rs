@@ -248,6 +248,11 @@ impl<'m> ImageSession<'m> {
         })
     }
 
+    /// Compute (once) the prefix cache `prompt` will run on.
+    pub fn prepare_prefix(&mut self, prompt: &TokenisedPrompt) -> Result<()> {
+        self.prefix_cache(&prompt.before_image()).map(|_| ())
+    }
+
     /// The cache after the text before the image and the image itself.
     fn prefix_cache(&mut self, before_image: &[u32]) -> Result<Cache> {
         if let Some(cache) = self.prefixes.get(before_image) {

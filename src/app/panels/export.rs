@@ -1,0 +1,223 @@
+//! Exports: the composited view as PNG, the case record as INSPECT-JSON, the regions as COCO
+//! JSON. Patient-identifying fields are never written. Files are written atomically.
+
+use serde_json::json;
+
+use crate::app::{ExportKind, FoveaApp, OverlayLayer};
+use crate::grounding::region::Region;
+
+pub fn export(app: &mut FoveaApp, kind: ExportKind) {
+    let Some(image) = &app.image else {
+        app.status = "open an image first".into();
+        return;
+    };
+    let stem = image
+        .study
+        .path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("case")
+        .to_string();
+    let suggested = match kind {
+        ExportKind::Png => format!("{stem}-fovea.png"),
+        ExportKind::Record => format!("{stem}-fovea.json"),
+        ExportKind::Regions => format!("{stem}-regions.coco.json"),
+    };
+    let Some(path) = app.dialog.save_file(&suggested) else {
+        return;
+    };
+    let written = match kind {
+        ExportKind::Png => {
+            composite(app).and_then(|img| crate::imaging::write_png_atomically(&img, &path))
+        }
+        ExportKind::Record => {
+            record(app).and_then(|value| crate::cli::write_json_atomically(&value, &path))
+        }
+        ExportKind::Regions => {
+            Ok(coco(app)).and_then(|value| crate::cli::write_json_atomically(&value, &path))
+        }
+    };
+    match written {
+        Ok(()) => {
+            app.status = format!("wrote {}", path.display());
+            app.last_export = Some(path);
+        }
+        Err(err) => app.status = format!("{err:#}"),
+    }
+}
+
+/// The image at the current window with the current overlay, regions outlined, full size.
+pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
+    let image = app
+        .image
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no image"))?;
+    let voi = crate::imaging::VoiOption::Custom(image.window);
+    let mut picture = crate::imaging::render_rgb8(&image.study, image.frame, &voi)?;
+    if let Some(result) = &app.result {
+        let grid = result.grid;
+        let values = super::heads::layer_values(app, app.layer);
+        let knocked = &result.outcome.knocked_out;
+        let colormap = app.persisted.colormap;
+        let levels = values.map(|v| crate::render::normalise(&v));
+        let (width, height) = picture.dimensions();
+        for y in 0..height {
+            for x in 0..width {
+                let (ix, iy) = grid.mapping.to_input(x as f64 + 0.5, y as f64 + 0.5);
+                let size = grid.mapping.size as f64;
+                if ix < 0.0 || iy < 0.0 || ix >= size || iy >= size {
+                    continue;
+                }
+                let token = (iy / size * grid.rows as f64) as usize * grid.cols
+                    + (ix / size * grid.cols as f64) as usize;
+                let pixel = picture.get_pixel_mut(x, y);
+                if let Some(levels) = &levels {
+                    let colour = colormap.color(levels[token]);
+                    for c in 0..3 {
+                        let mixed = pixel[c] as f32 * (1.0 - app.persisted.opacity)
+                            + colour[c] * 255.0 * app.persisted.opacity;
+                        pixel[c] = mixed.round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+                if app.layer == OverlayLayer::KnockedOut && knocked.contains(&token) {
+                    for c in 0..3 {
+                        pixel[c] /= 3;
+                    }
+                }
+            }
+        }
+    }
+    for region in &app.regions {
+        if let Region::Box {
+            xyxy_px: [x0, y0, x1, y1],
+        }
+        | Region::Ellipse {
+            xyxy_px: [x0, y0, x1, y1],
+        } = region.region
+        {
+            crate::render::draw_rect(&mut picture, x0, y0, x1, y1, image::Rgb([60, 255, 60]));
+        }
+    }
+    Ok(picture)
+}
+
+/// The INSPECT-JSON record of the current case.
+pub fn record(app: &FoveaApp) -> anyhow::Result<serde_json::Value> {
+    let (Some(image), Some(result), Some(model)) = (&app.image, &app.result, &app.model) else {
+        anyhow::bail!("ask a question first: there is no result to export");
+    };
+    let grid = result.grid;
+    let region_tokens = app.region_tokens().unwrap_or_default();
+    let regions: Vec<serde_json::Value> = app
+        .regions
+        .iter()
+        .map(|r| {
+            let mut value = serde_json::to_value(&r.region).unwrap_or_default();
+            value["name"] = json!(r.name);
+            value["tokens"] = json!(r.region.tokens(&grid));
+            value
+        })
+        .collect();
+    let mut record = crate::inspect::case_record(crate::inspect::CaseParts {
+        model: json!({
+            "path": model.dir, "arch": model.arch, "layers": model.layers, "heads": model.heads,
+            "grid": [grid.rows, grid.cols],
+        }),
+        image: json!({
+            "path": image.study.path, "width": image.study.width, "height": image.study.height, "frame": image.frame,
+        }),
+        question: &result.question,
+        outcome: &result.outcome,
+        settings: &result.settings,
+        heads_source: if app.heads_text.trim().is_empty() {
+            "model defaults".into()
+        } else {
+            "app".into()
+        },
+        regions,
+        region_tokens: &region_tokens,
+        dump_logits: false,
+    });
+    record["timings_ms"] = json!({ "total": result.total_ms });
+    Ok(record)
+}
+
+/// Regions as COCO-style annotations (bbox xywh, segmentation polygons, area).
+pub fn coco(app: &FoveaApp) -> serde_json::Value {
+    let Some(image) = &app.image else {
+        return json!({});
+    };
+    let file_name = image
+        .study
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("image");
+    let annotations: Vec<serde_json::Value> = app
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(index, named)| {
+            let polygon: Vec<[f64; 2]> = match &named.region {
+                Region::Box {
+                    xyxy_px: [x0, y0, x1, y1],
+                } => vec![[*x0, *y0], [*x1, *y0], [*x1, *y1], [*x0, *y1]],
+                Region::Ellipse {
+                    xyxy_px: [x0, y0, x1, y1],
+                } => (0..32)
+                    .map(|k| {
+                        let t = k as f64 / 32.0 * std::f64::consts::TAU;
+                        [
+                            (x0 + x1) / 2.0 + (x1 - x0) / 2.0 * t.cos(),
+                            (y0 + y1) / 2.0 + (y1 - y0) / 2.0 * t.sin(),
+                        ]
+                    })
+                    .collect(),
+                Region::Polygon { points_px } => points_px.clone(),
+                Region::Brush {
+                    points_px,
+                    radius_px,
+                } => points_px
+                    .iter()
+                    .flat_map(|[x, y]| {
+                        [
+                            [x - radius_px, y - radius_px],
+                            [x + radius_px, y + radius_px],
+                        ]
+                    })
+                    .collect(),
+            };
+            let xs = polygon.iter().map(|p| p[0]);
+            let ys = polygon.iter().map(|p| p[1]);
+            let (x0, x1) = (
+                xs.clone().fold(f64::INFINITY, f64::min),
+                xs.fold(f64::NEG_INFINITY, f64::max),
+            );
+            let (y0, y1) = (
+                ys.clone().fold(f64::INFINITY, f64::min),
+                ys.fold(f64::NEG_INFINITY, f64::max),
+            );
+            let area = shoelace(&polygon).abs();
+            json!({
+                "id": index + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": area,
+                "segmentation": [polygon.iter().flat_map(|p| [p[0], p[1]]).collect::<Vec<_>>()],
+                "fovea": { "name": named.name, "kind": named.region.kind(), "shape": named.region },
+            })
+        })
+        .collect();
+    json!({
+        "images": [{ "id": 1, "file_name": file_name, "width": image.study.width, "height": image.study.height }],
+        "categories": [{ "id": 1, "name": "region" }],
+        "annotations": annotations,
+    })
+}
+
+fn shoelace(points: &[[f64; 2]]) -> f64 {
+    let n = points.len();
+    (0..n)
+        .map(|i| points[i][0] * points[(i + 1) % n][1] - points[(i + 1) % n][0] * points[i][1])
+        .sum::<f64>()
+        / 2.0
+}

@@ -1,0 +1,173 @@
+//! Head explorer: a layer x head heatmap of attention mass on the image (or of attention ratio
+//! against the drawn regions), a per-layer curve, the triage heads, and the head list to re-run.
+
+use egui::Color32;
+use egui_plot::{Heatmap, Line, Plot, PlotPoint, PlotPoints};
+
+use crate::app::{Command, FoveaApp, OverlayLayer};
+use crate::grounding::metrics::{self, Metrics};
+use crate::grounding::{mean_map, RelativeMaps};
+
+/// The heat values of the current overlay layer over the token grid (unnormalised).
+pub fn layer_values(app: &FoveaApp, layer: OverlayLayer) -> Option<Vec<f32>> {
+    let result = app.result.as_ref()?;
+    let outcome = &result.outcome;
+    let relative = RelativeMaps {
+        question: &outcome.question_maps,
+        general: &outcome.general_maps,
+        normalize: true,
+    };
+    let heads = &result.settings.heads;
+    let triage_heads_mean =
+        |maps: &crate::grounding::LayerHeadMaps| mean_map(heads.iter().map(|&(l, h)| &maps[l][h]));
+    let relative_on = app.persisted.relative_maps;
+    Some(match layer {
+        OverlayLayer::None | OverlayLayer::KnockedOut => return None,
+        OverlayLayer::Head { layer, head } => {
+            let layer = layer.min(outcome.question_maps.len().checked_sub(1)?);
+            let head = head.min(outcome.question_maps[layer].len().checked_sub(1)?);
+            if relative_on {
+                relative.head(layer, head)
+            } else {
+                outcome.question_maps[layer][head].clone()
+            }
+        }
+        OverlayLayer::LayerMean { layer } => {
+            let layer = layer.min(outcome.question_maps.len().checked_sub(1)?);
+            if relative_on {
+                relative.layer(layer)
+            } else {
+                mean_map(&outcome.question_maps[layer])
+            }
+        }
+        OverlayLayer::Triage => outcome
+            .triage
+            .as_ref()
+            .map(|t| t.score_map.clone())
+            .unwrap_or_else(|| triage_heads_mean(&outcome.question_maps)),
+        OverlayLayer::Before => triage_heads_mean(&outcome.question_maps),
+        OverlayLayer::After => triage_heads_mean(&outcome.refined_maps),
+    })
+}
+
+/// Metrics of the current overlay map against the union of the regions.
+pub fn current_metrics(app: &FoveaApp) -> Option<Metrics> {
+    let tokens = app.region_tokens()?;
+    let layer = if matches!(app.layer, OverlayLayer::None | OverlayLayer::KnockedOut) {
+        OverlayLayer::Triage
+    } else {
+        app.layer
+    };
+    metrics::compute(&layer_values(app, layer)?, &tokens)
+}
+
+pub fn head_explorer_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.heading("Heads");
+    let Some(result) = &app.result else {
+        ui.label("Per-head attention appears after a question.");
+        return;
+    };
+    let outcome = &result.outcome;
+    let layers = outcome.question_maps.len();
+    let heads = outcome.question_maps.first().map(|l| l.len()).unwrap_or(0);
+    let region = app.region_tokens().filter(|t| !t.is_empty());
+    let relative = RelativeMaps {
+        question: &outcome.question_maps,
+        general: &outcome.general_maps,
+        normalize: true,
+    };
+    let (what, values): (&str, Vec<f64>) = match &region {
+        Some(tokens) => (
+            "attention ratio in the regions (relative maps)",
+            (0..layers)
+                .flat_map(|l| (0..heads).map(move |h| (l, h)))
+                .map(|(l, h)| metrics::attention_ratio(&relative.head(l, h), tokens))
+                .collect(),
+        ),
+        None => (
+            "attention mass on the image",
+            outcome
+                .question_maps
+                .iter()
+                .flatten()
+                .map(|m| m.iter().map(|&v| v as f64).sum())
+                .collect(),
+        ),
+    };
+    ui.label(what);
+    let triage_heads = result.settings.heads.clone();
+    let plot = Plot::new("head explorer")
+        .height(220.0)
+        .x_axis_label("head")
+        .y_axis_label("layer")
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .show(ui, |plot_ui| {
+            plot_ui.heatmap(
+                Heatmap::new(values.clone(), heads.max(1))
+                    .show_labels(false)
+                    .at(PlotPoint::new(0.0, 0.0)),
+            );
+            for &(l, h) in &triage_heads {
+                let square = vec![
+                    [h as f64, l as f64],
+                    [h as f64 + 1.0, l as f64],
+                    [h as f64 + 1.0, l as f64 + 1.0],
+                    [h as f64, l as f64 + 1.0],
+                    [h as f64, l as f64],
+                ];
+                plot_ui.line(
+                    Line::new("triage heads", PlotPoints::from(square))
+                        .color(Color32::from_rgb(0, 220, 255)),
+                );
+            }
+            if plot_ui.response().clicked() {
+                plot_ui.pointer_coordinate()
+            } else {
+                None
+            }
+        });
+    if let Some(point) = plot.inner {
+        let (head, layer) = (point.x.floor(), point.y.floor());
+        if head >= 0.0 && layer >= 0.0 && (head as usize) < heads && (layer as usize) < layers {
+            app.layer = OverlayLayer::Head {
+                layer: layer as usize,
+                head: head as usize,
+            };
+        }
+    }
+    // Per-layer curve: the head-mean of the same quantity.
+    let curve: Vec<[f64; 2]> = (0..layers)
+        .map(|l| {
+            let row = &values[l * heads..(l + 1) * heads];
+            [l as f64, row.iter().sum::<f64>() / heads.max(1) as f64]
+        })
+        .collect();
+    Plot::new("per layer")
+        .height(140.0)
+        .x_axis_label("layer")
+        .show(ui, |plot_ui| {
+            plot_ui.line(Line::new("head mean", PlotPoints::from(curve)));
+        });
+    ui.horizontal(|ui| {
+        ui.label("heads");
+        ui.add(
+            egui::TextEdit::singleline(&mut app.heads_text)
+                .hint_text("model defaults (l:h,l:h)")
+                .desired_width(180.0),
+        );
+    });
+    ui.horizontal(|ui| {
+        ui.label("masked layers");
+        ui.add(
+            egui::TextEdit::singleline(&mut app.masked_text)
+                .hint_text("model defaults")
+                .desired_width(80.0),
+        );
+        ui.add(egui::Slider::new(&mut app.percentile, 0.0..=100.0).text("percentile"));
+    });
+    if ui.button("Re-run with these heads").clicked() {
+        app.commands.push(Command::Ask);
+    }
+}

@@ -1,0 +1,451 @@
+//! The app's panels, one file each; `show` lays them out.
+
+pub mod export;
+pub mod heads;
+pub mod viewport;
+
+use egui::{Color32, RichText};
+
+use super::{Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool};
+use crate::imaging::Preset;
+use crate::render::Colormap;
+
+pub fn show(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    egui::Panel::top("menu").show(ui, |ui| menu_ui(app, ui));
+    egui::Panel::bottom("status").show(ui, |ui| status_ui(app, ui));
+    egui::Panel::left("case")
+        .default_size(330.0)
+        .resizable(true)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                cases_ui(app, ui);
+                ui.separator();
+                question_ui(app, ui);
+                ui.separator();
+                answers_ui(app, ui);
+                ui.separator();
+                image_info_ui(app, ui);
+            });
+        });
+    egui::Panel::right("analysis")
+        .default_size(360.0)
+        .resizable(true)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                overlay_controls_ui(app, ui);
+                ui.separator();
+                regions_ui(app, ui);
+                ui.separator();
+                heads::head_explorer_ui(app, ui);
+            });
+        });
+    egui::CentralPanel::default().show(ui, |ui| viewport::viewport_ui(app, ui));
+}
+
+fn menu_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        if ui.button("Open…").clicked() {
+            app.commands.push(Command::OpenDialog);
+        }
+        ui.menu_button("Recent", |ui| {
+            for path in app.persisted.recent.clone() {
+                if ui.button(path.display().to_string()).clicked() {
+                    app.commands.push(Command::Open(path));
+                    ui.close();
+                }
+            }
+        });
+        ui.menu_button("Export", |ui| {
+            if ui.button("Export PNG").clicked() {
+                app.commands.push(Command::Export(ExportKind::Png));
+                ui.close();
+            }
+            if ui.button("Export record (JSON)").clicked() {
+                app.commands.push(Command::Export(ExportKind::Record));
+                ui.close();
+            }
+            if ui.button("Export regions (COCO JSON)").clicked() {
+                app.commands.push(Command::Export(ExportKind::Regions));
+                ui.close();
+            }
+        });
+        ui.separator();
+        ui.toggle_value(&mut app.side_by_side, "Before | after");
+        ui.separator();
+        match &app.model {
+            Some(model) => ui.label(format!(
+                "model: {} · {} layers × {} heads · {}×{} tokens",
+                model.arch, model.layers, model.heads, model.grid.0, model.grid.1
+            )),
+            None => ui.label("model: loading…"),
+        };
+    });
+}
+
+fn status_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        if let Some(stage) = app.stage {
+            let stages = [
+                "queued",
+                "vision",
+                "prefix",
+                "question",
+                "general",
+                "knockout",
+                "look here",
+            ];
+            let index = stages.iter().position(|s| *s == stage).unwrap_or(0);
+            ui.add(
+                egui::ProgressBar::new(index as f32 / (stages.len() - 1) as f32)
+                    .text(format!("running: {stage}"))
+                    .desired_width(260.0),
+            );
+            if ui.button("Cancel").clicked() {
+                app.commands.push(Command::Cancel);
+            }
+        }
+        ui.label(&app.status);
+    });
+}
+
+fn cases_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.heading("Cases");
+    if app.cases.is_empty() {
+        ui.label("No demo cases found.");
+    }
+    let current = app.image.as_ref().map(|i| i.study.path.clone());
+    for case in app.cases.clone() {
+        let name = case
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
+        let selected = current.as_ref() == Some(&case.path);
+        if ui
+            .selectable_label(selected, &name)
+            .on_hover_text(&case.question)
+            .clicked()
+        {
+            app.commands.push(Command::Open(case.path.clone()));
+        }
+    }
+}
+
+fn question_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    let label = ui.heading("Question");
+    let response = ui
+        .add(
+            egui::TextEdit::singleline(&mut app.question)
+                .hint_text("Is there a nodule in the left lung?")
+                .desired_width(f32::INFINITY),
+        )
+        .labelled_by(label.id);
+    let enter = response.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+    ui.horizontal(|ui| {
+        let ready = app.model.is_some() && app.image.is_some() && !app.worker.busy;
+        if ui.add_enabled(ready, egui::Button::new("Ask")).clicked() || (enter && ready) {
+            app.commands.push(Command::Ask);
+        }
+        let has_region = !app.regions.is_empty() && app.result.is_some();
+        if ui
+            .add_enabled(
+                ready && has_region,
+                egui::Button::new("What if it looked here?"),
+            )
+            .on_hover_text("Answer again with every token outside the drawn regions knocked out")
+            .clicked()
+        {
+            app.commands.push(Command::LookHere);
+        }
+    });
+    let family_questions: &[&str] = match app
+        .image
+        .as_ref()
+        .and_then(|i| i.study.summary.modality.clone())
+        .as_deref()
+    {
+        Some("MR") => &[
+            "Is there a lesion in the left hemisphere?",
+            "Which side is the lesion on?",
+            "Is the lesion large?",
+        ],
+        _ => &[
+            "Is there a nodule in the left lung?",
+            "Is there a nodule in the right lung?",
+            "Which side is the nodule on?",
+        ],
+    };
+    ui.horizontal_wrapped(|ui| {
+        for suggestion in family_questions {
+            if ui.small_button(*suggestion).clicked() {
+                app.question = suggestion.to_string();
+            }
+        }
+    });
+}
+
+fn probability(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    1.0 / logits.iter().map(|v| (v - max).exp()).sum::<f32>()
+}
+
+fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.heading("Answers");
+    let Some(result) = &app.result else {
+        ui.label(
+            "Ask a question to see the model's answer, VGRefine's answer and where it looked.",
+        );
+        return;
+    };
+    let expected = app
+        .cases
+        .iter()
+        .find(|c| {
+            Some(&c.path) == app.image.as_ref().map(|i| &i.study.path)
+                && c.question == result.question
+        })
+        .map(|c| c.answer.clone());
+    egui::Grid::new("answers")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            let outcome = &result.outcome;
+            let row = |ui: &mut egui::Ui, name: &str, text: &str, logits: &[f32]| {
+                ui.label(name);
+                ui.label(
+                    RichText::new(format!("{text}   (p = {:.2})", probability(logits))).strong(),
+                );
+                ui.end_row();
+            };
+            row(
+                ui,
+                "Original",
+                &outcome.original.text,
+                &outcome.original.first_token_logits,
+            );
+            row(
+                ui,
+                "VGRefine",
+                &outcome.refined.text,
+                &outcome.refined.first_token_logits,
+            );
+            if let Some(answer) = &result.look_here {
+                row(ui, "Looked here", &answer.text, &answer.first_token_logits);
+            }
+            if let Some(expected) = expected {
+                ui.label("Expected");
+                ui.label(expected);
+                ui.end_row();
+            }
+        });
+    ui.label(format!(
+        "{} of {} image tokens knocked out in layer(s) {:?}",
+        result.outcome.knocked_out.len(),
+        result.grid.rows * result.grid.cols,
+        result.settings.masked_layers
+    ));
+}
+
+fn image_info_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.heading("Image");
+    let Some(image) = &app.image else {
+        ui.label("Open a DICOM or PNG/JPEG image (menu, drag and drop, or a case above).");
+        return;
+    };
+    let study = &image.study;
+    ui.label(format!(
+        "{} × {} px, {} frame(s)",
+        study.width,
+        study.height,
+        study.frame_count()
+    ));
+    if let Some(modality) = &study.summary.modality {
+        ui.label(format!("modality {modality}"));
+    }
+    if let Some([row, col]) = study.pixel_spacing_mm {
+        ui.label(format!("spacing {row} × {col} mm"));
+    }
+    let frames = study.frame_count();
+    if frames > 1 {
+        let mut frame = image.frame;
+        if ui
+            .add(egui::Slider::new(&mut frame, 0..=frames - 1).text("frame"))
+            .changed()
+        {
+            app.commands.push(Command::SetFrame(frame));
+        }
+    }
+    let mut window = image.window;
+    ui.horizontal(|ui| {
+        ui.label(format!(
+            "window C {:.0} / W {:.0}",
+            window.center, window.width
+        ));
+    });
+    ui.horizontal_wrapped(|ui| {
+        for preset in Preset::ALL {
+            if ui.small_button(preset.name()).clicked() {
+                window = preset.window();
+            }
+        }
+        if ui.small_button("file/min-max").clicked() {
+            window = study.default_window(image.frame);
+        }
+    });
+    if let Some(image) = app.image.as_mut() {
+        image.window = window;
+    }
+    let Some(image) = &app.image else { return };
+    let hidden = image.study.identity.fields.len();
+    if hidden > 0 {
+        ui.checkbox(
+            &mut app.show_phi,
+            format!("show patient data ({hidden} fields, never exported)"),
+        );
+        if app.show_phi {
+            for (name, value) in &image.study.identity.fields {
+                ui.label(format!("{name}: {value}"));
+            }
+        }
+    }
+}
+
+fn overlay_controls_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.heading("Overlay");
+    let (layers, heads) = app
+        .model
+        .as_ref()
+        .map(|m| (m.layers, m.heads))
+        .unwrap_or((1, 1));
+    egui::ComboBox::from_label("Show")
+        .selected_text(app.layer.label())
+        .show_ui(ui, |ui| {
+            let selected_head = match app.layer {
+                OverlayLayer::Head { layer, head } => (layer, head),
+                _ => (layers / 2, 0),
+            };
+            for option in [
+                OverlayLayer::None,
+                OverlayLayer::Triage,
+                OverlayLayer::KnockedOut,
+                OverlayLayer::Before,
+                OverlayLayer::After,
+                OverlayLayer::LayerMean {
+                    layer: selected_head.0,
+                },
+                OverlayLayer::Head {
+                    layer: selected_head.0,
+                    head: selected_head.1,
+                },
+            ] {
+                ui.selectable_value(&mut app.layer, option, option.label());
+            }
+        });
+    match &mut app.layer {
+        OverlayLayer::Head { layer, head } => {
+            ui.add(egui::Slider::new(layer, 0..=layers.saturating_sub(1)).text("layer"));
+            ui.add(egui::Slider::new(head, 0..=heads.saturating_sub(1)).text("head"));
+        }
+        OverlayLayer::LayerMean { layer } => {
+            ui.add(egui::Slider::new(layer, 0..=layers.saturating_sub(1)).text("layer"));
+        }
+        _ => {}
+    }
+    ui.checkbox(
+        &mut app.persisted.relative_maps,
+        "relative to the general prompt",
+    );
+    ui.horizontal(|ui| {
+        ui.label("colormap");
+        for (map, name) in [
+            (Colormap::Inferno, "inferno"),
+            (Colormap::Viridis, "viridis"),
+            (Colormap::Jet, "jet"),
+        ] {
+            ui.selectable_value(&mut app.persisted.colormap, map, name);
+        }
+    });
+    ui.add(egui::Slider::new(&mut app.persisted.opacity, 0.0..=1.0).text("opacity"));
+    ui.checkbox(&mut app.persisted.smooth, "smooth");
+    ui.horizontal(|ui| {
+        ui.label("knocked-out tokens");
+        for (mode, name) in [
+            (MaskMode::None, "hide"),
+            (MaskMode::Outline, "outline"),
+            (MaskMode::Fill, "fill"),
+        ] {
+            ui.selectable_value(&mut app.persisted.mask_mode, mode, name);
+        }
+    });
+}
+
+fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.heading("Regions");
+    ui.horizontal_wrapped(|ui| {
+        for (tool, name) in [
+            (Tool::Navigate, "Navigate"),
+            (Tool::Box, "Box"),
+            (Tool::Ellipse, "Ellipse"),
+            (Tool::Polygon, "Polygon"),
+            (Tool::Brush, "Brush"),
+            (Tool::Erase, "Erase"),
+        ] {
+            ui.selectable_value(&mut app.tool, tool, name);
+        }
+    });
+    if app.tool == Tool::Polygon {
+        ui.label("Click points; double-click or Enter closes the polygon.");
+    }
+    let mut remove = None;
+    let mut renamed = false;
+    for (index, region) in app.regions.iter_mut().enumerate() {
+        ui.horizontal(|ui| {
+            renamed |= ui
+                .add(egui::TextEdit::singleline(&mut region.name).desired_width(120.0))
+                .changed();
+            ui.label(region.region.kind());
+            if ui.small_button("Delete").clicked() {
+                remove = Some(index);
+            }
+        });
+    }
+    if let Some(index) = remove {
+        app.regions.remove(index);
+        app.mark_dirty();
+    }
+    if renamed {
+        app.mark_dirty();
+    }
+    if !app.regions.is_empty() && ui.button("Clear regions").clicked() {
+        app.commands.push(Command::ClearRegions);
+    }
+    if let Some(metrics) = heads::current_metrics(app) {
+        egui::Grid::new("metrics").num_columns(2).show(ui, |ui| {
+            let row = |ui: &mut egui::Ui, name: &str, value: String| {
+                ui.label(name);
+                ui.label(value);
+                ui.end_row();
+            };
+            row(ui, "attention ratio", format!("{:.3}", metrics.ratio));
+            row(ui, "KL(g||p)", format!("{:.3}", metrics.kl));
+            row(ui, "JS", format!("{:.3}", metrics.js));
+            row(
+                ui,
+                "pointing game",
+                if metrics.pointing {
+                    "hit".into()
+                } else {
+                    "miss".into()
+                },
+            );
+        });
+        ui.label(
+            RichText::new(format!(
+                "of the {} map against the regions",
+                app.layer.label()
+            ))
+            .color(Color32::GRAY),
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The inference thread: loads the model, keeps one image session (vision embedding and
+//! prefix cache) so a second question about the same image is fast, and reports each stage.
+//! The UI thread talks to it through bounded channels and never waits on it; a cancel flag
+//! is checked between stages.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+
+use crate::grounding::refine::{self, Outcome, Settings, Stage};
+use crate::grounding::region::TokenGrid;
+use crate::model::{Answer, EdgeMask, ImageSession, Model, RunOptions};
+
+/// What the UI asks for.
+pub enum Request {
+    LoadModel {
+        dir: PathBuf,
+        vision_tower: Option<PathBuf>,
+    },
+    Ask(Box<Ask>),
+}
+
+/// One question about one image.
+pub struct Ask {
+    /// Identifies the pixels (path, frame, window): the session is reused while it is equal.
+    pub image_key: String,
+    pub image: Arc<image::RgbImage>,
+    pub question: String,
+    pub settings: Settings,
+    /// "What if it looked here": also answer with every token outside these knocked out.
+    pub look_here: Option<Vec<usize>>,
+}
+
+/// Model facts the UI shows.
+#[derive(Clone, Debug)]
+pub struct ModelSummary {
+    pub dir: PathBuf,
+    pub arch: String,
+    pub layers: usize,
+    pub heads: usize,
+    pub grid: (usize, usize),
+    pub default_heads: Vec<(usize, usize)>,
+    pub default_masked_layers: Vec<usize>,
+    pub load_ms: f64,
+}
+
+/// A finished question.
+pub struct CaseResult {
+    pub question: String,
+    pub image_key: String,
+    pub outcome: Outcome,
+    pub grid: TokenGrid,
+    pub settings: Settings,
+    pub look_here: Option<Answer>,
+    pub reused_session: bool,
+    pub total_ms: f64,
+}
+
+/// What the worker reports.
+pub enum Event {
+    ModelLoaded(ModelSummary),
+    /// The stage about to run (`vision` first when the image is new).
+    Stage(&'static str),
+    Finished(Box<CaseResult>),
+    Failed(String),
+}
+
+/// The UI's handle on the worker thread.
+pub struct Worker {
+    requests: SyncSender<Request>,
+    pub events: Receiver<Event>,
+    pub cancel: Arc<AtomicBool>,
+    pub busy: bool,
+}
+
+impl Worker {
+    /// Start the thread; `wake` is called after each event (the app passes a repaint request).
+    pub fn spawn(wake: impl Fn() + Send + 'static) -> std::io::Result<Self> {
+        let (request_tx, request_rx) = std::sync::mpsc::sync_channel::<Request>(4);
+        let (event_tx, event_rx) = std::sync::mpsc::sync_channel::<Event>(64);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let thread_cancel = cancel.clone();
+        std::thread::Builder::new()
+            .name("fovea-inference".into())
+            .spawn(move || {
+                run(request_rx, event_tx, thread_cancel, wake);
+            })?;
+        Ok(Worker {
+            requests: request_tx,
+            events: event_rx,
+            cancel,
+            busy: false,
+        })
+    }
+
+    /// Queue a request; refused (returns false) when the queue is full.
+    pub fn send(&mut self, request: Request) -> bool {
+        self.cancel.store(false, Ordering::SeqCst);
+        match self.requests.try_send(request) {
+            Ok(()) => {
+                self.busy = true;
+                true
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
+fn run(
+    requests: Receiver<Request>,
+    events: SyncSender<Event>,
+    cancel: Arc<AtomicBool>,
+    wake: impl Fn(),
+) {
+    let emit = |event: Event| {
+        // The UI drains events every frame; a full queue only drops stage updates.
+        let _ = events.send(event);
+        wake();
+    };
+    let mut next = requests.recv().ok();
+    while let Some(request) = next.take() {
+        let Request::LoadModel { dir, vision_tower } = request else {
+            emit(Event::Failed("no model is loaded".into()));
+            next = requests.recv().ok();
+            continue;
+        };
+        let started = Instant::now();
+        let model = match Model::load(&dir, vision_tower.as_deref(), &Device::Cpu) {
+            Ok(model) => model,
+            Err(err) => {
+                emit(Event::Failed(format!("{err:#}")));
+                next = requests.recv().ok();
+                continue;
+            }
+        };
+        let defaults = crate::inspect::model_defaults(&model)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let cfg = &model.checkpoint.text;
+        emit(Event::ModelLoaded(ModelSummary {
+            dir: dir.clone(),
+            arch: model.checkpoint.arch.clone(),
+            layers: cfg.num_hidden_layers,
+            heads: cfg.num_attention_heads,
+            grid: model.grid(),
+            default_heads: defaults.heads.iter().map(|&[l, h]| (l, h)).collect(),
+            default_masked_layers: defaults.masked_layers.clone(),
+            load_ms: started.elapsed().as_secs_f64() * 1e3,
+        }));
+        let mut session: Option<(String, ImageSession)> = None;
+        // Serve questions until another model is requested or the UI goes away.
+        loop {
+            let Ok(request) = requests.recv() else { return };
+            let ask = match request {
+                Request::LoadModel { .. } => {
+                    next = Some(request);
+                    break;
+                }
+                Request::Ask(ask) => ask,
+            };
+            let started = Instant::now();
+            let reused = session
+                .as_ref()
+                .is_some_and(|(key, _)| *key == ask.image_key);
+            if !reused {
+                emit(Event::Stage("vision"));
+                match ImageSession::new(&model, &ask.image) {
+                    Ok(new_session) => session = Some((ask.image_key.clone(), new_session)),
+                    Err(err) => {
+                        emit(Event::Failed(format!("{err:#}")));
+                        continue;
+                    }
+                }
+            }
+            let Some((_, current)) = session.as_mut() else {
+                continue;
+            };
+            let outcome = refine::run_with_progress(
+                current,
+                &ask.question,
+                &ask.settings,
+                &mut |stage: Stage| {
+                    emit(Event::Stage(stage.name()));
+                    !cancel.load(Ordering::SeqCst)
+                },
+            );
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    emit(Event::Failed(format!("{err:#}")));
+                    continue;
+                }
+            };
+            let look_here = match &ask.look_here {
+                Some(inside) if !cancel.load(Ordering::SeqCst) => {
+                    emit(Event::Stage("look here"));
+                    let tokens = model.num_image_tokens();
+                    let outside: Vec<usize> = (0..tokens).filter(|t| !inside.contains(t)).collect();
+                    let edges = EdgeMask {
+                        layers: ask.settings.masked_layers.clone(),
+                        queries_from: outcome.prompt.image_span.end,
+                        blocked_keys: crate::model::image_key_positions(
+                            &outcome.prompt.image_span,
+                            &outside,
+                        ),
+                    };
+                    let options = RunOptions {
+                        max_new_tokens: ask.settings.max_new_tokens,
+                        knockout: Some(edges),
+                        ..RunOptions::default()
+                    };
+                    current.run(&outcome.prompt, &options).ok()
+                }
+                _ => None,
+            };
+            let (rows, cols) = model.grid();
+            let mapping = current.mapping;
+            emit(Event::Finished(Box::new(CaseResult {
+                question: ask.question.clone(),
+                image_key: ask.image_key.clone(),
+                outcome,
+                grid: TokenGrid {
+                    rows,
+                    cols,
+                    mapping,
+                },
+                settings: ask.settings.clone(),
+                look_here,
+                reused_session: reused,
+                total_ms: started.elapsed().as_secs_f64() * 1e3,
+            })));
+        }
+    }
+}
