@@ -39,6 +39,120 @@ pub enum Command {
     /// Generate synthetic chest-radiograph and head-MR phantoms with known lesions
     /// (images + cases.jsonl in the VGMED field layout)
     Phantom(PhantomArgs),
+    /// Grounding analysis over a dataset: relative attention per layer and head against the
+    /// annotated boxes (per-sample JSONL, CSV tables, plots)
+    Grounding(GroundingArgs),
+    /// Rank heads by attention ratio over a grounding run and write the heads file
+    Heads(HeadsArgs),
+    /// Med-VQA accuracy with and without VGRefine
+    Eval(EvalArgs),
+    /// Combine the outputs of sharded runs into exactly what one run would have written
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Data file: VGMED/COCO JSONL, closed/open JSONL, or HuatuoGPT-Vision evaluation JSON
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Folder the image paths in the data file are relative to (default: the data file's folder)
+    #[arg(long, value_name = "ROOT")]
+    pub images: Option<PathBuf>,
+    /// Checkpoint folder (default: the bundled demo model)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Output folder
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Process at most this many samples
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Shuffle with this seed before --limit (0 keeps the file order)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Process the deterministic slice I of N (0-based), e.g. 2/8
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Continue a killed run in the same --out
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl DataArgs {
+    fn run_args(&self) -> Result<crate::eval::RunArgs> {
+        let images = match &self.images {
+            Some(dir) => dir.clone(),
+            None => self
+                .data
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        let model = match &self.model {
+            Some(dir) => dir.clone(),
+            None => crate::inspect::demo_model_dir(),
+        };
+        let shard = self
+            .shard
+            .as_deref()
+            .map(crate::eval::dataset::Shard::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        Ok(crate::eval::RunArgs {
+            data: self.data.clone(),
+            images,
+            model,
+            out: self.out.clone(),
+            limit: self.limit,
+            seed: self.seed,
+            shard,
+            resume: self.resume,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GroundingArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Query rows: the last prompt token, or the mean over the question tokens
+    #[arg(long, value_enum, default_value_t = QueryArg::Last)]
+    pub query: QueryArg,
+    /// Use raw attention instead of attention relative to the general prompt
+    #[arg(long)]
+    pub no_norm: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HeadsArgs {
+    /// Output folder of `fovea grounding`
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// How many heads to keep
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    /// Heads file to write (read by `fovea inspect/eval --heads/--vgrefine`)
+    #[arg(long, value_name = "FILE.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Also answer with VGRefine using this heads file (from `fovea heads` or a model's vgrefine.json)
+    #[arg(long, value_name = "HEADS.json")]
+    pub vgrefine: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Output folders of the shards
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Merged output folder
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +350,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(args)) => bench(&args),
         Some(Command::Inspect(args)) => inspect(&args),
         Some(Command::Phantom(args)) => phantom(&args),
+        Some(Command::Grounding(args)) => {
+            let query = match args.query {
+                QueryArg::Last => crate::grounding::refine::Query::Last,
+                QueryArg::Question => crate::grounding::refine::Query::Question,
+            };
+            crate::eval::grounding(&args.data.run_args()?, query, !args.no_norm)
+        }
+        Some(Command::Heads(args)) => {
+            if args.top_k == 0 {
+                bail!("--top-k must be at least 1");
+            }
+            let value = crate::eval::heads(&args.from, args.top_k, &args.out)?;
+            println!("heads {}", value["heads"]);
+            println!("masked layer(s) {}", value["masked_layers"]);
+            eprintln!("wrote {}", args.out.display());
+            Ok(())
+        }
+        Some(Command::Eval(args)) => {
+            crate::eval::eval(&args.data.run_args()?, args.vgrefine.as_deref())
+        }
+        Some(Command::Merge(args)) => crate::eval::merge(&args.dirs, &args.out),
         None => {
             let model = cli.model.unwrap_or_else(crate::inspect::demo_model_dir);
             if !model.join("config.json").exists() {
@@ -571,7 +706,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         knockout_tokens: args.knockout_tokens.clone(),
         max_new_tokens: args.max_new_tokens,
         knockout_decode: args.knockout_decode,
-        stop_at_eos: true,
+        ..Settings::default()
     };
     let request = crate::inspect::Request {
         model_dir,

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod demo;
+pub mod eval;
 pub mod grounding;
 pub mod imaging;
 pub mod inspect;

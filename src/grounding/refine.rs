@@ -42,6 +42,8 @@ pub struct Settings {
     pub knockout_decode: bool,
     /// Stop answers at the end-of-sequence token (off only to compare fixed-length outputs).
     pub stop_at_eos: bool,
+    /// Instruction appended to the question and the general prompt in the model's format.
+    pub answer_suffix: String,
 }
 
 impl Default for Settings {
@@ -58,6 +60,7 @@ impl Default for Settings {
             max_new_tokens: 16,
             knockout_decode: false,
             stop_at_eos: true,
+            answer_suffix: ANSWER_SUFFIX.to_string(),
         }
     }
 }
@@ -164,18 +167,34 @@ impl Stage {
     }
 }
 
-/// Run VGRefine for `question` on an image session.
-pub fn run(session: &mut ImageSession, question: &str, settings: &Settings) -> Result<Outcome> {
-    run_with_progress(session, question, settings, &mut |_| true)
+/// The first half of VGRefine: the question and the general prompt on one image prefix, with
+/// their attention maps (what the grounding analysis needs).
+pub struct Measured {
+    pub prompt: TokenisedPrompt,
+    pub general_prompt: TokenisedPrompt,
+    pub original: Answer,
+    pub question_maps: LayerHeadMaps,
+    pub general_maps: LayerHeadMaps,
+    pub question_ms: f64,
+    pub general_ms: f64,
+    answer_options: RunOptions,
 }
 
-/// As [`run`], calling `progress` before each stage; it returns false to cancel.
-pub fn run_with_progress(
+/// Ask the question and the general prompt; no triage, no knockout.
+pub fn measure(
+    session: &mut ImageSession,
+    question: &str,
+    settings: &Settings,
+) -> Result<Measured> {
+    measure_with_progress(session, question, settings, &mut |_| true)
+}
+
+fn measure_with_progress(
     session: &mut ImageSession,
     question: &str,
     settings: &Settings,
     progress: &mut dyn FnMut(Stage) -> bool,
-) -> Result<Outcome> {
+) -> Result<Measured> {
     let mut step = |stage: Stage| -> Result<()> {
         if progress(stage) {
             Ok(())
@@ -183,13 +202,7 @@ pub fn run_with_progress(
             bail!("cancelled")
         }
     };
-    let cfg = &session.model.decoder.cfg;
-    let (layers, heads, tokens) = (
-        cfg.num_hidden_layers,
-        cfg.num_attention_heads,
-        session.model.num_image_tokens(),
-    );
-    validate(settings, layers, heads, tokens)?;
+    let heads = session.model.decoder.cfg.num_attention_heads;
     let (prompt, general_prompt) = prompts(session, question, settings)?;
     step(Stage::Prefix)?;
     session.prepare_prefix(&prompt)?;
@@ -218,9 +231,56 @@ pub fn run_with_progress(
     };
     let general = session.run(&general_prompt, &general_options)?;
     let general_ms = started.elapsed().as_secs_f64() * 1e3;
-
     let question_maps = split_heads(&original.attention, heads);
     let general_maps = split_heads(&general.attention, heads);
+    Ok(Measured {
+        prompt,
+        general_prompt,
+        original,
+        question_maps,
+        general_maps,
+        question_ms,
+        general_ms,
+        answer_options,
+    })
+}
+
+/// Run VGRefine for `question` on an image session.
+pub fn run(session: &mut ImageSession, question: &str, settings: &Settings) -> Result<Outcome> {
+    run_with_progress(session, question, settings, &mut |_| true)
+}
+
+/// As [`run`], calling `progress` before each stage; it returns false to cancel.
+pub fn run_with_progress(
+    session: &mut ImageSession,
+    question: &str,
+    settings: &Settings,
+    progress: &mut dyn FnMut(Stage) -> bool,
+) -> Result<Outcome> {
+    let cfg = &session.model.decoder.cfg;
+    let (layers, heads, tokens) = (
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        session.model.num_image_tokens(),
+    );
+    validate(settings, layers, heads, tokens)?;
+    let Measured {
+        prompt,
+        general_prompt,
+        original,
+        question_maps,
+        general_maps,
+        question_ms,
+        general_ms,
+        answer_options,
+    } = measure_with_progress(session, question, settings, progress)?;
+    let mut step = |stage: Stage| -> Result<()> {
+        if progress(stage) {
+            Ok(())
+        } else {
+            bail!("cancelled")
+        }
+    };
     let (triage, knocked_out) = match &settings.knockout_tokens {
         Some(tokens) => (None, tokens.clone()),
         None => {
