@@ -221,3 +221,58 @@ fn ask_draw_and_export_like_a_user() {
         rendered.save(dir.path().join("app.png")).unwrap();
     }
 }
+
+/// The viewport with overlays, rendered through fovea's wgpu pipeline on lavapipe and compared
+/// with committed snapshots (tests/snapshots; `UPDATE_SNAPSHOTS=1` rewrites them).
+#[test]
+fn overlay_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(dir.path(), Arc::new(Mutex::new(Vec::new())));
+    run_until(&mut harness, "the model", |app| app.model.is_some());
+    {
+        let app = harness.state_mut();
+        app.commands
+            .push(fovea::app::Command::Open(fixtures().join("test_image.png")));
+        app.heads_text = "1:0,2:3,0:1".into();
+        app.masked_text = "1".into();
+        app.question = "what abnormality is seen in the left lung ?".into();
+    }
+    run_until(&mut harness, "the image", |app| app.image.is_some());
+    harness.state_mut().commands.push(fovea::app::Command::Ask);
+    run_until(&mut harness, "the answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+    {
+        let app = harness.state_mut();
+        app.regions.push(fovea::app::NamedRegion {
+            name: "lesion".into(),
+            region: fovea::grounding::region::Region::Box {
+                xyxy_px: [5.0, 5.0, 20.0, 20.0],
+            },
+        });
+        app.session_dirty = None;
+    }
+    let options = egui_kittest::SnapshotOptions::new()
+        .threshold(1.0)
+        .max_failed_pixels(40);
+    for (name, layer, side_by_side) in [
+        ("overlay_triage", OverlayLayer::Triage, false),
+        (
+            "overlay_head",
+            OverlayLayer::Head { layer: 2, head: 3 },
+            false,
+        ),
+        ("overlay_before_after", OverlayLayer::Triage, true),
+    ] {
+        {
+            let app = harness.state_mut();
+            app.layer = layer;
+            app.side_by_side = side_by_side;
+            app.status.clear();
+        }
+        for _ in 0..3 {
+            harness.step();
+        }
+        harness.snapshot_options(name, &options);
+    }
+}
