@@ -442,7 +442,7 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         });
         ui.label(
             RichText::new(format!(
-                "of the {} map against the regions",
+                "of the {} against the regions",
                 app.layer.label()
             ))
             .color(Color32::GRAY),
