@@ -41,13 +41,14 @@ fn write_run_info(out: &Path, command: &str, extra: Value) -> Result<()> {
     crate::cli::write_json_atomically(&info, &out.join("run.json"))
 }
 
-fn load_rgb(sample: &Sample) -> Result<image::RgbImage> {
-    let study = imaging::load(&sample.image)?;
-    Ok(imaging::render_rgb8(&study, 0, &VoiOption::Default)?)
-}
-
-/// `fovea grounding`: relative attention per layer and head against each sample's boxes.
-pub fn grounding(args: &RunArgs, query: Query, normalize: bool) -> Result<()> {
+/// Select the samples, load the model, and append `work`'s record for every sample not done
+/// yet (a failed sample gets a record with its error, so the run goes on and says why).
+fn for_each_sample(
+    args: &RunArgs,
+    command: &str,
+    settings: Value,
+    mut work: impl FnMut(&Model, &Sample) -> Result<Value>,
+) -> Result<()> {
     let samples = dataset::select(
         dataset::read(&args.data, &args.images)?,
         args.limit,
@@ -56,29 +57,39 @@ pub fn grounding(args: &RunArgs, query: Query, normalize: bool) -> Result<()> {
     );
     let model = Model::load(&args.model, None, &Device::Cpu)?;
     let mut results = ResultsFile::open(&args.out, args.resume)?;
-    write_run_info(
-        &args.out,
-        "grounding",
-        json!({ "query": query, "normalize": normalize, "model": args.model }),
-    )?;
+    write_run_info(&args.out, command, settings)?;
+    let todo: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| !results.done.contains(&s.index))
+        .collect();
+    let mut bar = Progress::new(command, samples.len(), samples.len() - todo.len());
+    for (fresh, sample) in todo.into_iter().enumerate() {
+        let record = work(&model, sample).unwrap_or_else(|err| {
+            json!({ "index": sample.index, "image": sample.image_name, "question": sample.question, "error": format!("{err:#}") })
+        });
+        results.append(&record)?;
+        bar.tick(fresh + 1);
+    }
+    Ok(())
+}
+
+fn load_rgb(sample: &Sample) -> Result<image::RgbImage> {
+    let study = imaging::load(&sample.image)?;
+    Ok(imaging::render_rgb8(&study, 0, &VoiOption::Default)?)
+}
+
+/// `fovea grounding`: relative attention per layer and head against each sample's boxes.
+pub fn grounding(args: &RunArgs, query: Query, normalize: bool) -> Result<()> {
     let settings = Settings {
         query,
         normalize,
         max_new_tokens: 8,
         ..Settings::default()
     };
-    let todo: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| !results.done.contains(&s.index))
-        .collect();
-    let mut bar = Progress::new("grounding", samples.len(), samples.len() - todo.len());
-    for (fresh, sample) in todo.into_iter().enumerate() {
-        let record = grounding_sample(&model, sample, &settings).unwrap_or_else(|err| {
-            json!({ "index": sample.index, "image": sample.image_name, "question": sample.question, "error": format!("{err:#}") })
-        });
-        results.append(&record)?;
-        bar.tick(fresh + 1);
-    }
+    let info = json!({ "query": query, "normalize": normalize, "model": args.model });
+    for_each_sample(args, "grounding", info, |model, sample| {
+        grounding_sample(model, sample, &settings)
+    })?;
     report::grounding_report(&args.out)
 }
 
@@ -200,13 +211,6 @@ pub fn heads(from: &Path, top_k: usize, out: &Path) -> Result<Value> {
 
 /// `fovea eval`: accuracy with and without VGRefine.
 pub fn eval(args: &RunArgs, vgrefine: Option<&Path>) -> Result<()> {
-    let samples = dataset::select(
-        dataset::read(&args.data, &args.images)?,
-        args.limit,
-        args.seed,
-        args.shard,
-    );
-    let model = Model::load(&args.model, None, &Device::Cpu)?;
     let (heads, masked_layers, percentile) = match vgrefine {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -220,25 +224,19 @@ pub fn eval(args: &RunArgs, vgrefine: Option<&Path>) -> Result<()> {
                 );
             }
             (
-                defaults.heads.iter().map(|&[l, h]| (l, h)).collect(),
+                defaults
+                    .heads
+                    .iter()
+                    .map(|&[l, h]| (l, h))
+                    .collect::<Vec<_>>(),
                 defaults.masked_layers,
                 defaults.percentile.unwrap_or(80.0),
             )
         }
         None => (Vec::new(), Vec::new(), 80.0),
     };
-    let mut results = ResultsFile::open(&args.out, args.resume)?;
-    write_run_info(
-        &args.out,
-        "eval",
-        json!({ "vgrefine": vgrefine, "model": args.model, "heads": heads, "masked_layers": masked_layers }),
-    )?;
-    let todo: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| !results.done.contains(&s.index))
-        .collect();
-    let mut bar = Progress::new("eval", samples.len(), samples.len() - todo.len());
-    for (fresh, sample) in todo.into_iter().enumerate() {
+    let info = json!({ "vgrefine": vgrefine, "model": args.model, "heads": heads, "masked_layers": masked_layers });
+    for_each_sample(args, "eval", info, |model, sample| {
         let settings = Settings {
             heads: heads.clone(),
             masked_layers: masked_layers.clone(),
@@ -247,12 +245,8 @@ pub fn eval(args: &RunArgs, vgrefine: Option<&Path>) -> Result<()> {
             answer_suffix: score::suffix_for(sample).to_string(),
             ..Settings::default()
         };
-        let record = eval_sample(&model, sample, &settings, vgrefine.is_some()).unwrap_or_else(|err| {
-            json!({ "index": sample.index, "image": sample.image_name, "question": sample.question, "error": format!("{err:#}") })
-        });
-        results.append(&record)?;
-        bar.tick(fresh + 1);
-    }
+        eval_sample(model, sample, &settings, vgrefine.is_some())
+    })?;
     report::eval_report(&args.out)
 }
 

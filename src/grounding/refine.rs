@@ -195,13 +195,7 @@ fn measure_with_progress(
     settings: &Settings,
     progress: &mut dyn FnMut(Stage) -> bool,
 ) -> Result<Measured> {
-    let mut step = |stage: Stage| -> Result<()> {
-        if progress(stage) {
-            Ok(())
-        } else {
-            bail!("cancelled")
-        }
-    };
+    let mut step = |stage: Stage| proceed(progress, stage);
     let heads = session.model.decoder.cfg.num_attention_heads;
     let (prompt, general_prompt) = prompts(session, question, settings)?;
     step(Stage::Prefix)?;
@@ -245,6 +239,15 @@ fn measure_with_progress(
     })
 }
 
+/// Report `stage`; an error when the caller asked to cancel.
+fn proceed(progress: &mut dyn FnMut(Stage) -> bool, stage: Stage) -> Result<()> {
+    if progress(stage) {
+        Ok(())
+    } else {
+        bail!("cancelled")
+    }
+}
+
 /// Run VGRefine for `question` on an image session.
 pub fn run(session: &mut ImageSession, question: &str, settings: &Settings) -> Result<Outcome> {
     run_with_progress(session, question, settings, &mut |_| true)
@@ -274,13 +277,7 @@ pub fn run_with_progress(
         general_ms,
         answer_options,
     } = measure_with_progress(session, question, settings, progress)?;
-    let mut step = |stage: Stage| -> Result<()> {
-        if progress(stage) {
-            Ok(())
-        } else {
-            bail!("cancelled")
-        }
-    };
+    let mut step = |stage: Stage| proceed(progress, stage);
     let (triage, knocked_out) = match &settings.knockout_tokens {
         Some(tokens) => (None, tokens.clone()),
         None => {

@@ -441,11 +441,8 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             );
         });
         ui.label(
-            RichText::new(format!(
-                "of the {} against the regions",
-                app.layer.label()
-            ))
-            .color(Color32::GRAY),
+            RichText::new(format!("of the {} against the regions", app.layer.label()))
+                .color(Color32::GRAY),
         );
     }
 }
