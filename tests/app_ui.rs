@@ -276,3 +276,72 @@ fn overlay_snapshots() {
         harness.snapshot_options(name, &options);
     }
 }
+
+/// Writes the README's screenshots (screenshots/*.png) from the real app with the bundled demo
+/// model on a bundled case: `cargo test --test app_ui -- --ignored write_screenshots`.
+#[test]
+#[ignore = "writes screenshots/; run by hand when the UI changes"]
+fn write_screenshots() {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    let cases = fovea::app::load_demo_cases(&fovea::inspect::demo_cases_file());
+    let case = cases.first().expect("bundled demo cases").clone();
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = dir.path().join("sessions");
+    let mut harness = Harness::builder()
+        .with_size(egui::Vec2::new(1500.0, 900.0))
+        .wgpu()
+        .build_eframe(move |cc| {
+            let dialog = TestDialog {
+                saves: Arc::new(Mutex::new(Vec::new())),
+                out_dir: PathBuf::from("/tmp"),
+            };
+            let mut app = FoveaApp::new(
+                cc,
+                fovea::inspect::demo_model_dir(),
+                Some(case.path.clone()),
+                Box::new(dialog),
+            );
+            app.sessions_dir = sessions;
+            app
+        });
+    run_until(&mut harness, "the model", |app| {
+        app.model.is_some() && app.image.is_some()
+    });
+    harness.state_mut().commands.push(fovea::app::Command::Ask);
+    run_until(&mut harness, "the answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+    let boxes = cases[0].boxes.clone();
+    for (index, xyxy_px) in boxes.into_iter().enumerate() {
+        harness.state_mut().regions.push(fovea::app::NamedRegion {
+            name: format!("lesion {}", index + 1),
+            region: fovea::grounding::region::Region::Box { xyxy_px },
+        });
+    }
+    let views = [
+        ("app-triage.png", OverlayLayer::Triage, false),
+        ("app-before-after.png", OverlayLayer::Triage, true),
+        (
+            "app-best-head.png",
+            OverlayLayer::Head { layer: 1, head: 2 },
+            false,
+        ),
+    ];
+    for (name, layer, side_by_side) in views {
+        {
+            let app = harness.state_mut();
+            app.layer = layer;
+            app.side_by_side = side_by_side;
+            app.status = format!(
+                "{} (demo model)",
+                app.status.split(" (").next().unwrap_or("")
+            );
+        }
+        for _ in 0..3 {
+            harness.step();
+        }
+        let image = harness.render().unwrap();
+        image.save(out.join(name)).unwrap();
+    }
+}

@@ -11,13 +11,23 @@ fn model() -> PathBuf {
 }
 
 fn fovea(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_fovea")).args(args).output().expect("fovea runs");
-    assert!(output.status.success(), "fovea {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(env!("CARGO_BIN_EXE_fovea"))
+        .args(args)
+        .output()
+        .expect("fovea runs");
+    assert!(
+        output.status.success(),
+        "fovea {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
 fn dataset(dir: &Path, n: usize) -> PathBuf {
-    let recipe = fovea::demo::Recipe { size_px: 96, ..Default::default() };
+    let recipe = fovea::demo::Recipe {
+        size_px: 96,
+        ..Default::default()
+    };
     fovea::demo::write_dataset(dir, n, 500, &recipe, false, |_| {}).unwrap();
     dir.join("cases.jsonl")
 }
@@ -28,9 +38,16 @@ fn s(path: &Path) -> &str {
 
 fn assert_same_files(a: &Path, b: &Path, names: &[&str]) {
     for name in names {
-        let left = std::fs::read(a.join(name)).unwrap_or_else(|e| panic!("{}: {e}", a.join(name).display()));
-        let right = std::fs::read(b.join(name)).unwrap_or_else(|e| panic!("{}: {e}", b.join(name).display()));
-        assert!(left == right, "{name} differs between {} and {}", a.display(), b.display());
+        let left = std::fs::read(a.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", a.join(name).display()));
+        let right = std::fs::read(b.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", b.join(name).display()));
+        assert!(
+            left == right,
+            "{name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
     }
 }
 
@@ -39,12 +56,38 @@ fn shards_merge_into_the_single_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(&dir.path().join("data"), 20);
     let single = dir.path().join("single");
-    fovea(&["grounding", "--data", s(&data), "--model", s(&model()), "--out", s(&single), "--limit", "30", "--seed", "7"]);
+    fovea(&[
+        "grounding",
+        "--data",
+        s(&data),
+        "--model",
+        s(&model()),
+        "--out",
+        s(&single),
+        "--limit",
+        "30",
+        "--seed",
+        "7",
+    ]);
     let mut shards = Vec::new();
     for i in 0..4 {
         let out = dir.path().join(format!("shard{i}"));
         let shard = format!("{i}/4");
-        fovea(&["grounding", "--data", s(&data), "--model", s(&model()), "--out", s(&out), "--limit", "30", "--seed", "7", "--shard", &shard]);
+        fovea(&[
+            "grounding",
+            "--data",
+            s(&data),
+            "--model",
+            s(&model()),
+            "--out",
+            s(&out),
+            "--limit",
+            "30",
+            "--seed",
+            "7",
+            "--shard",
+            &shard,
+        ]);
         shards.push(out);
     }
     let merged = dir.path().join("merged");
@@ -52,28 +95,88 @@ fn shards_merge_into_the_single_run() {
     args.extend(shards.iter().map(|p| s(p)));
     args.extend(["--out", s(&merged)]);
     fovea(&args);
-    assert_same_files(&single, &merged, &["samples.jsonl", "per_layer.csv", "per_head.csv", "summary.json", "per_layer_ratio.png"]);
-    let lines = std::fs::read_to_string(single.join("samples.jsonl")).unwrap().lines().count();
+    assert_same_files(
+        &single,
+        &merged,
+        &[
+            "samples.jsonl",
+            "per_layer.csv",
+            "per_head.csv",
+            "summary.json",
+            "per_layer_ratio.png",
+        ],
+    );
+    let lines = std::fs::read_to_string(single.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
     assert_eq!(lines, 30);
 
     // Heads from the grounding run, then eval with and without VGRefine, sharded too.
     let heads = dir.path().join("heads.json");
-    fovea(&["heads", "--from", s(&single), "--top-k", "3", "--out", s(&heads)]);
-    let heads_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&heads).unwrap()).unwrap();
+    fovea(&[
+        "heads",
+        "--from",
+        s(&single),
+        "--top-k",
+        "3",
+        "--out",
+        s(&heads),
+    ]);
+    let heads_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&heads).unwrap()).unwrap();
     assert_eq!(heads_json["heads"].as_array().unwrap().len(), 3);
     let eval_single = dir.path().join("eval");
-    fovea(&["eval", "--data", s(&data), "--model", s(&model()), "--out", s(&eval_single), "--limit", "12", "--vgrefine", s(&heads)]);
+    fovea(&[
+        "eval",
+        "--data",
+        s(&data),
+        "--model",
+        s(&model()),
+        "--out",
+        s(&eval_single),
+        "--limit",
+        "12",
+        "--vgrefine",
+        s(&heads),
+    ]);
     let mut eval_shards = Vec::new();
     for i in 0..2 {
         let out = dir.path().join(format!("eval{i}"));
         let shard = format!("{i}/2");
-        fovea(&["eval", "--data", s(&data), "--model", s(&model()), "--out", s(&out), "--limit", "12", "--vgrefine", s(&heads), "--shard", &shard]);
+        fovea(&[
+            "eval",
+            "--data",
+            s(&data),
+            "--model",
+            s(&model()),
+            "--out",
+            s(&out),
+            "--limit",
+            "12",
+            "--vgrefine",
+            s(&heads),
+            "--shard",
+            &shard,
+        ]);
         eval_shards.push(out);
     }
     let eval_merged = dir.path().join("eval-merged");
-    fovea(&["merge", s(&eval_shards[0]), s(&eval_shards[1]), "--out", s(&eval_merged)]);
-    assert_same_files(&eval_single, &eval_merged, &["samples.jsonl", "summary.csv", "summary.json"]);
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(eval_single.join("summary.json")).unwrap()).unwrap();
+    fovea(&[
+        "merge",
+        s(&eval_shards[0]),
+        s(&eval_shards[1]),
+        "--out",
+        s(&eval_merged),
+    ]);
+    assert_same_files(
+        &eval_single,
+        &eval_merged,
+        &["samples.jsonl", "summary.csv", "summary.json"],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_single.join("summary.json")).unwrap())
+            .unwrap();
     let all = &summary["tables"][0];
     assert_eq!(all["n"], 12);
     assert!(all["accuracy"].is_number() && all["accuracy_vgrefine"].is_number());
@@ -84,18 +187,39 @@ fn killed_run_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(&dir.path().join("data"), 150);
     let reference = dir.path().join("reference");
-    fovea(&["grounding", "--data", s(&data), "--model", s(&model()), "--out", s(&reference)]);
-    let total = std::fs::read_to_string(reference.join("samples.jsonl")).unwrap().lines().count();
+    fovea(&[
+        "grounding",
+        "--data",
+        s(&data),
+        "--model",
+        s(&model()),
+        "--out",
+        s(&reference),
+    ]);
+    let total = std::fs::read_to_string(reference.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
 
     let out = dir.path().join("killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(["grounding", "--data", s(&data), "--model", s(&model()), "--out", s(&out)])
+        .args([
+            "grounding",
+            "--data",
+            s(&data),
+            "--model",
+            s(&model()),
+            "--out",
+            s(&out),
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let started = Instant::now();
     loop {
-        let done = std::fs::read_to_string(out.join("samples.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+        let done = std::fs::read_to_string(out.join("samples.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
         if done >= 20 || started.elapsed() > Duration::from_secs(60) {
             break;
         }
@@ -103,17 +227,49 @@ fn killed_run_resumes_to_the_same_result() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let partial = std::fs::read_to_string(out.join("samples.jsonl")).unwrap().lines().count();
-    assert!(partial < total, "the run finished before it could be killed ({partial} of {total})");
+    let partial = std::fs::read_to_string(out.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        partial < total,
+        "the run finished before it could be killed ({partial} of {total})"
+    );
 
     // Without --resume the folder is refused; with it the run completes.
     let refused = Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(["grounding", "--data", s(&data), "--model", s(&model()), "--out", s(&out)])
+        .args([
+            "grounding",
+            "--data",
+            s(&data),
+            "--model",
+            s(&model()),
+            "--out",
+            s(&out),
+        ])
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
-    fovea(&["grounding", "--data", s(&data), "--model", s(&model()), "--out", s(&out), "--resume"]);
-    assert_same_files(&reference, &out, &["samples.jsonl", "per_layer.csv", "per_head.csv", "summary.json"]);
+    fovea(&[
+        "grounding",
+        "--data",
+        s(&data),
+        "--model",
+        s(&model()),
+        "--out",
+        s(&out),
+        "--resume",
+    ]);
+    assert_same_files(
+        &reference,
+        &out,
+        &[
+            "samples.jsonl",
+            "per_layer.csv",
+            "per_head.csv",
+            "summary.json",
+        ],
+    );
     eprintln!("killed after {partial} of {total} samples; resumed to identical results");
 }
