@@ -50,6 +50,8 @@ fn harness(
                 None,
                 Box::new(dialog),
             );
+            // Start empty: no bundled demo case is opened, the test opens its own image.
+            app.commands.clear();
             app.sessions_dir = out.join("sessions");
             app
         })
