@@ -50,8 +50,10 @@ fn harness(
                 None,
                 Box::new(dialog),
             );
-            // Start empty: no bundled demo case is opened, the test opens its own image.
+            // Start empty: no bundled demo case is listed or opened, the test opens its own
+            // image (the snapshots must not depend on assets/).
             app.commands.clear();
+            app.cases.clear();
             app.sessions_dir = out.join("sessions");
             app
         })
