@@ -83,7 +83,7 @@ pub struct OverlayRenderer {
 }
 
 impl OverlayRenderer {
-    /// Build the pipeline and register the renderer. Returns false when there is no wgpu.
+    /// Build the pipeline once and register the renderer in egui_wgpu's callback resources.
     pub fn install(render_state: &egui_wgpu::RenderState) {
         let device = &render_state.device;
         let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -363,7 +363,7 @@ pub fn decode_stored_frame(
         if ts_uid == RLE_LOSSLESS {
             let fragments = frame_fragments(obj, frame).map_err(in_frame)?;
             let bytes = super::rle::decode(&fragments, layout).map_err(in_frame)?;
-            let values = unpack_samples(&bytes, layout, false);
+            let values = unpack_samples(&bytes, layout);
             let colour = match (samples, photometric) {
                 (1, "PALETTE COLOR") => DecodedColour::Palette,
                 (1, _) => DecodedColour::Grey,
@@ -404,7 +404,7 @@ pub fn decode_stored_frame(
             )));
         }
         bytes.truncate(expected);
-        let values = unpack_samples(&bytes, layout, false);
+        let values = unpack_samples(&bytes, layout);
         return Ok((StoredSamples::Int(values), colour_after_codec(layout)));
     }
 
@@ -444,7 +444,7 @@ pub fn decode_stored_frame(
                 layout.frames
             )));
         };
-        unpack_samples(frame_slice, layout, true)
+        unpack_samples(frame_slice, layout)
     };
     if ybr422 {
         return Ok((
@@ -567,7 +567,7 @@ fn native_le_bytes<'a>(
 
 /// Read little-endian samples of `bits_allocated` bits, keep the `bits_stored` low bits and
 /// sign-extend them for signed data (as pydicom does).
-fn unpack_samples(bytes: &[u8], layout: &PixelLayout, _native: bool) -> Vec<i64> {
+fn unpack_samples(bytes: &[u8], layout: &PixelLayout) -> Vec<i64> {
     let bits_stored = layout.bits_stored;
     let mask: u64 = if bits_stored >= 64 {
         u64::MAX

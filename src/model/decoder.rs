@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{
     embedding, linear_b, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder,
 };
@@ -455,10 +455,4 @@ pub fn argmax(values: &[f32]) -> usize {
         }
     }
     best
-}
-
-pub fn last_dim_softmax_max(logits: &Tensor) -> Result<f32> {
-    candle_nn::ops::softmax_last_dim(logits)?
-        .max(D::Minus1)?
-        .to_scalar::<f32>()
 }

@@ -104,11 +104,18 @@ fn pane_ui(
         ),
         None => ((1, 1), None),
     };
-    let heat = layer_values(app, layer).map(|v| crate::render::normalise(&v));
+    let raw_heat = layer_values(app, layer);
+    let heat = raw_heat.as_ref().map(|v| crate::render::normalise(v));
     let knocked: Vec<f32> = match &app.result {
-        Some(result) => (0..grid.0 * grid.1)
-            .map(|t| f32::from(u8::from(result.outcome.knocked_out.contains(&t))))
-            .collect(),
+        Some(result) => {
+            let mut mask = vec![0.0; grid.0 * grid.1];
+            for &token in &result.outcome.knocked_out {
+                if let Some(cell) = mask.get_mut(token) {
+                    *cell = 1.0;
+                }
+            }
+            mask
+        }
         None => vec![0.0],
     };
     let result_key = app
@@ -210,7 +217,7 @@ fn pane_ui(
                     let col = (ix / size * grid.1 as f64) as usize;
                     let row = (iy / size * grid.0 as f64) as usize;
                     let token = row * grid.1 + col;
-                    let heat_value = layer_values(app, layer).and_then(|v| v.get(token).copied());
+                    let heat_value = raw_heat.as_ref().and_then(|v| v.get(token).copied());
                     hover_text.push_str(&format!("  token {token} (row {row}, col {col})"));
                     if let Some(v) = heat_value {
                         hover_text.push_str(&format!("  {} {v:.4}", layer.label()));
