@@ -405,12 +405,15 @@ def main() -> None:
     twin_dir = args.work / f"distract-{args.distract}-twin"
     dm.run_phantom(twin_dir, args.distract, DISTRACT_SEED, distractors=0.0)
     dtok = distractor_tokens(dis, dm.Dataset(twin_dir))
+    for i, les in enumerate(dis.lesions):  # only where the distractor is not over a lesion box
+        near = set(dm.region_tokens([[cx - r, cy - r, cx + r, cy + r] for cx, cy, r, _, _ in les]))
+        dtok[i] = [t for t in dtok[i] if t not in near]
     dis_items = collect(runner, dis, refine=(heads, reading))
     for it in dis_items:
         it["distractor_tokens"] = dtok[it["image"]]
         it["distractor_share"] = shares(it, heads, dtok[it["image"]])
         G = dm.region_tokens(it["row"]["original_bboxes"])
-        it["lesion_share"] = shares(it, heads, [t for t in G if t not in dtok[it["image"]]])
+        it["lesion_share"] = shares(it, heads, G)
     with_les = [it for it in dis_items if it["row"]["original_bboxes"] and it["distractor_tokens"]]
     area = float(np.mean([len(it["distractor_tokens"]) / dm.N_IMG for it in with_les]))
     report["distractor_attention"] = {
@@ -475,10 +478,10 @@ def pick_and_write_cases(args, runner, held, held_items, dis, dis_items, heads, 
             used.add((src, it["image"]))
             chosen.append((it, ds, why, src))
 
-    def inside(it):  # share of the triage map inside the lesion boxes, then the larger box first
+    def inside(it):  # share inside the lesion boxes of the triage map and of the attention, then the larger box
         G = dm.region_tokens(it["row"]["original_bboxes"])
         S = triage_map(it["A_q"], it["A_g"], heads)
-        return -(round(float(S[G].sum() / S.sum()), 2), len(G))
+        return (-round(min(float(S[G].sum() / S.sum()), shares(it, heads, G)), 2), -len(G))
 
     good = lambda it, fam, test: (it["row"]["family"] == fam and test(it["row"]["question"])
                                   and it["row"]["original_bboxes"] and it["ok"] and not it["row"]["distractor"])
@@ -635,7 +638,8 @@ def write_card(args, rep):
       "warm-up then cosine. Easy-to-hard curriculum over difficulty bins 0, 0.25, 0.5, 0.75, 1 (`--difficulty`: large, "
       "bright, clean lesions first); the hardest bin is reached halfway and dominates the end.")
     w(f"- Wall time: {tr['total_wall_s'] / 60:.1f} min in total ({tr['train_wall_s'] / 60:.1f} min to the end of training, "
-      f"including data generation), 2 threads, seed {tr['seed']}, torch {tr['torch']}. Rerun: see tools/README.md.\n")
+      f"of which {tr.get('data_wall_s', 0):.0f} s generating and loading the phantoms; the rest is the held-out "
+      f"evaluation), 2 threads on a 2-core machine, seed {tr['seed']}, torch {tr['torch']}. Rerun: see tools/README.md.\n")
     w("## Held-out accuracy\n")
     w(f"Whole greedy answer (word, then `<|endoftext|>`), {args.heldout} held-out images at full difficulty:\n")
     w("| group | accuracy | questions |\n| --- | --- | --- |")
@@ -682,7 +686,9 @@ def write_card(args, rep):
     for k in ("none", "triaged_top20", "random80", "vgrefine_other80", "all_tokens"):
         v = causal[k]
         w(f"| {names[k]} | {pct(v['all']['accuracy'])} | {pct(v['localization']['accuracy'])} | {pct(v['attribute']['accuracy'])} |")
-    w("\nChance is 50% for every question kind (yes/no, left/right).\n")
+    w(f"\nChance is 50% for every question kind (yes/no, left/right). Without any image token in layer 1 the model "
+      f"answers \"no\" to presence and attribute questions: {pct(causal['all_tokens']['all']['accuracy'])} overall, the "
+      "floor the first row is compared with.\n")
     w(f"## Distractors ({args.distract} images, every one with a marker letter, wire or border label)\n")
     w("| | accuracy | localization | attribute |\n| --- | --- | --- | --- |")
     for k, label in (("without", "model alone"), ("vgrefine", "with VGRefine (defaults)")):
@@ -690,7 +696,8 @@ def write_card(args, rep):
         w(f"| {label} | {pct(v['all']['accuracy'])} | {pct(v['localization']['accuracy'])} | {pct(v['attribute']['accuracy'])} |")
     da = rep["distractor_attention"]
     w(f"\nAttention on the distractor ({da['rows_with_lesion']} questions with a lesion; distractor tokens = where the "
-      "same seed drawn without its distractor is more than 80 grey levels darker): the triage heads put "
+      "same seed drawn without its distractor is more than 80 grey levels darker, outside every lesion box): the "
+      "triage heads put "
       f"{pct(da['mean_share_on_distractor'])} of their attention on the distractor, which covers "
       f"{pct(da['mean_area_of_distractor'])} of the image tokens, and {pct(da['mean_share_on_lesion'])} on the lesion "
       f"boxes. VGRefine fixed {da['vgrefine_fixed']} answers and broke {da['vgrefine_broke']} (of {da['rows']}; "
