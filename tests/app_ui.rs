@@ -288,7 +288,7 @@ fn overlay_snapshots() {
 fn write_screenshots() {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     std::fs::create_dir_all(&out).unwrap();
-    let cases = fovea::app::load_demo_cases(&fovea::inspect::demo_cases_file());
+    let cases = fovea::demo::load_demo_cases(&fovea::demo::demo_cases_file());
     let case = cases.first().expect("bundled demo cases").clone();
     let dir = tempfile::tempdir().unwrap();
     let sessions = dir.path().join("sessions");
@@ -302,7 +302,7 @@ fn write_screenshots() {
             };
             let mut app = FoveaApp::new(
                 cc,
-                fovea::inspect::demo_model_dir(),
+                fovea::demo::demo_model_dir(),
                 Some(case.path.clone()),
                 Box::new(dialog),
             );

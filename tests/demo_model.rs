@@ -16,7 +16,7 @@ fn answer_word(text: &str) -> String {
 
 #[test]
 fn demo_model_meets_its_targets() {
-    let model = Model::load(&fovea::inspect::demo_model_dir(), None, &Device::Cpu)
+    let model = Model::load(&fovea::demo::demo_model_dir(), None, &Device::Cpu)
         .expect("the demo model loads");
     let (rows, cols) = model.grid();
     let (layers, heads) = (
@@ -87,7 +87,7 @@ fn demo_model_meets_its_targets() {
 
 #[test]
 fn bundled_cases_answer_correctly_with_the_default_model() {
-    let cases = fovea::app::load_demo_cases(&fovea::inspect::demo_cases_file());
+    let cases = fovea::demo::load_demo_cases(&fovea::demo::demo_cases_file());
     assert!(
         cases.len() >= 12,
         "a dozen demo cases are bundled, found {}",

@@ -164,7 +164,7 @@ fn run_reference(name: &str, pixel_key: &str) {
         }
 
         // Metrics against the region, through the record builder `fovea inspect` uses.
-        let metrics = fovea::inspect::metrics_record(&outcome, settings.normalize, &region);
+        let metrics = fovea::case::metrics_record(&outcome, settings.normalize, &region);
         for key in ["ratio", "kl", "js"] {
             assert_close(
                 &floats(&metrics["per_layer"][key]),

@@ -8,23 +8,22 @@
 pub mod overlay;
 pub mod panels;
 pub mod session;
+pub mod state;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::grounding::region::Region;
-use crate::grounding::triage::Rule;
-use crate::imaging::{self, Study, WindowLevel};
-use crate::render::Colormap;
-use worker::{CaseResult, Event, ModelSummary, Request, Worker};
-
-/// Opens files; tests replace the native dialog (rfd returns nothing when headless).
-pub trait FileDialog {
-    fn open_image(&mut self) -> Option<PathBuf>;
-    fn save_file(&mut self, suggested_name: &str) -> Option<PathBuf>;
-}
+use crate::demo::load_demo_cases;
+use crate::imaging::{self, Study};
+use overlay::gpu_pixels;
+use state::hash;
+pub use state::{
+    Command, ExportKind, FileDialog, FoveaApp, MaskMode, NamedRegion, OpenImage, OverlayLayer,
+    Persisted, Tool, View,
+};
+use worker::{Event, Request, Worker};
 
 /// The native dialog, through rfd.
 pub struct NativeDialog;
@@ -44,160 +43,6 @@ impl FileDialog for NativeDialog {
             .set_file_name(suggested_name)
             .save_file()
     }
-}
-
-/// Settings kept between runs (serde, `#[serde(default)]`), apart from runtime state.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Persisted {
-    pub colormap: Colormap,
-    pub opacity: f32,
-    pub smooth: bool,
-    pub mask_mode: MaskMode,
-    pub recent: Vec<PathBuf>,
-    pub model_dir: Option<PathBuf>,
-    pub relative_maps: bool,
-}
-
-impl Default for Persisted {
-    fn default() -> Self {
-        Persisted {
-            colormap: Colormap::Inferno,
-            opacity: 0.55,
-            smooth: false,
-            mask_mode: MaskMode::Outline,
-            recent: Vec::new(),
-            model_dir: None,
-            relative_maps: false,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum MaskMode {
-    None,
-    Outline,
-    Fill,
-}
-
-/// Which map the overlay shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OverlayLayer {
-    None,
-    Head { layer: usize, head: usize },
-    LayerMean { layer: usize },
-    Triage,
-    KnockedOut,
-    Before,
-    After,
-}
-
-impl OverlayLayer {
-    pub fn label(self) -> String {
-        match self {
-            OverlayLayer::None => "image only".into(),
-            OverlayLayer::Head { layer, head } => format!("head {layer}:{head}"),
-            OverlayLayer::LayerMean { layer } => format!("layer {layer} head-mean"),
-            OverlayLayer::Triage => "triage map".into(),
-            OverlayLayer::KnockedOut => "knocked-out mask".into(),
-            OverlayLayer::Before => "before knockout".into(),
-            OverlayLayer::After => "after knockout".into(),
-        }
-    }
-}
-
-/// Region drawing tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tool {
-    Navigate,
-    Box,
-    Ellipse,
-    Polygon,
-    Brush,
-    Erase,
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct NamedRegion {
-    pub name: String,
-    pub region: Region,
-}
-
-/// An open image: the study, the chosen frame, and its pixels for the GPU and the model.
-pub struct OpenImage {
-    pub study: Study,
-    pub frame: usize,
-    pub window: WindowLevel,
-    pub gpu_pixels: Arc<overlay::ImagePixels>,
-    pub model_input: Arc<image::RgbImage>,
-    pub key: String,
-}
-
-/// Pan/zoom of the viewport: which image pixel is at the centre, and screen px per image px.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct View {
-    pub centre_px: [f32; 2],
-    pub zoom: f32,
-    pub fit: bool,
-}
-
-/// A demo case from assets/cases/cases.jsonl.
-#[derive(Clone, Debug)]
-pub struct DemoCase {
-    pub path: PathBuf,
-    pub question: String,
-    pub answer: String,
-    pub boxes: Vec<[f64; 4]>,
-}
-
-/// Things the UI asked for, applied in `logic()`.
-pub enum Command {
-    Open(PathBuf),
-    OpenDialog,
-    Ask,
-    Cancel,
-    LookHere,
-    SetFrame(usize),
-    Export(ExportKind),
-    ClearRegions,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportKind {
-    Png,
-    Record,
-    Regions,
-}
-
-pub struct FoveaApp {
-    pub persisted: Persisted,
-    pub worker: Worker,
-    pub model: Option<ModelSummary>,
-    pub image: Option<OpenImage>,
-    pub question: String,
-    pub result: Option<CaseResult>,
-    pub stage: Option<&'static str>,
-    pub stage_started: Option<Instant>,
-    pub status: String,
-    pub view: View,
-    pub layer: OverlayLayer,
-    pub regions: Vec<NamedRegion>,
-    pub tool: Tool,
-    pub drawing: Vec<[f64; 2]>,
-    pub side_by_side: bool,
-    pub heads_text: String,
-    pub masked_text: String,
-    pub percentile: f64,
-    pub show_phi: bool,
-    pub dialog: Box<dyn FileDialog>,
-    pub gpu: bool,
-    pub cases: Vec<DemoCase>,
-    pub commands: Vec<Command>,
-    pub last_export: Option<PathBuf>,
-    pub session_dirty: Option<Instant>,
-    pub sessions_dir: PathBuf,
-    /// Ask the current question once the model has loaded (`fovea FILE --ask TEXT`).
-    pub ask_when_ready: bool,
 }
 
 impl FoveaApp {
@@ -248,7 +93,7 @@ impl FoveaApp {
             show_phi: false,
             dialog,
             gpu,
-            cases: load_demo_cases(&crate::inspect::demo_cases_file()),
+            cases: load_demo_cases(&crate::demo::demo_cases_file()),
             commands: Vec::new(),
             last_export: None,
             session_dirty: None,
@@ -313,42 +158,6 @@ impl FoveaApp {
         });
     }
 
-    /// The settings the next question runs with (heads and layers from the text fields, or
-    /// the model's defaults).
-    pub fn settings(&self) -> Result<crate::grounding::refine::Settings, String> {
-        let model = self.model.as_ref().ok_or("the model is still loading")?;
-        let heads = if self.heads_text.trim().is_empty() {
-            model.default_heads.clone()
-        } else {
-            crate::grounding::triage::parse_heads(&self.heads_text)?
-        };
-        let masked_layers = if self.masked_text.trim().is_empty() {
-            model.default_masked_layers.clone()
-        } else {
-            self.masked_text
-                .split(',')
-                .map(|s| {
-                    s.trim()
-                        .parse::<usize>()
-                        .map_err(|_| format!("masked layer {s:?} is not a number"))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        if heads.is_empty() {
-            return Err("no triage heads: type some as l:h,l:h".into());
-        }
-        if masked_layers.is_empty() {
-            return Err("no masked layer: type one, e.g. 1".into());
-        }
-        Ok(crate::grounding::refine::Settings {
-            heads,
-            masked_layers,
-            rule: Rule::Percentile(self.percentile),
-            max_new_tokens: 8,
-            ..Default::default()
-        })
-    }
-
     fn ask(&mut self, look_here: bool) {
         let Some(image) = &self.image else {
             self.status = "open an image first".into();
@@ -388,23 +197,6 @@ impl FoveaApp {
         } else {
             self.status = "the model is busy".into();
         }
-    }
-
-    /// Image tokens covered by all regions (union), on the current result's grid.
-    pub fn region_tokens(&self) -> Option<Vec<usize>> {
-        let grid = self.result.as_ref().map(|r| r.grid)?;
-        let mut tokens: Vec<usize> = self
-            .regions
-            .iter()
-            .flat_map(|r| r.region.tokens(&grid))
-            .collect();
-        tokens.sort_unstable();
-        tokens.dedup();
-        Some(tokens)
-    }
-
-    pub fn mark_dirty(&mut self) {
-        self.session_dirty = Some(Instant::now());
     }
 
     fn apply(&mut self, command: Command) {
@@ -533,61 +325,6 @@ impl eframe::App for FoveaApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.persisted);
     }
-}
-
-/// RGBA f32 pixels of a frame for the GPU: modality values in r for greyscale.
-pub fn gpu_pixels(study: &Study, frame: usize, key: u64) -> overlay::ImagePixels {
-    let values = study
-        .frames
-        .get(frame)
-        .map(|f| f.values.as_slice())
-        .unwrap_or(&[]);
-    let rgba: Vec<f32> = match study.photometric {
-        imaging::Photometric::Rgb => values
-            .chunks_exact(3)
-            .flat_map(|c| [c[0], c[1], c[2], 1.0])
-            .collect(),
-        _ => values.iter().flat_map(|&v| [v, v, v, 1.0]).collect(),
-    };
-    overlay::ImagePixels {
-        key,
-        width: study.width,
-        height: study.height,
-        rgba,
-    }
-}
-
-pub fn hash(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// Demo cases listed in a VGMED JSONL file (image paths relative to it).
-pub fn load_demo_cases(file: &Path) -> Vec<DemoCase> {
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return Vec::new();
-    };
-    let dir = file.parent().unwrap_or(Path::new("."));
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|row| {
-            Some(DemoCase {
-                path: dir.join(row.get("image")?.as_str()?),
-                question: row.get("question")?.as_str()?.to_string(),
-                answer: row
-                    .get("answer")
-                    .and_then(|a| a.as_str())
-                    .unwrap_or("")
-                    .to_string(),
-                boxes: serde_json::from_value(
-                    row.get("original_bboxes").cloned().unwrap_or_default(),
-                )
-                .unwrap_or_default(),
-            })
-        })
-        .collect()
 }
 
 /// Run the desktop app.

@@ -321,3 +321,25 @@ impl egui_wgpu::CallbackTrait for PaneCallback {
         render_pass.draw(0..6, 0..1);
     }
 }
+
+/// RGBA f32 pixels of a frame for the GPU: modality values in r for greyscale.
+pub fn gpu_pixels(study: &crate::imaging::Study, frame: usize, key: u64) -> ImagePixels {
+    let values = study
+        .frames
+        .get(frame)
+        .map(|f| f.values.as_slice())
+        .unwrap_or(&[]);
+    let rgba: Vec<f32> = match study.photometric {
+        crate::imaging::Photometric::Rgb => values
+            .chunks_exact(3)
+            .flat_map(|c| [c[0], c[1], c[2], 1.0])
+            .collect(),
+        _ => values.iter().flat_map(|&v| [v, v, v, 1.0]).collect(),
+    };
+    ImagePixels {
+        key,
+        width: study.width,
+        height: study.height,
+        rgba,
+    }
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{FoveaApp, NamedRegion};
+use super::state::{hash, Command, FoveaApp, NamedRegion};
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -52,7 +52,7 @@ impl Saved {
             app.percentile = self.percentile;
         }
         if self.frame > 0 {
-            app.commands.push(super::Command::SetFrame(self.frame));
+            app.commands.push(Command::SetFrame(self.frame));
         }
     }
 }
@@ -75,14 +75,14 @@ pub fn session_file(dir: &Path, image: &Path) -> PathBuf {
         .unwrap_or("image");
     dir.join(format!(
         "{stem}-{:016x}.json",
-        super::hash(&canonical.display().to_string())
+        hash(&canonical.display().to_string())
     ))
 }
 
 pub fn save(dir: &Path, image: &Path, saved: &Saved) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let bytes = serde_json::to_vec_pretty(saved)?;
-    crate::demo::write_atomically(&session_file(dir, image), &bytes)
+    crate::io::write_bytes(&session_file(dir, image), &bytes)
 }
 
 pub fn load(dir: &Path, image: &Path) -> Option<Saved> {

@@ -141,7 +141,7 @@ fn run(
                 continue;
             }
         };
-        let defaults = crate::inspect::model_defaults(&model)
+        let defaults = crate::case::model_defaults(&model)
             .ok()
             .flatten()
             .unwrap_or_default();

@@ -2,13 +2,14 @@
 //! trained on them by `tools/train_demo_model.py`), and writers for datasets in the VGMED
 //! field layout.
 
+pub mod assets;
 pub mod phantom;
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
+pub use assets::{assets_dir, demo_cases_file, demo_model_dir, load_demo_cases, DemoCase};
 pub use phantom::{generate, Case, Family, Recipe};
 
 /// One VGMED-style JSONL row.
@@ -41,25 +42,6 @@ pub fn rows(case: &Case, image: &str) -> Vec<VgmedRow> {
             distractor: case.distractors.first().copied(),
         })
         .collect()
-}
-
-/// Write `bytes` to `path` through a temporary file in the same folder.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".fovea-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    temp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 /// A greyscale phantom as a DICOM Secondary Capture (no patient data beyond placeholders).
@@ -161,7 +143,7 @@ pub fn write_dataset(
                 .context("cannot encode PNG")?;
             png
         };
-        write_atomically(&out.join(&name), &bytes)?;
+        crate::io::write_bytes(&out.join(&name), &bytes)?;
         for row in rows(&case, &name) {
             jsonl.push_str(&serde_json::to_string(&row)?);
             jsonl.push('\n');
@@ -169,6 +151,6 @@ pub fn write_dataset(
         }
         progress(index + 1);
     }
-    write_atomically(&out.join("cases.jsonl"), jsonl.as_bytes())?;
+    crate::io::write_bytes(&out.join("cases.jsonl"), jsonl.as_bytes())?;
     Ok(count)
 }

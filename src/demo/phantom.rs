@@ -9,6 +9,9 @@
 //! a border label. Sides follow the radiological convention: the patient's left is on the
 //! image's right.
 //!
+//! Long because both families share one seeded RNG, the drawing primitives and the question
+//! writer, which read best together; about 70 of its lines are its tests.
+//!
 //! Every case carries its lesion boxes (xyxy, image pixels) and questions of two kinds, as in
 //! the paper's split: localization ("Is there a nodule in the left lung?", "Which side is the
 //! lesion on?") and attribute ("Is the lesion brighter than the surrounding tissue?", "Is the

@@ -38,7 +38,7 @@ pub struct RunArgs {
 
 fn write_run_info(out: &Path, command: &str, extra: Value) -> Result<()> {
     let info = json!({ "command": command, "fovea_version": env!("CARGO_PKG_VERSION"), "settings": extra });
-    crate::cli::write_json_atomically(&info, &out.join("run.json"))
+    crate::io::write_json(&out.join("run.json"), &info)
 }
 
 /// Select the samples, load the model, and append `work`'s record for every sample not done
@@ -205,7 +205,7 @@ pub fn heads(from: &Path, top_k: usize, out: &Path) -> Result<Value> {
         "layer_mean_ratio": layer_means,
         "ranking": ranking.iter().take(top_k.max(20)).map(|&(l, h, r, j)| json!({"layer": l, "head": h, "ratio": r, "js": j})).collect::<Vec<_>>(),
     });
-    crate::cli::write_json_atomically(&value, out)?;
+    crate::io::write_json(out, &value)?;
     Ok(value)
 }
 
@@ -215,7 +215,7 @@ pub fn eval(args: &RunArgs, vgrefine: Option<&Path>) -> Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let defaults: crate::inspect::ModelDefaults = serde_json::from_str(&text)
+            let defaults: crate::case::ModelDefaults = serde_json::from_str(&text)
                 .with_context(|| format!("invalid heads file {}", path.display()))?;
             if defaults.heads.is_empty() || defaults.masked_layers.is_empty() {
                 bail!(
@@ -336,8 +336,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
         lines.push_str(&serde_json::to_string(record)?);
         lines.push('\n');
     }
-    crate::demo::write_atomically(&out.join("samples.jsonl"), lines.as_bytes())?;
-    crate::cli::write_json_atomically(&info, &out.join("run.json"))?;
+    crate::io::write_bytes(&out.join("samples.jsonl"), lines.as_bytes())?;
+    crate::io::write_json(&out.join("run.json"), &info)?;
     match info["command"].as_str() {
         Some("grounding") => report::grounding_report(out),
         Some("eval") => report::eval_report(out),

@@ -40,7 +40,7 @@ impl ResultsFile {
                 }
             }
             if complete.len() != content.len() {
-                std::fs::write(&path, complete)
+                crate::io::write_bytes(&path, complete.as_bytes())
                     .with_context(|| format!("cannot repair {}", path.display()))?;
             }
         }

@@ -150,7 +150,7 @@ pub fn grounding_report(out: &Path) -> Result<()> {
         }
         curves.push((modality.clone(), ratio.iter().map(|c| mean(c)).collect()));
     }
-    crate::demo::write_atomically(&out.join("per_layer.csv"), csv.as_bytes())?;
+    crate::io::write_bytes(&out.join("per_layer.csv"), csv.as_bytes())?;
     let heads = head_means(&records);
     let mut csv = String::from("layer,head,n,ratio_mean,ratio_median,kl_mean,js_mean\n");
     for l in 0..heads.layers {
@@ -166,14 +166,14 @@ pub fn grounding_report(out: &Path) -> Result<()> {
             );
         }
     }
-    crate::demo::write_atomically(&out.join("per_head.csv"), csv.as_bytes())?;
+    crate::io::write_bytes(&out.join("per_head.csv"), csv.as_bytes())?;
     let summary = json!({
         "samples": records.len(),
         "usable": usable.len(),
         "skipped": records.iter().filter(|r| r.get("error").is_some()).map(|r| json!({"index": r["index"], "error": r["error"]})).collect::<Vec<_>>(),
         "per_layer_ratio_mean": curves.iter().map(|(m, c)| (m.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
     });
-    crate::cli::write_json_atomically(&summary, &out.join("summary.json"))?;
+    crate::io::write_json(&out.join("summary.json"), &summary)?;
     if heads.layers > 0 {
         plot_layer_curves(&out.join("per_layer_ratio.png"), &curves)?;
         plot_head_heatmap(&out.join("heads_ratio.png"), &heads.ratio)?;
@@ -243,10 +243,10 @@ pub fn eval_report(out: &Path) -> Result<()> {
         );
         rows.push(json!({"group": group, "name": name, "n": tally.n, "accuracy": plain, "accuracy_vgrefine": refined}));
     }
-    crate::demo::write_atomically(&out.join("summary.csv"), csv.as_bytes())?;
-    crate::cli::write_json_atomically(
-        &json!({ "samples": records.len(), "errors": records.iter().filter(|r| r.get("error").is_some()).count(), "tables": rows }),
+    crate::io::write_bytes(&out.join("summary.csv"), csv.as_bytes())?;
+    crate::io::write_json(
         &out.join("summary.json"),
+        &json!({ "samples": records.len(), "errors": records.iter().filter(|r| r.get("error").is_some()).count(), "tables": rows }),
     )?;
     eprint!("{text}");
     Ok(())
@@ -338,7 +338,7 @@ fn plot_layer_curves(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<()> {
         root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let image = image::RgbImage::from_raw(900, 520, buffer).context("plot buffer")?;
-    crate::imaging::write_png_atomically(&image, path)
+    crate::io::write_png(path, &image)
 }
 
 fn plot_head_heatmap(path: &Path, ratio: &[Vec<f64>]) -> Result<()> {
@@ -392,7 +392,7 @@ fn plot_head_heatmap(path: &Path, ratio: &[Vec<f64>]) -> Result<()> {
                 } else {
                     0.0
                 };
-                let [r, g, b] = crate::render::Colormap::Inferno.color(t);
+                let [r, g, b] = crate::case::compose::Colormap::Inferno.color(t);
                 Rectangle::new(
                     [(h as f64, l as f64), (h as f64 + 1.0, l as f64 + 1.0)],
                     RGBColor((r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8).filled(),
@@ -404,5 +404,5 @@ fn plot_head_heatmap(path: &Path, ratio: &[Vec<f64>]) -> Result<()> {
         root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let image = image::RgbImage::from_raw(width, height, buffer).context("plot buffer")?;
-    crate::imaging::write_png_atomically(&image, path)
+    crate::io::write_png(path, &image)
 }

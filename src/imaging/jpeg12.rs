@@ -7,7 +7,7 @@
 //! clamping. Components keep their sample values (no colour transform: DICOM 12-bit JPEG is
 //! greyscale in practice); subsampled components are replicated to full size.
 
-use super::dicom::PixelLayout;
+use super::layout::PixelLayout;
 
 #[derive(Clone, Copy, Default)]
 struct Component {

@@ -8,9 +8,11 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageFormat, ImageReader};
 
-use super::{
-    Frame, Identity, ImagingError, Photometric, SourceFormat, Study, Summary, MAX_SIDE_PX,
+use super::error::ImagingError;
+use super::study::{
+    Frame, Identity, Photometric, SourceFormat, Study, Summary, MAX_DECODED_BYTES, MAX_SIDE_PX,
 };
+use super::window::{self, VoiFunction};
 
 /// Recognise a raster format from its first bytes.
 pub fn detect(head: &[u8]) -> Option<ImageFormat> {
@@ -55,7 +57,7 @@ pub fn load(path: &Path, format: ImageFormat) -> Result<Study, ImagingError> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE_PX);
     limits.max_image_height = Some(MAX_SIDE_PX);
-    limits.max_alloc = Some(super::MAX_DECODED_BYTES);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);
     let decoded = reader.decode().map_err(|err| {
         ImagingError::raster(path, format!("cannot decode {format_name} ({err})"))
@@ -132,9 +134,9 @@ pub fn study_from_image(path: &Path, decoded: DynamicImage, format_name: String)
         // An ordinary picture is shown as it is: the full sample range, not its min-max.
         file_window: match photometric {
             Photometric::Rgb => None,
-            _ => Some(super::window::min_max_window(0.0, sample_max as f64)),
+            _ => Some(window::min_max_window(0.0, sample_max as f64)),
         },
-        voi_function: super::VoiFunction::Linear,
+        voi_function: VoiFunction::Linear,
         summary: Summary {
             modality: None,
             bits_allocated: Some(bits),

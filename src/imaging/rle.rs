@@ -5,7 +5,7 @@
 //! segments, one per byte of each sample, most significant byte first. The output is the
 //! frame's samples interleaved, little endian.
 
-use super::dicom::PixelLayout;
+use super::layout::PixelLayout;
 
 pub fn decode(frame: &[u8], layout: &PixelLayout) -> Result<Vec<u8>, String> {
     let header = frame

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::app::{ExportKind, FoveaApp, OverlayLayer};
+use crate::app::state::{ExportKind, FoveaApp, OverlayLayer};
 use crate::grounding::region::Region;
 
 pub fn export(app: &mut FoveaApp, kind: ExportKind) {
@@ -27,15 +27,9 @@ pub fn export(app: &mut FoveaApp, kind: ExportKind) {
         return;
     };
     let written = match kind {
-        ExportKind::Png => {
-            composite(app).and_then(|img| crate::imaging::write_png_atomically(&img, &path))
-        }
-        ExportKind::Record => {
-            record(app).and_then(|value| crate::cli::write_json_atomically(&value, &path))
-        }
-        ExportKind::Regions => {
-            Ok(coco(app)).and_then(|value| crate::cli::write_json_atomically(&value, &path))
-        }
+        ExportKind::Png => composite(app).and_then(|img| crate::io::write_png(&path, &img)),
+        ExportKind::Record => record(app).and_then(|value| crate::io::write_json(&path, &value)),
+        ExportKind::Regions => crate::io::write_json(&path, &coco(app)),
     };
     match written {
         Ok(()) => {
@@ -59,7 +53,7 @@ pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
         let values = super::heads::layer_values(app, app.layer);
         let knocked = &result.outcome.knocked_out;
         let colormap = app.persisted.colormap;
-        let levels = values.map(|v| crate::render::normalise(&v));
+        let levels = values.map(|v| crate::grounding::triage::min_max_normalise(&v));
         let (width, height) = picture.dimensions();
         for y in 0..height {
             for x in 0..width {
@@ -95,7 +89,14 @@ pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
             xyxy_px: [x0, y0, x1, y1],
         } = region.region
         {
-            crate::render::draw_rect(&mut picture, x0, y0, x1, y1, image::Rgb([60, 255, 60]));
+            crate::case::compose::draw_rect(
+                &mut picture,
+                x0,
+                y0,
+                x1,
+                y1,
+                image::Rgb([60, 255, 60]),
+            );
         }
     }
     Ok(picture)
@@ -118,7 +119,7 @@ pub fn record(app: &FoveaApp) -> anyhow::Result<serde_json::Value> {
             value
         })
         .collect();
-    let mut record = crate::inspect::case_record(crate::inspect::CaseParts {
+    let mut record = crate::case::case_record(crate::case::CaseParts {
         model: json!({
             "path": model.dir, "arch": model.arch, "layers": model.layers, "heads": model.heads,
             "grid": [grid.rows, grid.cols],

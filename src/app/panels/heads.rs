@@ -4,7 +4,7 @@
 use egui::Color32;
 use egui_plot::{Heatmap, Line, Plot, PlotPoint, PlotPoints};
 
-use crate::app::{Command, FoveaApp, OverlayLayer};
+use crate::app::state::{Command, FoveaApp, OverlayLayer};
 use crate::grounding::metrics::{self, Metrics};
 use crate::grounding::{mean_map, RelativeMaps};
 

@@ -6,9 +6,9 @@ pub mod viewport;
 
 use egui::{Color32, RichText};
 
-use super::{Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool};
+use crate::app::state::{Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool};
+use crate::case::compose::Colormap;
 use crate::imaging::Preset;
-use crate::render::Colormap;
 
 pub fn show(app: &mut FoveaApp, ui: &mut egui::Ui) {
     egui::Panel::top("menu").show(ui, |ui| menu_ui(app, ui));

@@ -9,7 +9,7 @@ use egui::{Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
 use super::heads::layer_values;
 use crate::app::overlay::{GridValues, OverlayUniforms, PaneCallback};
-use crate::app::{FoveaApp, MaskMode, NamedRegion, OverlayLayer, Tool, View};
+use crate::app::state::{hash, FoveaApp, MaskMode, NamedRegion, OverlayLayer, Tool, View};
 use crate::grounding::region::Region;
 
 pub fn viewport_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
@@ -105,7 +105,9 @@ fn pane_ui(
         None => ((1, 1), None),
     };
     let raw_heat = layer_values(app, layer);
-    let heat = raw_heat.as_ref().map(|v| crate::render::normalise(v));
+    let heat = raw_heat
+        .as_ref()
+        .map(|v| crate::grounding::triage::min_max_normalise(v));
     let knocked: Vec<f32> = match &app.result {
         Some(result) => {
             let mut mask = vec![0.0; grid.0 * grid.1];
@@ -122,13 +124,13 @@ fn pane_ui(
         .result
         .as_ref()
         .map(|r| {
-            crate::app::hash(&format!(
+            hash(&format!(
                 "{}{}{:?}",
                 r.image_key, r.question, r.outcome.knocked_out
             ))
         })
         .unwrap_or(0);
-    let heat_key = crate::app::hash(&format!(
+    let heat_key = hash(&format!(
         "{result_key}{layer:?}{}",
         app.persisted.relative_maps
     ));

@@ -1,0 +1,229 @@
+//! The app's state: what is open, what the user set, what the worker returned. Panels read
+//! and edit it and push [`Command`]s; `app/mod.rs` applies the commands and drains the
+//! worker's events. Nothing here draws.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::overlay::ImagePixels;
+use super::worker::{CaseResult, ModelSummary, Worker};
+use crate::case::compose::Colormap;
+use crate::demo::DemoCase;
+use crate::grounding::region::Region;
+use crate::grounding::triage::Rule;
+use crate::imaging::{Study, WindowLevel};
+
+/// Opens files; tests replace the native dialog (rfd returns nothing when headless).
+pub trait FileDialog {
+    fn open_image(&mut self) -> Option<PathBuf>;
+    fn save_file(&mut self, suggested_name: &str) -> Option<PathBuf>;
+}
+
+/// Settings kept between runs (serde, `#[serde(default)]`), apart from runtime state.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Persisted {
+    pub colormap: Colormap,
+    pub opacity: f32,
+    pub smooth: bool,
+    pub mask_mode: MaskMode,
+    pub recent: Vec<PathBuf>,
+    pub model_dir: Option<PathBuf>,
+    pub relative_maps: bool,
+}
+
+impl Default for Persisted {
+    fn default() -> Self {
+        Persisted {
+            colormap: Colormap::Inferno,
+            opacity: 0.55,
+            smooth: false,
+            mask_mode: MaskMode::Outline,
+            recent: Vec::new(),
+            model_dir: None,
+            relative_maps: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MaskMode {
+    None,
+    Outline,
+    Fill,
+}
+
+/// Which map the overlay shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverlayLayer {
+    None,
+    Head { layer: usize, head: usize },
+    LayerMean { layer: usize },
+    Triage,
+    KnockedOut,
+    Before,
+    After,
+}
+
+impl OverlayLayer {
+    pub fn label(self) -> String {
+        match self {
+            OverlayLayer::None => "image only".into(),
+            OverlayLayer::Head { layer, head } => format!("head {layer}:{head}"),
+            OverlayLayer::LayerMean { layer } => format!("layer {layer} head-mean"),
+            OverlayLayer::Triage => "triage map".into(),
+            OverlayLayer::KnockedOut => "knocked-out mask".into(),
+            OverlayLayer::Before => "before knockout".into(),
+            OverlayLayer::After => "after knockout".into(),
+        }
+    }
+}
+
+/// Region drawing tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    Navigate,
+    Box,
+    Ellipse,
+    Polygon,
+    Brush,
+    Erase,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NamedRegion {
+    pub name: String,
+    pub region: Region,
+}
+
+/// An open image: the study, the chosen frame, and its pixels for the GPU and the model.
+pub struct OpenImage {
+    pub study: Study,
+    pub frame: usize,
+    pub window: WindowLevel,
+    pub gpu_pixels: Arc<ImagePixels>,
+    pub model_input: Arc<image::RgbImage>,
+    pub key: String,
+}
+
+/// Pan/zoom of the viewport: which image pixel is at the centre, and screen px per image px.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct View {
+    pub centre_px: [f32; 2],
+    pub zoom: f32,
+    pub fit: bool,
+}
+
+/// Things the UI asked for, applied in `logic()`.
+pub enum Command {
+    Open(PathBuf),
+    OpenDialog,
+    Ask,
+    Cancel,
+    LookHere,
+    SetFrame(usize),
+    Export(ExportKind),
+    ClearRegions,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportKind {
+    Png,
+    Record,
+    Regions,
+}
+
+pub struct FoveaApp {
+    pub persisted: Persisted,
+    pub worker: Worker,
+    pub model: Option<ModelSummary>,
+    pub image: Option<OpenImage>,
+    pub question: String,
+    pub result: Option<CaseResult>,
+    pub stage: Option<&'static str>,
+    pub stage_started: Option<Instant>,
+    pub status: String,
+    pub view: View,
+    pub layer: OverlayLayer,
+    pub regions: Vec<NamedRegion>,
+    pub tool: Tool,
+    pub drawing: Vec<[f64; 2]>,
+    pub side_by_side: bool,
+    pub heads_text: String,
+    pub masked_text: String,
+    pub percentile: f64,
+    pub show_phi: bool,
+    pub dialog: Box<dyn FileDialog>,
+    pub gpu: bool,
+    pub cases: Vec<DemoCase>,
+    pub commands: Vec<Command>,
+    pub last_export: Option<PathBuf>,
+    pub session_dirty: Option<Instant>,
+    pub sessions_dir: PathBuf,
+    /// Ask the current question once the model has loaded (`fovea FILE --ask TEXT`).
+    pub ask_when_ready: bool,
+}
+
+impl FoveaApp {
+    /// The settings the next question runs with (heads and layers from the text fields, or
+    /// the model's defaults).
+    pub fn settings(&self) -> Result<crate::grounding::refine::Settings, String> {
+        let model = self.model.as_ref().ok_or("the model is still loading")?;
+        let heads = if self.heads_text.trim().is_empty() {
+            model.default_heads.clone()
+        } else {
+            crate::grounding::triage::parse_heads(&self.heads_text)?
+        };
+        let masked_layers = if self.masked_text.trim().is_empty() {
+            model.default_masked_layers.clone()
+        } else {
+            self.masked_text
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<usize>()
+                        .map_err(|_| format!("masked layer {s:?} is not a number"))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        if heads.is_empty() {
+            return Err("no triage heads: type some as l:h,l:h".into());
+        }
+        if masked_layers.is_empty() {
+            return Err("no masked layer: type one, e.g. 1".into());
+        }
+        Ok(crate::grounding::refine::Settings {
+            heads,
+            masked_layers,
+            rule: Rule::Percentile(self.percentile),
+            max_new_tokens: 8,
+            ..Default::default()
+        })
+    }
+
+    /// Image tokens covered by all regions (union), on the current result's grid.
+    pub fn region_tokens(&self) -> Option<Vec<usize>> {
+        let grid = self.result.as_ref().map(|r| r.grid)?;
+        let mut tokens: Vec<usize> = self
+            .regions
+            .iter()
+            .flat_map(|r| r.region.tokens(&grid))
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        Some(tokens)
+    }
+
+    pub fn mark_dirty(&mut self) {
+        self.session_dirty = Some(Instant::now());
+    }
+}
+
+/// A stable key for texture caches and session files.
+pub fn hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}

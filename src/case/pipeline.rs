@@ -1,0 +1,173 @@
+//! One case end to end: image, model, VGRefine, metrics, and its record. `fovea inspect`
+//! runs exactly this; the app's worker and `eval` call the same pieces.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use serde_json::{json, Value};
+
+use super::defaults::model_defaults;
+use super::record::{case_record, CaseParts};
+use crate::grounding::refine::{self, Outcome, Settings};
+use crate::grounding::region::{Region, TokenGrid};
+use crate::grounding::triage::Rule;
+use crate::imaging::{self, VoiOption};
+use crate::model::{ImageSession, Model};
+
+/// Everything one `fovea inspect` run needs.
+pub struct Request {
+    pub model_dir: PathBuf,
+    pub vision_tower: Option<PathBuf>,
+    pub image: PathBuf,
+    pub frame: usize,
+    pub question: String,
+    pub settings: Settings,
+    /// Set when the user gave no heads and the model's defaults should fill them.
+    pub heads_given: bool,
+    pub masked_layers_given: bool,
+    pub regions: Vec<Region>,
+    pub dump_logits: bool,
+}
+
+/// A finished case: the record plus what the overlay needs.
+pub struct Inspection {
+    pub record: Value,
+    pub outcome: Outcome,
+    pub prepared: image::RgbImage,
+    pub grid: TokenGrid,
+    pub region_tokens: Vec<usize>,
+    pub regions: Vec<Region>,
+    pub triage_heads: Vec<(usize, usize)>,
+}
+
+/// Run one case: load the image and the model, fill in the model's defaults, run VGRefine.
+pub fn inspect(request: Request) -> Result<Inspection> {
+    let total_started = Instant::now();
+    for region in &request.regions {
+        region.validate().map_err(anyhow::Error::msg)?;
+    }
+    let study = imaging::load(&request.image)?;
+    let rgb = imaging::render_rgb8(&study, request.frame, &VoiOption::Default)?;
+
+    let load_started = Instant::now();
+    let model = Model::load(
+        &request.model_dir,
+        request.vision_tower.as_deref(),
+        &Device::Cpu,
+    )?;
+    let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
+
+    let mut settings = request.settings.clone();
+    let defaults = model_defaults(&model)?;
+    if !request.heads_given && settings.knockout_tokens.is_none() {
+        let Some(defaults) = defaults.as_ref().filter(|d| !d.heads.is_empty()) else {
+            bail!(
+                "no triage heads known for {}: pass --heads l:h,... (or --heads FILE.json from `fovea heads`), or put \
+                 vgrefine.json beside the checkpoint",
+                request.model_dir.display()
+            );
+        };
+        settings.heads = defaults.heads.iter().map(|&[l, h]| (l, h)).collect();
+        if let (Some(p), Rule::Percentile(_)) = (defaults.percentile, settings.rule) {
+            settings.rule = Rule::Percentile(p);
+        }
+    }
+    if !request.masked_layers_given {
+        match defaults.as_ref().filter(|d| !d.masked_layers.is_empty()) {
+            Some(defaults) => settings.masked_layers = defaults.masked_layers.clone(),
+            None => bail!(
+                "no masked layers known for {}: pass --masked-layers L[,L]",
+                request.model_dir.display()
+            ),
+        }
+    }
+
+    let mut session = ImageSession::new(&model, &rgb)?;
+    let outcome = refine::run(&mut session, &request.question, &settings)?;
+    let (prepared, mapping) = model.checkpoint.processor.prepare(&rgb);
+    let (rows, cols) = model.grid();
+    let grid = TokenGrid {
+        rows,
+        cols,
+        mapping,
+    };
+
+    let mut region_records = Vec::new();
+    let mut region_tokens: Vec<usize> = Vec::new();
+    for region in &request.regions {
+        let tokens = region.tokens(&grid);
+        if tokens.is_empty() {
+            bail!(
+                "region {} covers no image token (it lies outside the {}x{} image)",
+                serde_json::to_string(region).unwrap_or_default(),
+                study.width,
+                study.height
+            );
+        }
+        region_tokens.extend(&tokens);
+        let mut record = serde_json::to_value(region)?;
+        record["tokens"] = json!(tokens);
+        region_records.push(record);
+    }
+    region_tokens.sort_unstable();
+    region_tokens.dedup();
+
+    let cfg = &model.checkpoint.text;
+    let model_info = json!({
+        "path": model.checkpoint.dir,
+        "arch": model.checkpoint.arch,
+        "layers": cfg.num_hidden_layers,
+        "heads": cfg.num_attention_heads,
+        "kv_heads": cfg.num_key_value_heads,
+        "grid": [rows, cols],
+        "layout": model.checkpoint.layout.name,
+    });
+    let image_info = json!({
+        "path": request.image,
+        "width": study.width,
+        "height": study.height,
+        "frame": request.frame,
+        "preprocess": model.checkpoint.processor.mode.name(model.checkpoint.processor.size),
+    });
+    let heads_source = if request.heads_given {
+        "--heads".to_string()
+    } else {
+        defaults
+            .as_ref()
+            .and_then(|d| d.source.clone())
+            .unwrap_or_default()
+    };
+    let mut record = case_record(CaseParts {
+        model: model_info,
+        image: image_info,
+        question: &request.question,
+        outcome: &outcome,
+        settings: &settings,
+        heads_source,
+        regions: region_records,
+        region_tokens: &region_tokens,
+        dump_logits: request.dump_logits,
+    });
+    let vision_ms = session.timings.vision_ms;
+    let prefix_ms = session.timings.prefix_ms;
+    record["timings_ms"] = json!({
+        "load": load_ms,
+        "vision": vision_ms,
+        "prefix": prefix_ms,
+        "question": outcome.question_ms,
+        "general": outcome.general_ms,
+        "knockout": outcome.knockout_ms,
+        "total": total_started.elapsed().as_secs_f64() * 1e3,
+    });
+    Ok(Inspection {
+        record,
+        outcome,
+        prepared,
+        grid,
+        region_tokens,
+        regions: request.regions,
+        triage_heads: settings.heads,
+    })
+}

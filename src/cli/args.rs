@@ -1,0 +1,348 @@
+//! The command line's words: every subcommand's arguments (clap derive) and their conversion
+//! into the settings the layers below take.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::imaging::{window, Preset, VoiOption};
+
+/// fovea: see where a medical multimodal LLM looks when it answers a question about an
+/// image, and fix the answer when it looks in the wrong place (VGRefine).
+#[derive(Debug, Parser)]
+#[command(name = "fovea", version, about, long_about = None, max_term_width = 100, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Image to open in the app (DICOM, PNG, JPEG, TIFF, BMP); without one, a demo case
+    pub file: Option<PathBuf>,
+    /// Checkpoint folder for the app (default: the bundled demo model)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Ask this question as soon as the model and image are ready
+    #[arg(long, value_name = "TEXT")]
+    pub ask: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Describe an image: modality, size, frames, transfer syntax, window (no patient data
+    /// unless --show-phi)
+    Info(InfoArgs),
+    /// Render one frame of a DICOM or raster image to an 8-bit PNG with a window/level
+    Convert(ConvertArgs),
+    /// Ask a question about an image, capture per-head attention, run VGRefine, and write
+    /// the JSON record (and an overlay picture)
+    Inspect(Box<InspectArgs>),
+    /// Measure what prefix sharing buys VGRefine on a generated CLIP-L/336 checkpoint
+    Bench(BenchArgs),
+    /// Generate synthetic chest-radiograph and head-MR phantoms with known lesions
+    /// (images + cases.jsonl in the VGMED field layout)
+    Phantom(PhantomArgs),
+    /// Grounding analysis over a dataset: relative attention per layer and head against the
+    /// annotated boxes (per-sample JSONL, CSV tables, plots)
+    Grounding(GroundingArgs),
+    /// Rank heads by attention ratio over a grounding run and write the heads file
+    Heads(HeadsArgs),
+    /// Med-VQA accuracy with and without VGRefine
+    Eval(EvalArgs),
+    /// Combine the outputs of sharded runs into exactly what one run would have written
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Data file: VGMED/COCO JSONL, closed/open JSONL, or HuatuoGPT-Vision evaluation JSON
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Folder the image paths in the data file are relative to (default: the data file's folder)
+    #[arg(long, value_name = "ROOT")]
+    pub images: Option<PathBuf>,
+    /// Checkpoint folder (default: the bundled demo model)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Output folder
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Process at most this many samples
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Shuffle with this seed before --limit (0 keeps the file order)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Process the deterministic slice I of N (0-based), e.g. 2/8
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Continue a killed run in the same --out
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl DataArgs {
+    pub fn run_args(&self) -> Result<crate::eval::RunArgs> {
+        let images = match &self.images {
+            Some(dir) => dir.clone(),
+            None => self
+                .data
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        let model = match &self.model {
+            Some(dir) => dir.clone(),
+            None => crate::demo::demo_model_dir(),
+        };
+        let shard = self
+            .shard
+            .as_deref()
+            .map(crate::eval::dataset::Shard::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        Ok(crate::eval::RunArgs {
+            data: self.data.clone(),
+            images,
+            model,
+            out: self.out.clone(),
+            limit: self.limit,
+            seed: self.seed,
+            shard,
+            resume: self.resume,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GroundingArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Query rows: the last prompt token, or the mean over the question tokens
+    #[arg(long, value_enum, default_value_t = QueryArg::Last)]
+    pub query: QueryArg,
+    /// Use raw attention instead of attention relative to the general prompt
+    #[arg(long)]
+    pub no_norm: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HeadsArgs {
+    /// Output folder of `fovea grounding`
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// How many heads to keep
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    /// Heads file to write (read by `fovea inspect/eval --heads/--vgrefine`)
+    #[arg(long, value_name = "FILE.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Also answer with VGRefine using this heads file (from `fovea heads` or a model's vgrefine.json)
+    #[arg(long, value_name = "HEADS.json")]
+    pub vgrefine: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Output folders of the shards
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Merged output folder
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PhantomArgs {
+    /// Output folder (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Number of cases (images); each gives 2 to 5 questions
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Seed of the first case (case i uses seed + i)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Image side in pixels
+    #[arg(long, default_value_t = 192)]
+    pub size: u32,
+    /// Difficulty 0 (large bright lesions, little noise) .. 1 (full)
+    #[arg(long, default_value_t = 1.0)]
+    pub difficulty: f64,
+    /// Probability of a distractor (marker letter, wire, border label)
+    #[arg(long, default_value_t = 0.3)]
+    pub distractors: f64,
+    /// Only this family: chest-xray or head-mr
+    #[arg(long, value_enum)]
+    pub family: Option<FamilyArg>,
+    /// Write DICOM (Secondary Capture) instead of PNG
+    #[arg(long)]
+    pub dicom: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FamilyArg {
+    ChestXray,
+    HeadMr,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Checkpoint folder (default: the bundled demo model, assets/demo-model)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// CLIP folder for checkpoints whose vision tower is separate (LLaVA-Med's mm_vision_tower)
+    #[arg(long, value_name = "DIR")]
+    pub vision_tower: Option<PathBuf>,
+    /// DICOM, PNG, JPEG, TIFF or BMP image
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// Frame of a multi-frame image (0-based)
+    #[arg(long, default_value_t = 0)]
+    pub frame: usize,
+    /// The question (with --template raw: the whole prompt, <image> marking the image)
+    #[arg(long)]
+    pub question: String,
+    /// Write the INSPECT-JSON record here
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
+    /// Write a picture: triage map + kept tokens + regions | attention before | after knockout
+    #[arg(long, value_name = "OUT.png")]
+    pub overlay: Option<PathBuf>,
+    /// Include first-token logits (vocabulary-sized) in the record
+    #[arg(long)]
+    pub dump_logits: bool,
+    /// Prompt format: the checkpoint's own (auto) or the text verbatim (raw)
+    #[arg(long, value_enum, default_value_t = TemplateArg::Auto)]
+    pub template: TemplateArg,
+    /// General-description prompt (default: the paper's)
+    #[arg(long, value_name = "TEXT")]
+    pub general_prompt: Option<String>,
+    /// Triage heads as l:h,l:h,... or a JSON file (default: the model's vgrefine.json / known table)
+    #[arg(long, value_name = "SPEC|FILE.json")]
+    pub heads: Option<String>,
+    /// Layers where the knockout applies, e.g. 16 or 16,17 (default: the model's)
+    #[arg(long, value_name = "L[,L]", value_delimiter = ',')]
+    pub masked_layers: Option<Vec<usize>>,
+    /// Knock out tokens below this percentile of the triage map (default 80)
+    #[arg(long, value_name = "P", conflicts_with = "magnitude")]
+    pub percentile: Option<f64>,
+    /// Knock out tokens below T after min-max normalising the triage map
+    #[arg(long, value_name = "T")]
+    pub magnitude: Option<f64>,
+    /// Query rows: the last prompt token, or the mean over the question tokens
+    #[arg(long, value_enum, default_value_t = QueryArg::Last)]
+    pub query: QueryArg,
+    /// Use raw attention instead of attention relative to the general prompt
+    #[arg(long)]
+    pub no_norm: bool,
+    /// Knock out exactly these image tokens (skips triage)
+    #[arg(long, value_name = "I,J,...", value_delimiter = ',')]
+    pub knockout_tokens: Option<Vec<usize>>,
+    /// Keep the knockout during decoding too (the reference blocks the prefill only)
+    #[arg(long)]
+    pub knockout_decode: bool,
+    /// Region to score against, x0,y0,x1,y1 in original image pixels (repeatable)
+    #[arg(long, value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
+    pub region: Vec<String>,
+    /// Longest answer, in tokens
+    #[arg(long, default_value_t = 16)]
+    pub max_new_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TemplateArg {
+    Auto,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum QueryArg {
+    Last,
+    Question,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Repetitions; medians are reported
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Tokens decoded for each answer
+    #[arg(long, default_value_t = 8)]
+    pub decode_tokens: usize,
+    /// Also write the medians as JSON
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
+    /// Only write the generated bench checkpoint to DIR (to time other commands on it), then exit
+    #[arg(long, value_name = "DIR")]
+    pub write_model: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// DICOM, PNG, JPEG, TIFF or BMP file (detected from the content)
+    pub file: PathBuf,
+    /// Also print patient-identifying fields (name, ID, birth date, institution, dates, UIDs)
+    #[arg(long)]
+    pub show_phi: bool,
+    /// Print the description as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// DICOM, PNG, JPEG, TIFF or BMP file (detected from the content)
+    pub file: PathBuf,
+    /// Output PNG (written to a temporary file, then renamed: never left half-written)
+    pub out: PathBuf,
+    /// Frame to render (0-based)
+    #[arg(long, default_value_t = 0)]
+    pub frame: usize,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
+/// How to map modality values to grey levels. Default: the file's window, else min-max.
+#[derive(Debug, Args, Default)]
+#[group(multiple = false)]
+pub struct WindowArgs {
+    /// Explicit window as CENTER,WIDTH in modality units (e.g. HU: 40,400)
+    #[arg(long, value_name = "C,W", allow_hyphen_values = true)]
+    pub window: Option<String>,
+    /// Named CT window: soft-tissue (40/400), lung (-600/1500), liver (90/150),
+    /// bone (480/2500), brain (40/80)
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Stretch the frame's own minimum..maximum over the grey range
+    #[arg(long)]
+    pub minmax: bool,
+}
+
+impl WindowArgs {
+    pub fn voi_option(&self) -> Result<VoiOption> {
+        if let Some(text) = &self.window {
+            let window = window::parse_window(text)
+                .map_err(anyhow::Error::msg)
+                .context("bad --window")?;
+            return Ok(VoiOption::Custom(window));
+        }
+        if let Some(name) = &self.preset {
+            let Some(preset) = Preset::from_name(name) else {
+                bail!(
+                    "unknown --preset {name:?}; choose one of {}",
+                    Preset::names()
+                );
+            };
+            return Ok(VoiOption::Preset(preset));
+        }
+        if self.minmax {
+            return Ok(VoiOption::MinMax);
+        }
+        Ok(VoiOption::Default)
+    }
+}

@@ -1,0 +1,285 @@
+//! Command-line interface: the top of the house. Parses (args.rs), dispatches to the layers
+//! below, prints. `main.rs` only calls [`run`]; nothing else imports this module.
+
+mod args;
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::imaging::{self, Photometric};
+pub use args::*;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Info(args)) => info(&args),
+        Some(Command::Convert(args)) => convert(&args),
+        Some(Command::Bench(args)) => bench(&args),
+        Some(Command::Inspect(args)) => inspect(&args),
+        Some(Command::Phantom(args)) => phantom(&args),
+        Some(Command::Grounding(args)) => {
+            let query = match args.query {
+                QueryArg::Last => crate::grounding::refine::Query::Last,
+                QueryArg::Question => crate::grounding::refine::Query::Question,
+            };
+            crate::eval::grounding(&args.data.run_args()?, query, !args.no_norm)
+        }
+        Some(Command::Heads(args)) => {
+            if args.top_k == 0 {
+                bail!("--top-k must be at least 1");
+            }
+            let value = crate::eval::heads(&args.from, args.top_k, &args.out)?;
+            println!("heads {}", value["heads"]);
+            println!("masked layer(s) {}", value["masked_layers"]);
+            eprintln!("wrote {}", args.out.display());
+            Ok(())
+        }
+        Some(Command::Eval(args)) => {
+            crate::eval::eval(&args.data.run_args()?, args.vgrefine.as_deref())
+        }
+        Some(Command::Merge(args)) => crate::eval::merge(&args.dirs, &args.out),
+        None => {
+            let model = cli.model.unwrap_or_else(crate::demo::demo_model_dir);
+            if !model.join("config.json").exists() {
+                bail!(
+                    "no model to load: pass --model DIR (the bundled demo model is missing: {})",
+                    model.display()
+                );
+            }
+            if let Some(file) = &cli.file {
+                if !file.exists() {
+                    bail!("no such file: {}", file.display());
+                }
+            }
+            crate::app::run(model, cli.file, cli.ask)
+        }
+    }
+}
+
+fn info(args: &InfoArgs) -> Result<()> {
+    let study = imaging::load(&args.file)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&imaging::describe::summary_json(&study, args.show_phi))?
+        );
+    } else {
+        print!("{}", imaging::describe::describe(&study, args.show_phi));
+    }
+    Ok(())
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    let voi = args.window.voi_option()?;
+    check_png_path(&args.out)?;
+    let study = imaging::load(&args.file)?;
+    let image = imaging::render_rgb8(&study, args.frame, &voi)?;
+    crate::io::write_png(&args.out, &image)?;
+    let (window, _) = study.resolve_window(args.frame, &voi);
+    if study.photometric == Photometric::Rgb {
+        eprintln!(
+            "wrote {} ({}x{}, colour)",
+            args.out.display(),
+            study.width,
+            study.height
+        );
+    } else {
+        eprintln!(
+            "wrote {} ({}x{}, window {window})",
+            args.out.display(),
+            study.width,
+            study.height
+        );
+    }
+    Ok(())
+}
+
+fn check_png_path(out: &Path) -> Result<()> {
+    let is_png = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        bail!("output must be a .png file: {}", out.display());
+    }
+    if out.is_dir() {
+        bail!("output is a directory: {}", out.display());
+    }
+    Ok(())
+}
+
+fn bench(args: &BenchArgs) -> Result<()> {
+    if let Some(dir) = &args.write_model {
+        crate::model::bench::write_synthetic_checkpoint(dir)
+            .with_context(|| format!("cannot write the bench checkpoint to {}", dir.display()))?;
+        eprintln!("wrote the bench checkpoint to {}", dir.display());
+        return Ok(());
+    }
+    if args.runs == 0 || args.decode_tokens == 0 {
+        bail!("--runs and --decode-tokens must be at least 1");
+    }
+    let report = crate::model::bench::run(args.runs, args.decode_tokens, &mut |step| {
+        eprintln!("bench: {step}")
+    })?;
+    println!(
+        "prompt: {} tokens ({} image tokens), {} decoded tokens per answer, medians of {} runs",
+        report.prompt_tokens, report.image_tokens, args.decode_tokens, report.runs
+    );
+    println!(
+        "plain answer                         {:>9.1} ms",
+        report.plain_ms
+    );
+    println!(
+        "VGRefine, 3 prompts, shared prefix   {:>9.1} ms  ({:.2}x plain)",
+        report.vgrefine_shared_ms, report.shared_over_plain
+    );
+    println!(
+        "VGRefine, 3 prompts, no sharing      {:>9.1} ms  ({:.2}x plain)",
+        report.vgrefine_unshared_ms, report.unshared_over_plain
+    );
+    println!(
+        "prefill (vision + prefix)            {:>9.1} ms  {:.1} GFLOP/s",
+        report.vision_ms + report.prefix_ms,
+        report.prefill_gflops
+    );
+    if let Some(out) = &args.json {
+        crate::io::write_json(out, &serde_json::to_value(&report)?)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn inspect(args: &InspectArgs) -> Result<()> {
+    use crate::grounding::refine::{Query, Settings};
+    use crate::grounding::triage::Rule;
+    let rule = match (args.percentile, args.magnitude) {
+        (_, Some(t)) => Rule::Magnitude(t),
+        (Some(p), None) => Rule::Percentile(p),
+        (None, None) => Rule::Percentile(80.0),
+    };
+    rule.validate().map_err(anyhow::Error::msg)?;
+    let regions = args
+        .region
+        .iter()
+        .map(|text| crate::grounding::region::Region::parse_box(text).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    for path in [&args.json, &args.overlay].into_iter().flatten() {
+        if path.is_dir() {
+            bail!("output is a directory: {}", path.display());
+        }
+    }
+    if let Some(overlay) = &args.overlay {
+        check_png_path(overlay)?;
+    }
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => {
+            let demo = crate::demo::demo_model_dir();
+            if !demo.join("config.json").exists() {
+                bail!(
+                    "no --model given and the bundled demo model is missing: {}",
+                    demo.display()
+                );
+            }
+            demo
+        }
+    };
+    let heads = args
+        .heads
+        .as_deref()
+        .map(crate::case::parse_heads_arg)
+        .transpose()?;
+    let settings = Settings {
+        raw_template: matches!(args.template, TemplateArg::Raw),
+        general_prompt: args.general_prompt.clone(),
+        heads: heads.clone().unwrap_or_default(),
+        masked_layers: args.masked_layers.clone().unwrap_or_default(),
+        rule,
+        query: match args.query {
+            QueryArg::Last => Query::Last,
+            QueryArg::Question => Query::Question,
+        },
+        normalize: !args.no_norm,
+        knockout_tokens: args.knockout_tokens.clone(),
+        max_new_tokens: args.max_new_tokens,
+        knockout_decode: args.knockout_decode,
+        ..Settings::default()
+    };
+    let request = crate::case::Request {
+        model_dir,
+        vision_tower: args.vision_tower.clone(),
+        image: args.image.clone(),
+        frame: args.frame,
+        question: args.question.clone(),
+        settings,
+        heads_given: heads.is_some(),
+        masked_layers_given: args.masked_layers.is_some(),
+        regions,
+        dump_logits: args.dump_logits,
+    };
+    let inspection = crate::case::inspect(request)?;
+    let record = &inspection.record;
+    println!(
+        "answer            {}",
+        record["answer"].as_str().unwrap_or("")
+    );
+    println!(
+        "VGRefine answer   {}",
+        record["refined"]["answer"].as_str().unwrap_or("")
+    );
+    println!(
+        "knocked out       {} of {} image tokens in layer(s) {}",
+        inspection.outcome.knocked_out.len(),
+        inspection.grid.rows * inspection.grid.cols,
+        record["knockout"]["layers"]
+    );
+    if let Some(ratio) = record["metrics"]["triage_map"]["ratio"].as_f64() {
+        println!("triage map ratio  {ratio:.3} (attention ratio against the region; 1 = uniform)");
+    }
+    println!(
+        "time              {:.0} ms",
+        record["timings_ms"]["total"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(out) = &args.json {
+        crate::io::write_json(out, record)?;
+        eprintln!("wrote {}", out.display());
+    }
+    if let Some(out) = &args.overlay {
+        let picture =
+            crate::case::overlay_picture(&inspection, crate::case::compose::Colormap::Inferno);
+        crate::io::write_png(out, &picture)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn phantom(args: &PhantomArgs) -> Result<()> {
+    use crate::demo::{Family, Recipe};
+    if !(0.0..=1.0).contains(&args.difficulty) || !(0.0..=1.0).contains(&args.distractors) {
+        bail!("--difficulty and --distractors must be within 0..1");
+    }
+    if !(64..=2048).contains(&args.size) {
+        bail!("--size must be within 64..2048 px, got {}", args.size);
+    }
+    if args.out.is_file() {
+        bail!("output is a file, not a folder: {}", args.out.display());
+    }
+    let recipe = Recipe {
+        size_px: args.size,
+        family: args.family.map(|f| match f {
+            FamilyArg::ChestXray => Family::ChestXray,
+            FamilyArg::HeadMr => Family::HeadMr,
+        }),
+        distractor_probability: args.distractors,
+        difficulty: args.difficulty,
+        ..Recipe::default()
+    };
+    let rows =
+        crate::demo::write_dataset(&args.out, args.n, args.seed, &recipe, args.dicom, |_| {})?;
+    eprintln!(
+        "wrote {} images and {rows} questions to {}",
+        args.n,
+        args.out.display()
+    );
+    Ok(())
+}
