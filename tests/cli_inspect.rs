@@ -183,3 +183,61 @@ fn bad_input_gets_one_clear_error() {
         );
     }
 }
+
+/// Outputs are made like a shell's `>` makes files: mode 0666 minus the umask (0644 under the
+/// usual 022, 0600 under 077), not the 0600 of a temporary file, and no temporary is left.
+#[cfg(unix)]
+#[test]
+fn outputs_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let ct = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/CT_small.dcm");
+    for (umask, expected) in [("022", 0o644), ("077", 0o600), ("002", 0o664)] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("case.json");
+        let overlay = dir.path().join("case.png");
+        let converted = dir.path().join("ct.png");
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut inspect: Vec<String> = vec![env!("CARGO_BIN_EXE_fovea").to_string()];
+        inspect.extend(base_args());
+        inspect.extend(
+            [
+                "--json",
+                json.to_str().unwrap(),
+                "--overlay",
+                overlay.to_str().unwrap(),
+            ]
+            .map(String::from),
+        );
+        let script = format!(
+            "umask {umask} && {} && {} convert {} {}",
+            inspect
+                .iter()
+                .map(|a| quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+            quote(env!("CARGO_BIN_EXE_fovea")),
+            quote(ct.to_str().unwrap()),
+            quote(converted.to_str().unwrap()),
+        );
+        let run = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        for file in [&json, &overlay, &converted] {
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(
+                mode,
+                expected,
+                "{} under umask {umask}: {mode:o}",
+                file.display()
+            );
+        }
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "only the three outputs: {names:?}");
+    }
+}

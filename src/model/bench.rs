@@ -106,19 +106,16 @@ pub fn write_synthetic_checkpoint(dir: &Path) -> Result<()> {
         "image_aspect_ratio": "pad", "mm_hidden_size": vision.hidden_size, "mm_vision_tower": "vit",
         "eos_token_id": 1,
     });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config)?,
-    )?;
+    crate::io::write_json(&dir.join("config.json"), &config)?;
     std::fs::create_dir_all(dir.join("vit"))?;
-    std::fs::write(
-        dir.join("vit/config.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
+    crate::io::write_json(
+        &dir.join("vit/config.json"),
+        &serde_json::json!({
             "model_type": "clip_vision_model", "hidden_size": vision.hidden_size,
             "intermediate_size": vision.intermediate_size, "num_hidden_layers": vision.num_hidden_layers,
             "num_attention_heads": vision.num_attention_heads, "image_size": vision.image_size,
             "patch_size": vision.patch_size, "hidden_act": "quick_gelu"
-        }))?,
+        }),
     )?;
     let mut words = serde_json::Map::new();
     for (i, token) in specials.iter().enumerate() {
@@ -140,9 +137,9 @@ pub fn write_synthetic_checkpoint(dir: &Path) -> Result<()> {
         "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
         "model": {"type": "WordLevel", "vocab": words, "unk_token": "<unk>"}
     });
-    std::fs::write(
-        dir.join("tokenizer.json"),
-        serde_json::to_string(&tokenizer)?,
+    crate::io::write_bytes(
+        &dir.join("tokenizer.json"),
+        serde_json::to_string(&tokenizer)?.as_bytes(),
     )?;
     Ok(())
 }
