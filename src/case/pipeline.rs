@@ -14,12 +14,15 @@ use crate::grounding::refine::{self, Outcome, Settings};
 use crate::grounding::region::{Region, TokenGrid};
 use crate::grounding::triage::Rule;
 use crate::imaging::{self, VoiOption};
+use crate::model::linear::Quantize;
 use crate::model::{ImageSession, Model};
 
 /// Everything one `fovea inspect` run needs.
 pub struct Request {
     pub model_dir: PathBuf,
     pub vision_tower: Option<PathBuf>,
+    /// In-memory quantization of the language model (none: storage precision).
+    pub quantize: Quantize,
     pub image: PathBuf,
     pub frame: usize,
     pub question: String,
@@ -52,10 +55,11 @@ pub fn inspect(request: Request) -> Result<Inspection> {
     let rgb = imaging::render_rgb8(&study, request.frame, &VoiOption::Default)?;
 
     let load_started = Instant::now();
-    let model = Model::load(
+    let model = Model::load_with(
         &request.model_dir,
         request.vision_tower.as_deref(),
         &Device::Cpu,
+        request.quantize,
     )?;
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
 
@@ -123,6 +127,8 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         "kv_heads": cfg.num_key_value_heads,
         "grid": [rows, cols],
         "layout": model.checkpoint.layout.name,
+        "quantize": model.quantize.name(),
+        "load_notes": model.load_notes,
     });
     let image_info = json!({
         "path": request.image,

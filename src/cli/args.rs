@@ -77,6 +77,10 @@ pub struct DataArgs {
     /// Continue a killed run in the same --out
     #[arg(long)]
     pub resume: bool,
+    /// Quantize the language model's linear layers and LM head in memory while loading
+    /// (none keeps the checkpoint's bf16/f16/f32; the vision tower is never quantized)
+    #[arg(long, value_enum, default_value_t = QuantizeArg::None)]
+    pub quantize: QuantizeArg,
 }
 
 impl DataArgs {
@@ -108,6 +112,7 @@ impl DataArgs {
             seed: self.seed,
             shard,
             resume: self.resume,
+            quantize: self.quantize.to_quantize(),
         })
     }
 }
@@ -252,6 +257,43 @@ pub struct InspectArgs {
     /// Longest answer, in tokens
     #[arg(long, default_value_t = 16)]
     pub max_new_tokens: usize,
+    /// Quantize the language model's linear layers and LM head in memory while loading
+    /// (none keeps the checkpoint's bf16/f16/f32; the vision tower is never quantized)
+    #[arg(long, value_enum, default_value_t = QuantizeArg::None)]
+    pub quantize: QuantizeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuantizeArg {
+    None,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4k")]
+    Q4k,
+}
+
+impl QuantizeArg {
+    pub fn to_quantize(self) -> crate::model::linear::Quantize {
+        use crate::model::linear::Quantize;
+        match self {
+            QuantizeArg::None => Quantize::None,
+            QuantizeArg::Q8_0 => Quantize::Q8_0,
+            QuantizeArg::Q4k => Quantize::Q4K,
+        }
+    }
+}
+
+/// Checkpoint shapes `fovea bench --write-model` can generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShapeArg {
+    /// The small bench checkpoint (CLIP-L/336 + a 4-layer 256-wide Qwen2), random f32 weights
+    Bench,
+    /// HuatuoGPT-Vision-7B's shapes (llava_qwen2, Qwen2-7B, CLIP inside), zero bf16, sparse file
+    #[value(name = "huatuogpt-vision-7b")]
+    HuatuogptVision7b,
+    /// LLaVA-Med v1.5's shapes (llava_mistral, Mistral-7B, separate CLIP folder), zero bf16, sparse
+    #[value(name = "llava-med-7b")]
+    LlavaMed7b,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -277,9 +319,21 @@ pub struct BenchArgs {
     /// Also write the medians as JSON
     #[arg(long, value_name = "OUT")]
     pub json: Option<PathBuf>,
-    /// Only write the generated bench checkpoint to DIR (to time other commands on it), then exit
+    /// Only write a generated checkpoint to DIR (to time other commands on it), then exit
     #[arg(long, value_name = "DIR")]
     pub write_model: Option<PathBuf>,
+    /// Which checkpoint --write-model writes
+    #[arg(long, value_enum, default_value_t = ShapeArg::Bench, requires = "write_model")]
+    pub shape: ShapeArg,
+    /// Measure this checkpoint instead (load, memory, vision, prefill, decode, one VGRefine case)
+    #[arg(long, value_name = "DIR", conflicts_with = "write_model")]
+    pub model: Option<PathBuf>,
+    /// CLIP folder for --model checkpoints whose vision tower is separate
+    #[arg(long, value_name = "DIR", requires = "model")]
+    pub vision_tower: Option<PathBuf>,
+    /// With --model: quantize the language model in memory while loading
+    #[arg(long, value_enum, default_value_t = QuantizeArg::None)]
+    pub quantize: QuantizeArg,
 }
 
 #[derive(Debug, Args)]

@@ -108,15 +108,94 @@ fn check_png_path(out: &Path) -> Result<()> {
     Ok(())
 }
 
+fn bench_model(dir: &Path, args: &BenchArgs) -> Result<()> {
+    let report = crate::case::measure::run(
+        dir,
+        args.vision_tower.as_deref(),
+        args.quantize.to_quantize(),
+        args.decode_tokens,
+        &mut |step| eprintln!("bench: {step}"),
+    )?;
+    let gib = |bytes: f64| bytes / (1u64 << 30) as f64;
+    println!(
+        "checkpoint       {} ({}, weights {})",
+        report.model, report.arch, report.quantize
+    );
+    for note in &report.load_notes {
+        println!("  fallback       {note}");
+    }
+    println!("load             {:>10.0} ms", report.load_ms);
+    println!(
+        "weights          {:>10.2} GiB linear layers + head, {:.2} GiB embeddings",
+        gib(report.linear_bytes as f64),
+        gib(report.embedding_bytes as f64)
+    );
+    if let Some(peak) = report.peak_rss_bytes {
+        println!("peak resident    {:>10.2} GiB", gib(peak as f64));
+    }
+    println!(
+        "vision           {:>10.0} ms ({:.0} GFLOP/s)",
+        report.vision_ms, report.vision_gflops
+    );
+    println!(
+        "prefill          {:>10.0} ms for {} tokens: {:.1} tokens/s, {:.0} GFLOP/s",
+        report.prefill_ms,
+        report.prefill_tokens,
+        report.prefill_tokens_per_s,
+        report.prefill_gflops
+    );
+    println!(
+        "decode           {:>10.0} ms for {} tokens: {:.2} tokens/s",
+        report.decode_ms, report.decode_tokens, report.decode_tokens_per_s
+    );
+    println!(
+        "VGRefine case    {:>10.0} ms (one whole case, 1 new token)",
+        report.vgrefine_ms
+    );
+    if let Some(out) = &args.json {
+        crate::io::write_json(out, &report)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 fn bench(args: &BenchArgs) -> Result<()> {
     if let Some(dir) = &args.write_model {
-        crate::model::bench::write_synthetic_checkpoint(dir)
-            .with_context(|| format!("cannot write the bench checkpoint to {}", dir.display()))?;
-        eprintln!("wrote the bench checkpoint to {}", dir.display());
+        use crate::model::shapes::{write_published_shape, PublishedShape};
+        use clap::ValueEnum;
+        let written = match args.shape {
+            ShapeArg::Bench => crate::model::bench::write_synthetic_checkpoint(dir).map(|()| None),
+            ShapeArg::HuatuogptVision7b => {
+                write_published_shape(dir, PublishedShape::HuatuoGptVision7b).map(Some)
+            }
+            ShapeArg::LlavaMed7b => {
+                write_published_shape(dir, PublishedShape::LlavaMed7b).map(Some)
+            }
+        };
+        let parameters =
+            written.with_context(|| format!("cannot write the checkpoint to {}", dir.display()))?;
+        match parameters {
+            Some(n) => eprintln!(
+                "wrote {} ({:.2} B parameters, zero bf16, sparse) to {}",
+                args.shape
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+                n as f64 / 1e9,
+                dir.display()
+            ),
+            None => eprintln!("wrote the bench checkpoint to {}", dir.display()),
+        }
         return Ok(());
     }
     if args.runs == 0 || args.decode_tokens == 0 {
         bail!("--runs and --decode-tokens must be at least 1");
+    }
+    if let Some(dir) = &args.model {
+        return bench_model(dir, args);
+    }
+    if args.quantize != QuantizeArg::None {
+        bail!("--quantize applies to a checkpoint: pass --model DIR");
     }
     let report = crate::model::bench::run(args.runs, args.decode_tokens, &mut |step| {
         eprintln!("bench: {step}")
@@ -208,6 +287,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     let request = crate::case::Request {
         model_dir,
         vision_tower: args.vision_tower.clone(),
+        quantize: args.quantize.to_quantize(),
         image: args.image.clone(),
         frame: args.frame,
         question: args.question.clone(),

@@ -34,6 +34,7 @@ pub struct RunArgs {
     pub seed: u64,
     pub shard: Option<Shard>,
     pub resume: bool,
+    pub quantize: crate::model::linear::Quantize,
 }
 
 fn write_run_info(out: &Path, command: &str, extra: Value) -> Result<()> {
@@ -55,7 +56,7 @@ fn for_each_sample(
         args.seed,
         args.shard,
     );
-    let model = Model::load(&args.model, None, &Device::Cpu)?;
+    let model = Model::load_with(&args.model, None, &Device::Cpu, args.quantize)?;
     let mut results = ResultsFile::open(&args.out, args.resume)?;
     write_run_info(&args.out, command, settings)?;
     let todo: Vec<&Sample> = samples

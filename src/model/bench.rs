@@ -16,6 +16,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::decoder::{Decoder, EdgeMask, TextArch, TextConfig};
+use super::linear::LoadPlan;
 use super::vision::{Projector, VisionConfig, VisionTower};
 use super::{ImageSession, Model, QueryRows, RunOptions};
 
@@ -87,14 +88,21 @@ pub fn write_synthetic_checkpoint(dir: &Path) -> Result<()> {
         &vision,
         vision.num_hidden_layers as i64,
         vb.pp("model.vision_tower.vision_tower.vision_model"),
+        &LoadPlan::from_builder(),
     )?;
     Projector::new(
         vision.hidden_size,
         text.hidden_size,
         vb.pp("model.mm_projector.0"),
         vb.pp("model.mm_projector.2"),
+        &LoadPlan::from_builder(),
     )?;
-    Decoder::new(&text, vb.pp("model"), vb.pp("lm_head"))?;
+    Decoder::new(
+        &text,
+        vb.pp("model"),
+        vb.pp("lm_head"),
+        &LoadPlan::from_builder(),
+    )?;
     std::fs::create_dir_all(dir)?;
     varmap.save(dir.join("model.safetensors"))?;
     let config = serde_json::json!({
@@ -250,7 +258,7 @@ pub fn run(
 }
 
 /// Multiply-adds x 2 of the vision tower up to the feature layer.
-fn vision_flops(cfg: &VisionConfig, feature_layer: i64) -> f64 {
+pub fn vision_flops(cfg: &VisionConfig, feature_layer: i64) -> f64 {
     let tokens = (cfg.grid_side() * cfg.grid_side() + 1) as f64;
     let d = cfg.hidden_size as f64;
     let i = cfg.intermediate_size as f64;
@@ -259,7 +267,7 @@ fn vision_flops(cfg: &VisionConfig, feature_layer: i64) -> f64 {
     patch + per_layer * cfg.layers_to_run(feature_layer) as f64
 }
 
-fn projector_flops(model: &Model) -> f64 {
+pub fn projector_flops(model: &Model) -> f64 {
     let n = model.num_image_tokens() as f64;
     let (v, t) = (
         model.checkpoint.vision.hidden_size as f64,
@@ -269,7 +277,7 @@ fn projector_flops(model: &Model) -> f64 {
 }
 
 /// Causal prefill of `tokens` positions (attention counted as full T x T / 2).
-fn decoder_flops(cfg: &TextConfig, tokens: usize) -> f64 {
+pub fn decoder_flops(cfg: &TextConfig, tokens: usize) -> f64 {
     let t = tokens as f64;
     let d = cfg.hidden_size as f64;
     let q = (cfg.num_attention_heads * cfg.head_dim) as f64;

@@ -18,10 +18,9 @@
 
 use std::ops::Range;
 
+use super::linear::{Linear, LoadPlan};
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{
-    embedding, linear_b, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder,
-};
+use candle_nn::{rms_norm, RmsNorm, VarBuilder};
 
 /// Which decoder family; decides biases and defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -180,7 +179,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &TextConfig, vb: VarBuilder, plan: &LoadPlan) -> Result<Self> {
         let (h, kv, d) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
@@ -188,10 +187,10 @@ impl Attention {
         );
         let bias = cfg.attention_bias;
         Ok(Attention {
-            q_proj: linear_b(cfg.hidden_size, h * d, bias, vb.pp("q_proj"))?,
-            k_proj: linear_b(cfg.hidden_size, kv * d, bias, vb.pp("k_proj"))?,
-            v_proj: linear_b(cfg.hidden_size, kv * d, bias, vb.pp("v_proj"))?,
-            o_proj: linear_no_bias(h * d, cfg.hidden_size, vb.pp("o_proj"))?,
+            q_proj: Linear::load(cfg.hidden_size, h * d, bias, vb.pp("q_proj"), plan)?,
+            k_proj: Linear::load(cfg.hidden_size, kv * d, bias, vb.pp("k_proj"), plan)?,
+            v_proj: Linear::load(cfg.hidden_size, kv * d, bias, vb.pp("v_proj"), plan)?,
+            o_proj: Linear::load(h * d, cfg.hidden_size, false, vb.pp("o_proj"), plan)?,
             num_heads: h,
             num_kv_heads: kv,
             head_dim: d,
@@ -319,11 +318,12 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &TextConfig, vb: VarBuilder, plan: &LoadPlan) -> Result<Self> {
+        let (hidden, inner) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
-            gate_proj: linear_no_bias(cfg.hidden_size, cfg.intermediate_size, vb.pp("gate_proj"))?,
-            up_proj: linear_no_bias(cfg.hidden_size, cfg.intermediate_size, vb.pp("up_proj"))?,
-            down_proj: linear_no_bias(cfg.intermediate_size, cfg.hidden_size, vb.pp("down_proj"))?,
+            gate_proj: Linear::load(hidden, inner, false, vb.pp("gate_proj"), plan)?,
+            up_proj: Linear::load(hidden, inner, false, vb.pp("up_proj"), plan)?,
+            down_proj: Linear::load(inner, hidden, false, vb.pp("down_proj"), plan)?,
         })
     }
 
@@ -342,10 +342,10 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &TextConfig, vb: VarBuilder, plan: &LoadPlan) -> Result<Self> {
         Ok(DecoderLayer {
-            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            self_attn: Attention::new(cfg, vb.pp("self_attn"), plan)?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"), plan)?,
             input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             post_attention_layernorm: rms_norm(
                 cfg.hidden_size,
@@ -359,7 +359,8 @@ impl DecoderLayer {
 /// The decoder with its embedding and LM head.
 #[derive(Clone, Debug)]
 pub struct Decoder {
-    embed_tokens: Embedding,
+    /// (vocab, hidden) in the checkpoint's dtype; rows are looked up, then widened to f32.
+    embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -369,17 +370,30 @@ pub struct Decoder {
 
 impl Decoder {
     /// `vb` points at the decoder's root (where `embed_tokens`, `layers` and `norm` live);
-    /// `lm_head_vb` at the LM head.
-    pub fn new(cfg: &TextConfig, vb: VarBuilder, lm_head_vb: VarBuilder) -> Result<Self> {
-        let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+    /// `lm_head_vb` at the LM head. The plan says how the linear layers and the head are kept.
+    pub fn new(
+        cfg: &TextConfig,
+        vb: VarBuilder,
+        lm_head_vb: VarBuilder,
+        plan: &LoadPlan,
+    ) -> Result<Self> {
+        let embed_tokens = plan.stored_tensor(
+            &vb.pp("embed_tokens"),
+            (cfg.vocab_size, cfg.hidden_size),
+            "weight",
+        )?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i)))
+            .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i), plan))
             .collect::<Result<Vec<_>>>()?;
         let norm = rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
         let lm_head = if cfg.tie_word_embeddings && !lm_head_vb.contains_tensor("weight") {
-            Linear::new(embed_tokens.embeddings().clone(), None)
+            Linear::tied(
+                &embed_tokens,
+                plan,
+                &format!("{} (tied)", vb.pp("embed_tokens").prefix()),
+            )?
         } else {
-            linear_no_bias(cfg.hidden_size, cfg.vocab_size, lm_head_vb)?
+            Linear::load(cfg.hidden_size, cfg.vocab_size, false, lm_head_vb, plan)?
         };
         Ok(Decoder {
             embed_tokens,
@@ -392,13 +406,43 @@ impl Decoder {
     }
 
     pub fn device(&self) -> &Device {
-        self.embed_tokens.embeddings().device()
+        self.embed_tokens.device()
     }
 
-    /// Token embeddings (1, T, D) for `ids`.
+    /// Token embeddings (1, T, D) for `ids`, in f32.
     pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
-        let ids = Tensor::new(ids, self.device())?.unsqueeze(0)?;
-        self.embed_tokens.forward(&ids)
+        let ids = Tensor::new(ids, self.device())?;
+        self.embed_tokens
+            .index_select(&ids, 0)?
+            .to_dtype(DType::F32)?
+            .unsqueeze(0)
+    }
+
+    /// Bytes the weights of the linear layers and the head take in memory, and those of the
+    /// embedding table.
+    pub fn weight_bytes(&self) -> (usize, usize) {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let a = &l.self_attn;
+                let m = &l.mlp;
+                [
+                    &a.q_proj,
+                    &a.k_proj,
+                    &a.v_proj,
+                    &a.o_proj,
+                    &m.gate_proj,
+                    &m.up_proj,
+                    &m.down_proj,
+                ]
+                .iter()
+                .map(|x| x.weight_bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        let embed = self.embed_tokens.elem_count() * self.embed_tokens.dtype().size_in_bytes();
+        (layers + self.lm_head.weight_bytes(), embed)
     }
 
     /// Run `embeds` (1, T, D) at positions `cache.len()..`, extend the cache and return the

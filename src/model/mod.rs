@@ -10,18 +10,24 @@
 pub mod bench;
 pub mod config;
 pub mod decoder;
+pub mod linear;
 pub mod preprocess;
 pub mod prompt;
+pub mod shapes;
 pub mod vision;
+pub mod weights;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
+
+use linear::{LoadPlan, Quantize};
+use weights::WeightFiles;
 
 pub use config::Checkpoint;
 pub use decoder::{AttentionProbe, Cache, Decoder, EdgeMask, Hooks, QueryRows};
@@ -38,20 +44,9 @@ pub struct Model {
     pub tokenizer: tokenizers::Tokenizer,
     pub chat_template: Option<String>,
     pub device: Device,
-}
-
-fn var_builder(files: &[PathBuf], device: &Device) -> Result<VarBuilder<'static>> {
-    // SAFETY: the files are memory-mapped read-only; fovea never writes to a checkpoint
-    // while it is loaded (the same contract as candle's own examples).
-    unsafe { VarBuilder::from_mmaped_safetensors(files, DType::F32, device) }.with_context(|| {
-        format!(
-            "cannot map the weights {}",
-            files
-                .first()
-                .map(|f| f.display().to_string())
-                .unwrap_or_default()
-        )
-    })
+    /// How the weights are kept, and what fell back to another precision while loading.
+    pub quantize: Quantize,
+    pub load_notes: Vec<String>,
 }
 
 fn prefixed<'a>(vb: &VarBuilder<'a>, prefix: &str) -> VarBuilder<'a> {
@@ -64,13 +59,38 @@ fn prefixed<'a>(vb: &VarBuilder<'a>, prefix: &str) -> VarBuilder<'a> {
 }
 
 impl Model {
-    /// Load the checkpoint in `dir` on `device`. `vision_tower` overrides `mm_vision_tower`.
+    /// Load the checkpoint in `dir` on `device` at storage precision. `vision_tower` overrides
+    /// `mm_vision_tower`.
     pub fn load(dir: &Path, vision_tower: Option<&Path>, device: &Device) -> Result<Self> {
+        Model::load_with(dir, vision_tower, device, Quantize::None)
+    }
+
+    /// Load with the language model's linear layers and head quantized as `quantize` says.
+    pub fn load_with(
+        dir: &Path,
+        vision_tower: Option<&Path>,
+        device: &Device,
+        quantize: Quantize,
+    ) -> Result<Self> {
         let checkpoint = config::detect(dir, vision_tower)?;
-        let vb = var_builder(&checkpoint.weights, device)?;
-        let vision_vb = match &checkpoint.vision_weights {
-            Some(files) => var_builder(files, device)?,
-            None => vb.clone(),
+        let files = WeightFiles::open(&checkpoint.weights)?;
+        let vb = weights::var_builder(&files, device);
+        let plan = LoadPlan {
+            files: Some(files),
+            quantize,
+            ..LoadPlan::default()
+        };
+        let (vision_vb, vision_plan) = match &checkpoint.vision_weights {
+            Some(paths) => {
+                let files = WeightFiles::open(paths)?;
+                let vb = weights::var_builder(&files, device);
+                let plan = LoadPlan {
+                    files: Some(files),
+                    ..plan.clone()
+                };
+                (vb, plan)
+            }
+            None => (vb.clone(), plan.clone()),
         };
         let missing = |part: &str| {
             format!(
@@ -83,6 +103,7 @@ impl Model {
             &checkpoint.vision,
             checkpoint.feature_layer,
             prefixed(&vision_vb, &checkpoint.layout.vision),
+            &vision_plan,
         )
         .with_context(|| missing("vision tower"))?;
         let projector = Projector::new(
@@ -90,12 +111,14 @@ impl Model {
             checkpoint.text.hidden_size,
             prefixed(&vb, &checkpoint.layout.projector_first),
             prefixed(&vb, &checkpoint.layout.projector_second),
+            &plan,
         )
         .with_context(|| missing("projector"))?;
         let decoder = Decoder::new(
             &checkpoint.text,
             prefixed(&vb, &checkpoint.layout.text),
             prefixed(&vb, &checkpoint.layout.lm_head),
+            &plan,
         )
         .with_context(|| missing("text decoder"))?;
         let tokenizer =
@@ -114,6 +137,8 @@ impl Model {
             tokenizer,
             chat_template,
             device: device.clone(),
+            quantize,
+            load_notes: plan.notes.lock().map(|n| n.clone()).unwrap_or_default(),
         })
     }
 

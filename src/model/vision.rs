@@ -4,10 +4,10 @@
 //! `hidden_states[0]` being the embeddings after `pre_layrnorm` as in transformers), CLS
 //! dropped. Layers after the feature layer and `post_layernorm` are never run.
 
+use super::linear::{Linear, LoadPlan};
 use candle_core::{IndexOp, Module, Result, Tensor};
 use candle_nn::{
-    conv2d_no_bias, embedding, layer_norm, linear, Conv2dConfig, Embedding, LayerNorm, Linear,
-    VarBuilder,
+    conv2d_no_bias, embedding, layer_norm, Conv2dConfig, Embedding, LayerNorm, VarBuilder,
 };
 
 /// `vision_config` of a LLaVA checkpoint or the `config.json` of a CLIP folder.
@@ -90,13 +90,13 @@ struct ClipAttention {
 }
 
 impl ClipAttention {
-    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &VisionConfig, vb: VarBuilder, plan: &LoadPlan) -> Result<Self> {
         let d = cfg.hidden_size;
         Ok(ClipAttention {
-            q_proj: linear(d, d, vb.pp("q_proj"))?,
-            k_proj: linear(d, d, vb.pp("k_proj"))?,
-            v_proj: linear(d, d, vb.pp("v_proj"))?,
-            out_proj: linear(d, d, vb.pp("out_proj"))?,
+            q_proj: Linear::load(d, d, true, vb.pp("q_proj"), plan)?,
+            k_proj: Linear::load(d, d, true, vb.pp("k_proj"), plan)?,
+            v_proj: Linear::load(d, d, true, vb.pp("v_proj"), plan)?,
+            out_proj: Linear::load(d, d, true, vb.pp("out_proj"), plan)?,
             heads: cfg.num_attention_heads,
             head_dim: d / cfg.num_attention_heads,
         })
@@ -134,19 +134,23 @@ struct ClipLayer {
 }
 
 impl ClipLayer {
-    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &VisionConfig, vb: VarBuilder, plan: &LoadPlan) -> Result<Self> {
         Ok(ClipLayer {
-            self_attn: ClipAttention::new(cfg, vb.pp("self_attn"))?,
+            self_attn: ClipAttention::new(cfg, vb.pp("self_attn"), plan)?,
             layer_norm1: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layer_norm1"))?,
-            fc1: linear(
+            fc1: Linear::load(
                 cfg.hidden_size,
                 cfg.intermediate_size,
+                true,
                 vb.pp("mlp").pp("fc1"),
+                plan,
             )?,
-            fc2: linear(
+            fc2: Linear::load(
                 cfg.intermediate_size,
                 cfg.hidden_size,
+                true,
                 vb.pp("mlp").pp("fc2"),
+                plan,
             )?,
             layer_norm2: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
             quick_gelu: cfg.hidden_act == "quick_gelu",
@@ -178,8 +182,15 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
-    /// `vb` points at the tower root (where `embeddings`, `pre_layrnorm`, `encoder` live).
-    pub fn new(cfg: &VisionConfig, feature_layer: i64, vb: VarBuilder) -> Result<Self> {
+    /// `vb` points at the tower root (where `embeddings`, `pre_layrnorm`, `encoder` live). The
+    /// tower is never quantized: its linear layers stay at storage precision.
+    pub fn new(
+        cfg: &VisionConfig,
+        feature_layer: i64,
+        vb: VarBuilder,
+        plan: &LoadPlan,
+    ) -> Result<Self> {
+        let plan = &plan.unquantized();
         let embeddings = vb.pp("embeddings");
         let conv = Conv2dConfig {
             stride: cfg.patch_size,
@@ -201,7 +212,7 @@ impl VisionTower {
         )?;
         let pre_layrnorm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
         let layers = (0..cfg.layers_to_run(feature_layer))
-            .map(|i| ClipLayer::new(cfg, vb.pp("encoder").pp("layers").pp(i)))
+            .map(|i| ClipLayer::new(cfg, vb.pp("encoder").pp("layers").pp(i), plan))
             .collect::<Result<Vec<_>>>()?;
         Ok(VisionTower {
             patch_embedding,
@@ -244,10 +255,12 @@ impl Projector {
         text_dim: usize,
         first: VarBuilder,
         second: VarBuilder,
+        plan: &LoadPlan,
     ) -> Result<Self> {
+        let plan = &plan.unquantized();
         Ok(Projector {
-            linear_1: linear(vision_dim, text_dim, first)?,
-            linear_2: linear(text_dim, text_dim, second)?,
+            linear_1: Linear::load(vision_dim, text_dim, true, first, plan)?,
+            linear_2: Linear::load(text_dim, text_dim, true, second, plan)?,
         })
     }
 

@@ -1,0 +1,148 @@
+//! `fovea bench --model DIR`: what a real checkpoint costs on this machine, at the precision
+//! asked for: load time, peak resident memory, vision, prefill (tokens/s and GFLOP/s), decode
+//! (tokens/s), and one whole VGRefine case (vision, prefix, question, general prompt,
+//! knockout, one new token each). Works on any checkpoint fovea loads, including the sparse
+//! full-size ones `fovea bench --write-model DIR --shape ...` writes.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::Device;
+
+use super::defaults::model_defaults;
+use crate::grounding::refine::{self, Settings};
+use crate::model::bench::{decoder_flops, projector_flops, vision_flops};
+use crate::model::linear::Quantize;
+use crate::model::{ImageSession, Model, RunOptions};
+
+/// What `fovea bench --model --json` writes (field names are read by tools/).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelReport {
+    pub model: String,
+    pub arch: String,
+    pub quantize: String,
+    pub load_notes: Vec<String>,
+    pub load_ms: f64,
+    /// Bytes of the language model's linear layers and head as kept, and of the embeddings.
+    pub linear_bytes: usize,
+    pub embedding_bytes: usize,
+    /// Peak resident memory of the process so far (VmHWM), bytes; null where unknown.
+    pub peak_rss_bytes: Option<u64>,
+    pub vision_ms: f64,
+    pub vision_gflops: f64,
+    pub prefill_tokens: usize,
+    pub prefill_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub prefill_gflops: f64,
+    pub decode_tokens: usize,
+    pub decode_ms: f64,
+    pub decode_tokens_per_s: f64,
+    /// One whole VGRefine case on a fresh image session, 1 new token per answer.
+    pub vgrefine_ms: f64,
+    pub vgrefine_heads: Vec<(usize, usize)>,
+    pub vgrefine_masked_layers: Vec<usize>,
+}
+
+/// Peak resident memory of this process (Linux: VmHWM in /proc/self/status).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Measure `dir` as described in the module comment.
+pub fn run(
+    dir: &Path,
+    vision_tower: Option<&Path>,
+    quantize: Quantize,
+    decode_tokens: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ModelReport> {
+    progress(&format!("loading {} ({})", dir.display(), quantize.name()));
+    let started = Instant::now();
+    let model = Model::load_with(dir, vision_tower, &Device::Cpu, quantize)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (linear_bytes, embedding_bytes) = model.decoder.weight_bytes();
+    let img = image::RgbImage::from_fn(512, 448, |x, y| {
+        let v = ((x as f32 / 512.0) * 200.0 + (y % 64) as f32) as u8;
+        image::Rgb([v, v, v])
+    });
+    let question = "is there an abnormality in the left lung";
+
+    progress("vision tower and the shared prefix");
+    let mut session = ImageSession::new(&model, &img)?;
+    let vision_ms = session.timings.vision_ms;
+    let prefix_ms = session.timings.prefix_ms;
+    let prompt = model.prompt(question, false)?;
+    let prefix_tokens = prompt.input_ids.len() - prompt.after_image().len();
+
+    progress(&format!("plain answer, {decode_tokens} decoded tokens"));
+    let options = RunOptions {
+        max_new_tokens: 1,
+        stop_at_eos: false,
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    session.run(&prompt, &options)?;
+    let first_ms = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    session.run(
+        &prompt,
+        &RunOptions {
+            max_new_tokens: decode_tokens + 1,
+            ..options.clone()
+        },
+    )?;
+    let decode_ms = (started.elapsed().as_secs_f64() * 1e3 - first_ms).max(0.0);
+
+    let text = &model.checkpoint.text;
+    let (layers, heads) = (text.num_hidden_layers, text.num_attention_heads);
+    let defaults = model_defaults(&model)?.unwrap_or_default();
+    let mut settings = Settings {
+        max_new_tokens: 1,
+        ..Settings::default()
+    };
+    settings.heads = if defaults.heads.is_empty() {
+        (0..heads.min(8)).map(|h| (layers / 2, h)).collect()
+    } else {
+        defaults.heads.iter().map(|&[l, h]| (l, h)).collect()
+    };
+    settings.masked_layers = if defaults.masked_layers.is_empty() {
+        vec![layers / 2]
+    } else {
+        defaults.masked_layers.clone()
+    };
+    progress("one whole VGRefine case (fresh image session)");
+    let started = Instant::now();
+    let mut fresh = ImageSession::new(&model, &img)?;
+    refine::run(&mut fresh, question, &settings)?;
+    let vgrefine_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let vision_flop = vision_flops(&model.checkpoint.vision, model.checkpoint.feature_layer)
+        + projector_flops(&model);
+    let prefill_flop = decoder_flops(text, prefix_tokens);
+    Ok(ModelReport {
+        model: dir.display().to_string(),
+        arch: model.checkpoint.arch.clone(),
+        quantize: quantize.name().to_string(),
+        load_notes: model.load_notes.clone(),
+        load_ms,
+        linear_bytes,
+        embedding_bytes,
+        peak_rss_bytes: peak_rss_bytes(),
+        vision_ms,
+        vision_gflops: vision_flop / (vision_ms / 1e3) / 1e9,
+        prefill_tokens: prefix_tokens,
+        prefill_ms: prefix_ms,
+        prefill_tokens_per_s: prefix_tokens as f64 / (prefix_ms / 1e3),
+        prefill_gflops: prefill_flop / (prefix_ms / 1e3) / 1e9,
+        decode_tokens,
+        decode_ms,
+        decode_tokens_per_s: decode_tokens as f64 / (decode_ms / 1e3),
+        vgrefine_ms,
+        vgrefine_heads: settings.heads,
+        vgrefine_masked_layers: settings.masked_layers,
+    })
+}

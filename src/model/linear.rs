@@ -1,0 +1,302 @@
+//! One linear layer for every precision, so a model file reads the same whatever the weights
+//! are kept as: f32, the checkpoint's own bf16/f16 (never widened in memory), or quantized in
+//! memory to q8_0 / q4k while loading (candle's `QTensor`, `QMatMul`).
+//!
+//! Quantization happens a slice of rows at a time straight from the file (`weights.rs`): only
+//! one slice is ever in f32, so the full f32 model never exists, and a large matrix (an LM head
+//! of 152k x 3584) is kept as a few row blocks whose outputs are concatenated. Inputs and
+//! outputs are always f32: attention scores, softmax, the probe and the knockout stay in f32.
+//! A matrix whose input size does not divide the block size falls back (q4k -> q8_0 -> stored
+//! precision) and the fallback is logged.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::weights::WeightFiles;
+
+/// In-memory quantization of the language model's linear layers and LM head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Quantize {
+    /// Keep the checkpoint's storage precision (bf16, f16 or f32).
+    #[default]
+    None,
+    Q8_0,
+    Q4K,
+}
+
+impl Quantize {
+    pub fn parse(text: &str) -> std::result::Result<Quantize, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "none" | "stored" => Ok(Quantize::None),
+            "q8_0" | "q8" => Ok(Quantize::Q8_0),
+            "q4k" | "q4_k" => Ok(Quantize::Q4K),
+            other => Err(format!(
+                "unknown quantization {other:?}: use q8_0, q4k or none"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantize::None => "none",
+            Quantize::Q8_0 => "q8_0",
+            Quantize::Q4K => "q4k",
+        }
+    }
+
+    fn ggml(self) -> Option<GgmlDType> {
+        match self {
+            Quantize::None => None,
+            Quantize::Q8_0 => Some(GgmlDType::Q8_0),
+            Quantize::Q4K => Some(GgmlDType::Q4K),
+        }
+    }
+}
+
+/// How the layers of one model are loaded.
+#[derive(Clone, Debug, Default)]
+pub struct LoadPlan {
+    /// The checkpoint's tensors; `None` when the layers create their own weights through the
+    /// builder (the bench's generated checkpoint).
+    pub files: Option<Arc<WeightFiles>>,
+    pub quantize: Quantize,
+    /// What fell back to another precision, and why (shown once after loading).
+    pub notes: Arc<Mutex<Vec<String>>>,
+}
+
+/// f32 elements converted at a time while quantizing (64 MiB).
+const SLICE_ELEMENTS: usize = 16 << 20;
+
+impl LoadPlan {
+    /// Layers that take everything from the builder (creating weights, or f32 as it gives).
+    pub fn from_builder() -> LoadPlan {
+        LoadPlan::default()
+    }
+
+    /// The same files at storage precision (the vision tower and projector are never quantized).
+    pub fn unquantized(&self) -> LoadPlan {
+        LoadPlan {
+            quantize: Quantize::None,
+            ..self.clone()
+        }
+    }
+
+    fn note(&self, text: String) {
+        if let Ok(mut notes) = self.notes.lock() {
+            notes.push(text);
+        }
+    }
+
+    /// A large tensor (embeddings) in its stored dtype, or from the builder.
+    pub fn stored_tensor(
+        &self,
+        vb: &VarBuilder,
+        shape: (usize, usize),
+        name: &str,
+    ) -> Result<Tensor> {
+        let Some(files) = &self.files else {
+            return vb.get(shape, name);
+        };
+        let full = join(&vb.prefix(), name);
+        let tensor = files.load(&full, vb.device())?;
+        if tensor.dims() != [shape.0, shape.1] {
+            candle_core::bail!(
+                "tensor {full} has shape {:?}, the config implies {shape:?}",
+                tensor.dims()
+            )
+        }
+        Ok(tensor)
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Weight {
+    /// (out, in), f32 or the storage dtype.
+    Dense(Tensor),
+    /// Row blocks of the (out, in) matrix, in order.
+    Quantized(Vec<QMatMul>),
+}
+
+/// `y = x W^T + b` with f32 in and out.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Weight,
+    bias: Option<Tensor>,
+    out_dim: usize,
+}
+
+impl Linear {
+    /// A layer from an existing (out, in) matrix (a tied LM head).
+    pub fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        let out_dim = weight.dim(0)?;
+        Ok(Linear {
+            weight: Weight::Dense(weight),
+            bias,
+            out_dim,
+        })
+    }
+
+    /// The tied LM head: the embedding matrix, quantized as the plan says.
+    pub fn tied(embeddings: &Tensor, plan: &LoadPlan, name: &str) -> Result<Linear> {
+        let (out_dim, in_dim) = embeddings.dims2()?;
+        match choose(plan, in_dim, name) {
+            Some(dtype) => {
+                let blocks = quantize_rows(out_dim, in_dim, dtype, |rows| {
+                    embeddings.narrow(0, rows.start, rows.len())
+                })?;
+                Ok(Linear {
+                    weight: Weight::Quantized(blocks),
+                    bias: None,
+                    out_dim,
+                })
+            }
+            None => Linear::from_weight(embeddings.clone(), None),
+        }
+    }
+
+    /// Load `weight` (and `bias`) under `vb` as the plan says.
+    pub fn load(
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        vb: VarBuilder,
+        plan: &LoadPlan,
+    ) -> Result<Linear> {
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
+        let Some(files) = &plan.files else {
+            let weight = vb.get((out_dim, in_dim), "weight")?;
+            return Ok(Linear {
+                weight: Weight::Dense(weight),
+                bias,
+                out_dim,
+            });
+        };
+        let name = join(&vb.prefix(), "weight");
+        match files.shape(&name) {
+            Some(shape) if shape == [out_dim, in_dim] => {}
+            Some(shape) => candle_core::bail!(
+                "tensor {name} has shape {shape:?}, the config implies {:?}",
+                [out_dim, in_dim]
+            ),
+            None => candle_core::bail!("cannot find tensor {name}"),
+        }
+        let weight = match choose(plan, in_dim, &name) {
+            Some(dtype) => Weight::Quantized(quantize_rows(out_dim, in_dim, dtype, |rows| {
+                files.load_rows(&name, Some(rows), vb.device())
+            })?),
+            None => Weight::Dense(files.load(&name, vb.device())?),
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            out_dim,
+        })
+    }
+
+    /// Bytes the weight takes in memory.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.weight {
+            Weight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Weight::Quantized(blocks) => blocks
+                .iter()
+                .map(|q| match q {
+                    QMatMul::QTensor(t) => t.storage_size_in_bytes(),
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                        t.elem_count() * t.dtype().size_in_bytes()
+                    }
+                })
+                .sum(),
+        }
+    }
+}
+
+/// The quantized type for a matrix with `in_dim` inputs, falling back when the rows do not
+/// divide the block size (q4k's 256 -> q8_0's 32 -> storage precision).
+fn choose(plan: &LoadPlan, in_dim: usize, name: &str) -> Option<GgmlDType> {
+    let wanted = plan.quantize.ggml()?;
+    for dtype in [wanted, GgmlDType::Q8_0] {
+        if in_dim % dtype.block_size() == 0 {
+            if dtype != wanted {
+                plan.note(format!(
+                    "{name}: {in_dim} inputs do not divide {}'s block of {}; kept as q8_0",
+                    plan.quantize.name(),
+                    wanted.block_size()
+                ));
+            }
+            return Some(dtype);
+        }
+    }
+    plan.note(format!(
+        "{name}: {in_dim} inputs do not divide q8_0's block of 32; kept at storage precision"
+    ));
+    None
+}
+
+fn quantize_rows(
+    out_dim: usize,
+    in_dim: usize,
+    dtype: GgmlDType,
+    rows_of: impl Fn(std::ops::Range<usize>) -> Result<Tensor>,
+) -> Result<Vec<QMatMul>> {
+    let per_block = (SLICE_ELEMENTS / in_dim.max(1)).clamp(1, out_dim.max(1));
+    let mut blocks = Vec::new();
+    let mut start = 0;
+    while start < out_dim {
+        let end = (start + per_block).min(out_dim);
+        let slice = rows_of(start..end)?.to_dtype(DType::F32)?;
+        blocks.push(QMatMul::from_qtensor(QTensor::quantize(&slice, dtype)?)?);
+        start = end;
+    }
+    Ok(blocks)
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().unwrap_or(&1);
+        let rows = x.elem_count() / in_dim.max(1);
+        let flat = x.reshape((rows, in_dim))?;
+        let mut out = match &self.weight {
+            Weight::Dense(w) if w.dtype() == flat.dtype() => flat.matmul(&w.t()?)?,
+            // candle's CPU matmul has no bf16: widen this layer's weight for this call only.
+            Weight::Dense(w) if flat.device().is_cpu() => {
+                flat.matmul(&w.to_dtype(flat.dtype())?.t()?)?
+            }
+            Weight::Dense(w) => flat
+                .to_dtype(w.dtype())?
+                .matmul(&w.t()?)?
+                .to_dtype(x.dtype())?,
+            Weight::Quantized(blocks) if blocks.len() == 1 => blocks[0].forward(&flat)?,
+            Weight::Quantized(blocks) => {
+                let parts = blocks
+                    .iter()
+                    .map(|q| q.forward(&flat))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 1)?
+            }
+        };
+        if let Some(bias) = &self.bias {
+            out = out.broadcast_add(bias)?;
+        }
+        let mut shape = dims;
+        if let Some(last) = shape.last_mut() {
+            *last = self.out_dim;
+        }
+        out.reshape(shape)
+    }
+}

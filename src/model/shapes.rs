@@ -1,0 +1,261 @@
+//! Full-size checkpoints without the weights: the tensor names, shapes and configs of
+//! published 7B medical MLLMs, written as *sparse* safetensors files (the header, then the file
+//! length set: zero-valued bf16 tensors that take no disk and no time to write). With them,
+//! memory and speed are measured at real scale on machines that cannot download 15 GB.
+//!
+//! - HuatuoGPT-Vision-7B (`FreedomIntelligence/HuatuoGPT-Vision-7B`): `llava_qwen2`, Qwen2-7B
+//!   (hidden 3584, 28 layers, 28 heads, 4 KV heads, MLP 18944, vocab 152064, q/k/v biases,
+//!   untied head), the CLIP ViT-L/14-336 tower inside the checkpoint
+//!   (`model.vision_tower.vision_tower.vision_model.*`, config in `vit/clip_vit_large_patch14_336`).
+//! - LLaVA-Med v1.5 (`microsoft/llava-med-v1.5-mistral-7b`): `llava_mistral`, Mistral-7B
+//!   (hidden 4096, 32 layers, 32 heads, 8 KV heads, MLP 14336, vocab 32000), the CLIP tower in
+//!   the folder `mm_vision_tower` names (`openai/clip-vit-large-patch14-336`, `vision_model.*`).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+/// A published checkpoint's shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishedShape {
+    HuatuoGptVision7b,
+    LlavaMed7b,
+}
+
+struct Text {
+    vocab: usize,
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    intermediate: usize,
+    qkv_bias: bool,
+}
+
+/// CLIP ViT-L/14 at 336 px, every layer (a real checkpoint keeps all 24 and the post-norm).
+fn clip_tensors(prefix: &str, out: &mut Vec<(String, Vec<usize>)>) {
+    let (d, inner, layers) = (1024, 4096, 24);
+    let mut add = |name: String, shape: Vec<usize>| out.push((format!("{prefix}{name}"), shape));
+    add("embeddings.class_embedding".into(), vec![d]);
+    add(
+        "embeddings.patch_embedding.weight".into(),
+        vec![d, 3, 14, 14],
+    );
+    add("embeddings.position_embedding.weight".into(), vec![577, d]);
+    for norm in ["pre_layrnorm", "post_layernorm"] {
+        add(format!("{norm}.weight"), vec![d]);
+        add(format!("{norm}.bias"), vec![d]);
+    }
+    for i in 0..layers {
+        let layer = format!("encoder.layers.{i}.");
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            add(format!("{layer}self_attn.{proj}.weight"), vec![d, d]);
+            add(format!("{layer}self_attn.{proj}.bias"), vec![d]);
+        }
+        for norm in ["layer_norm1", "layer_norm2"] {
+            add(format!("{layer}{norm}.weight"), vec![d]);
+            add(format!("{layer}{norm}.bias"), vec![d]);
+        }
+        add(format!("{layer}mlp.fc1.weight"), vec![inner, d]);
+        add(format!("{layer}mlp.fc1.bias"), vec![inner]);
+        add(format!("{layer}mlp.fc2.weight"), vec![d, inner]);
+        add(format!("{layer}mlp.fc2.bias"), vec![d]);
+    }
+}
+
+fn text_tensors(t: &Text, out: &mut Vec<(String, Vec<usize>)>) {
+    let head_dim = t.hidden / t.heads;
+    let kv = t.kv_heads * head_dim;
+    out.push(("model.embed_tokens.weight".into(), vec![t.vocab, t.hidden]));
+    for i in 0..t.layers {
+        let layer = format!("model.layers.{i}.");
+        for (proj, rows) in [("q_proj", t.hidden), ("k_proj", kv), ("v_proj", kv)] {
+            out.push((
+                format!("{layer}self_attn.{proj}.weight"),
+                vec![rows, t.hidden],
+            ));
+            if t.qkv_bias {
+                out.push((format!("{layer}self_attn.{proj}.bias"), vec![rows]));
+            }
+        }
+        for (name, shape) in [
+            ("self_attn.o_proj", [t.hidden, t.hidden]),
+            ("mlp.gate_proj", [t.intermediate, t.hidden]),
+            ("mlp.up_proj", [t.intermediate, t.hidden]),
+            ("mlp.down_proj", [t.hidden, t.intermediate]),
+        ] {
+            out.push((format!("{layer}{name}.weight"), shape.to_vec()));
+        }
+        out.push((format!("{layer}input_layernorm.weight"), vec![t.hidden]));
+        out.push((
+            format!("{layer}post_attention_layernorm.weight"),
+            vec![t.hidden],
+        ));
+    }
+    out.push(("model.norm.weight".into(), vec![t.hidden]));
+    out.push(("lm_head.weight".into(), vec![t.vocab, t.hidden]));
+    out.push(("model.mm_projector.0.weight".into(), vec![t.hidden, 1024]));
+    out.push(("model.mm_projector.0.bias".into(), vec![t.hidden]));
+    out.push((
+        "model.mm_projector.2.weight".into(),
+        vec![t.hidden, t.hidden],
+    ));
+    out.push(("model.mm_projector.2.bias".into(), vec![t.hidden]));
+}
+
+/// Write a safetensors file of zero bf16 tensors: the header, then the length (a sparse file).
+/// Returns the number of parameters.
+pub fn write_sparse_safetensors(path: &Path, tensors: &[(String, Vec<usize>)]) -> Result<u64> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut offset = 0u64;
+    let mut parameters = 0u64;
+    for (name, shape) in tensors {
+        let count: u64 = shape.iter().map(|&d| d as u64).product();
+        header.insert(
+            name.clone(),
+            json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + 2 * count]}),
+        );
+        offset += 2 * count;
+        parameters += count;
+    }
+    let mut text = serde_json::to_vec(&header)?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    crate::io::write_with(path, ".safetensors", |writer| {
+        writer.write_all(&(text.len() as u64).to_le_bytes())?;
+        writer.write_all(&text)?;
+        writer.flush()?;
+        writer.get_ref().set_len(8 + text.len() as u64 + offset)?;
+        Ok(())
+    })?;
+    Ok(parameters)
+}
+
+/// A word-level tokenizer with the special tokens the prompt formats use (the real vocabulary
+/// does not matter for memory and speed).
+fn write_tokenizer(dir: &Path) -> Result<()> {
+    let specials = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<|endoftext|>",
+        "<image>",
+        "<|user|>",
+        "<|assistant|>",
+        "[INST]",
+        "[/INST]",
+    ];
+    let mut words = serde_json::Map::new();
+    for (i, token) in specials.iter().enumerate() {
+        words.insert(token.to_string(), i.into());
+    }
+    for i in 0..200 {
+        words.insert(format!("w{i}"), (specials.len() + i).into());
+    }
+    let added: Vec<_> = specials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": words, "unk_token": "<unk>"}
+    });
+    crate::io::write_json(&dir.join("tokenizer.json"), &tokenizer)
+}
+
+fn clip_config() -> serde_json::Value {
+    json!({
+        "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
+        "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
+        "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "projection_dim": 768
+    })
+}
+
+/// Write the checkpoint folder for `shape` into `dir`; returns its parameter count.
+pub fn write_published_shape(dir: &Path, shape: PublishedShape) -> Result<u64> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut tensors = Vec::new();
+    let parameters = match shape {
+        PublishedShape::HuatuoGptVision7b => {
+            let text = Text {
+                vocab: 152064,
+                hidden: 3584,
+                layers: 28,
+                heads: 28,
+                kv_heads: 4,
+                intermediate: 18944,
+                qkv_bias: true,
+            };
+            text_tensors(&text, &mut tensors);
+            clip_tensors(
+                "model.vision_tower.vision_tower.vision_model.",
+                &mut tensors,
+            );
+            let config = json!({
+                "architectures": ["LlavaQwen2ForCausalLM"], "model_type": "llava_qwen2",
+                "vocab_size": text.vocab, "hidden_size": text.hidden,
+                "intermediate_size": text.intermediate, "num_hidden_layers": text.layers,
+                "num_attention_heads": text.heads, "num_key_value_heads": text.kv_heads,
+                "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 32768,
+                "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+                "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2,
+                "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad",
+                "mm_hidden_size": 1024, "mm_vision_tower": "vit/clip_vit_large_patch14_336",
+                "bos_token_id": 151643, "eos_token_id": 151645,
+            });
+            crate::io::write_json(&dir.join("config.json"), &config)?;
+            let vit = dir.join("vit/clip_vit_large_patch14_336");
+            std::fs::create_dir_all(&vit)
+                .with_context(|| format!("cannot create {}", vit.display()))?;
+            crate::io::write_json(&vit.join("config.json"), &clip_config())?;
+            write_sparse_safetensors(&dir.join("model.safetensors"), &tensors)?
+        }
+        PublishedShape::LlavaMed7b => {
+            let text = Text {
+                vocab: 32000,
+                hidden: 4096,
+                layers: 32,
+                heads: 32,
+                kv_heads: 8,
+                intermediate: 14336,
+                qkv_bias: false,
+            };
+            text_tensors(&text, &mut tensors);
+            let config = json!({
+                "architectures": ["LlavaMistralForCausalLM"], "model_type": "llava_mistral",
+                "vocab_size": text.vocab, "hidden_size": text.hidden,
+                "intermediate_size": text.intermediate, "num_hidden_layers": text.layers,
+                "num_attention_heads": text.heads, "num_key_value_heads": text.kv_heads,
+                "rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "max_position_embeddings": 32768,
+                "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+                "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2,
+                "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad",
+                "mm_hidden_size": 1024, "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+                "bos_token_id": 1, "eos_token_id": 2,
+            });
+            crate::io::write_json(&dir.join("config.json"), &config)?;
+            let mut text_parameters =
+                write_sparse_safetensors(&dir.join("model.safetensors"), &tensors)?;
+            let clip = dir.join("openai/clip-vit-large-patch14-336");
+            std::fs::create_dir_all(&clip)
+                .with_context(|| format!("cannot create {}", clip.display()))?;
+            crate::io::write_json(&clip.join("config.json"), &clip_config())?;
+            let mut clip_tensors_list = Vec::new();
+            clip_tensors("vision_model.", &mut clip_tensors_list);
+            text_parameters +=
+                write_sparse_safetensors(&clip.join("model.safetensors"), &clip_tensors_list)?;
+            text_parameters
+        }
+    };
+    write_tokenizer(dir)?;
+    Ok(parameters)
+}
