@@ -241,3 +241,84 @@ fn outputs_follow_the_umask() {
         assert_eq!(names.len(), 3, "only the three outputs: {names:?}");
     }
 }
+
+/// A 7B checkpoint that cannot fit is refused before any weight is read, with the memory it
+/// needs at each precision; shown on sparse checkpoints with the published shapes of
+/// HuatuoGPT-Vision-7B (CLIP inside) and LLaVA-Med v1.5 (CLIP folder named by mm_vision_tower).
+#[test]
+fn a_model_that_cannot_fit_is_refused_with_what_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = fixtures().join("test_image.png");
+    for (shape, params_text, q4k_fits) in [
+        // Text decoder + head + projector as written out from the published configs:
+        // Qwen2-7B: embed and head 152064 x 3584, 28 layers of q/k/v/o (+ q/k/v biases),
+        // gate/up/down 18944, two norms; mm_projector 1024 -> 3584 -> 3584.
+        (
+            "huatuogpt-vision-7b",
+            {
+                let (v, h, i, kv) = (152064u64, 3584u64, 18944u64, 512u64);
+                let layer = 2 * h * h + 2 * kv * h + (h + 2 * kv) + 3 * h * i + 2 * h;
+                2 * v * h + 28 * layer + h + (1024 * h + h) + (h * h + h)
+            },
+            true,
+        ),
+        // Mistral-7B: 32000 x 4096, 32 layers, 8 KV heads of 128, MLP 14336.
+        (
+            "llava-med-7b",
+            {
+                let (v, h, i, kv) = (32000u64, 4096u64, 14336u64, 1024u64);
+                let layer = 2 * h * h + 2 * kv * h + 3 * h * i + 2 * h;
+                2 * v * h + 32 * layer + h + (1024 * h + h) + (h * h + h)
+            },
+            true,
+        ),
+    ] {
+        let model = dir.path().join(shape);
+        let wrote = Command::new(env!("CARGO_BIN_EXE_fovea"))
+            .args([
+                "bench",
+                "--write-model",
+                model.to_str().unwrap(),
+                "--shape",
+                shape,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            wrote.status.success(),
+            "{}",
+            String::from_utf8_lossy(&wrote.stderr)
+        );
+        let run = Command::new(env!("CARGO_BIN_EXE_fovea"))
+            .env("FOVEA_MEMORY_LIMIT", "7G")
+            .args(["inspect", "--model", model.to_str().unwrap()])
+            .args(["--image", image.to_str().unwrap(), "--question", "w1"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(model.to_str().unwrap()), "{stderr}");
+        let gib = |key: &str| -> f64 {
+            let at = stderr
+                .find(key)
+                .unwrap_or_else(|| panic!("{key} in {stderr}"));
+            let rest = &stderr[at + key.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        let stored = gib("needs about ");
+        let q8 = gib("--quantize q8_0: about ");
+        let q4 = gib("--quantize q4k: about ");
+        let weights_gib = (2 * params_text) as f64 / (1u64 << 30) as f64;
+        assert!(
+            stored > weights_gib,
+            "{shape}: {stored} GiB vs {weights_gib:.2} GiB of bf16 text weights"
+        );
+        assert!(q4 < q8 && q8 < stored, "{shape}: {q4} < {q8} < {stored}");
+        assert_eq!(
+            stderr.contains("q4k: about") && stderr.contains(&format!("{q4:.1} GiB (fits)")),
+            q4k_fits && q4 <= 7.0,
+            "{stderr}"
+        );
+    }
+}

@@ -133,7 +133,19 @@ fn run(
             continue;
         };
         let started = Instant::now();
-        let model = match Model::load(&dir, vision_tower.as_deref(), &Device::Cpu) {
+        emit(Event::Stage("loading model"));
+        let load_cancel = cancel.clone();
+        let progress = crate::model::linear::LoadProgress(Arc::new(move |_: &str, _, _| {
+            !load_cancel.load(Ordering::SeqCst)
+        }));
+        let loaded = Model::load_with_progress(
+            &dir,
+            vision_tower.as_deref(),
+            &Device::Cpu,
+            crate::model::linear::Quantize::None,
+            Some(progress),
+        );
+        let model = match loaded {
             Ok(model) => model,
             Err(err) => {
                 emit(Event::Failed(format!("{err:#}")));

@@ -14,7 +14,7 @@ use crate::grounding::refine::{self, Outcome, Settings};
 use crate::grounding::region::{Region, TokenGrid};
 use crate::grounding::triage::Rule;
 use crate::imaging::{self, VoiOption};
-use crate::model::linear::Quantize;
+use crate::model::linear::{LoadProgress, Quantize};
 use crate::model::{ImageSession, Model};
 
 /// Everything one `fovea inspect` run needs.
@@ -23,6 +23,8 @@ pub struct Request {
     pub vision_tower: Option<PathBuf>,
     /// In-memory quantization of the language model (none: storage precision).
     pub quantize: Quantize,
+    /// Told of each loaded layer (a progress bar); may cancel.
+    pub load_progress: Option<LoadProgress>,
     pub image: PathBuf,
     pub frame: usize,
     pub question: String,
@@ -55,11 +57,12 @@ pub fn inspect(request: Request) -> Result<Inspection> {
     let rgb = imaging::render_rgb8(&study, request.frame, &VoiOption::Default)?;
 
     let load_started = Instant::now();
-    let model = Model::load_with(
+    let model = Model::load_with_progress(
         &request.model_dir,
         request.vision_tower.as_deref(),
         &Device::Cpu,
         request.quantize,
+        request.load_progress.clone(),
     )?;
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
 

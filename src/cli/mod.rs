@@ -288,6 +288,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         model_dir,
         vision_tower: args.vision_tower.clone(),
         quantize: args.quantize.to_quantize(),
+        load_progress: terminal_load_progress(),
         image: args.image.clone(),
         frame: args.frame,
         question: args.question.clone(),
@@ -362,4 +363,28 @@ fn phantom(args: &PhantomArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// A one-line progress bar for loading a model, on stderr when it is a terminal (logs and CI
+/// get nothing, not hundreds of lines).
+fn terminal_load_progress() -> Option<crate::model::linear::LoadProgress> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(crate::model::linear::LoadProgress(std::sync::Arc::new(
+        |what: &str, done: usize, total: usize| {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!(
+                "\rloading {what:<15} [{}{}] {done}/{total}",
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+            if done == total {
+                eprintln!();
+            }
+            true
+        },
+    )))
 }

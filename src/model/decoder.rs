@@ -383,7 +383,11 @@ impl Decoder {
             "weight",
         )?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i), plan))
+            .map(|i| {
+                let layer = DecoderLayer::new(cfg, vb.pp("layers").pp(i), plan)?;
+                plan.report("decoder layers", i + 1, cfg.num_hidden_layers)?;
+                Ok(layer)
+            })
             .collect::<Result<Vec<_>>>()?;
         let norm = rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
         let lm_head = if cfg.tie_word_embeddings && !lm_head_vb.contains_tensor("weight") {

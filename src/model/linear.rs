@@ -56,6 +56,16 @@ impl Quantize {
     }
 }
 
+/// Called as layers load: (what, done, total); returning false cancels the load.
+#[derive(Clone)]
+pub struct LoadProgress(pub Arc<dyn Fn(&str, usize, usize) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for LoadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadProgress")
+    }
+}
+
 /// How the layers of one model are loaded.
 #[derive(Clone, Debug, Default)]
 pub struct LoadPlan {
@@ -65,6 +75,7 @@ pub struct LoadPlan {
     pub quantize: Quantize,
     /// What fell back to another precision, and why (shown once after loading).
     pub notes: Arc<Mutex<Vec<String>>>,
+    pub progress: Option<LoadProgress>,
 }
 
 /// f32 elements converted at a time while quantizing (64 MiB).
@@ -81,6 +92,16 @@ impl LoadPlan {
         LoadPlan {
             quantize: Quantize::None,
             ..self.clone()
+        }
+    }
+
+    /// Report that `done` of `total` parts of `what` are loaded; an error if the user cancelled.
+    pub fn report(&self, what: &str, done: usize, total: usize) -> Result<()> {
+        match &self.progress {
+            Some(progress) if !(progress.0)(what, done, total) => {
+                candle_core::bail!("loading cancelled")
+            }
+            _ => Ok(()),
         }
     }
 

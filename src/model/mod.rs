@@ -11,6 +11,7 @@ pub mod bench;
 pub mod config;
 pub mod decoder;
 pub mod linear;
+pub mod memory;
 pub mod preprocess;
 pub mod prompt;
 pub mod shapes;
@@ -22,11 +23,11 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
-use linear::{LoadPlan, Quantize};
+use linear::{LoadPlan, LoadProgress, Quantize};
 use weights::WeightFiles;
 
 pub use config::Checkpoint;
@@ -72,17 +73,36 @@ impl Model {
         device: &Device,
         quantize: Quantize,
     ) -> Result<Self> {
+        Model::load_with_progress(dir, vision_tower, device, quantize, None)
+    }
+
+    /// As [`Model::load_with`], reporting each loaded layer to `progress` (which may cancel).
+    /// Refuses, before reading any weight, a model that cannot fit in the memory available.
+    pub fn load_with_progress(
+        dir: &Path,
+        vision_tower: Option<&Path>,
+        device: &Device,
+        quantize: Quantize,
+        progress: Option<LoadProgress>,
+    ) -> Result<Self> {
         let checkpoint = config::detect(dir, vision_tower)?;
         let files = WeightFiles::open(&checkpoint.weights)?;
+        let vision_files = match &checkpoint.vision_weights {
+            Some(paths) => Some(WeightFiles::open(paths)?),
+            None => None,
+        };
+        if device.is_cpu() {
+            memory::check_fits(&checkpoint, &files, vision_files.as_deref(), quantize)?;
+        }
         let vb = weights::var_builder(&files, device);
         let plan = LoadPlan {
             files: Some(files),
             quantize,
+            progress,
             ..LoadPlan::default()
         };
-        let (vision_vb, vision_plan) = match &checkpoint.vision_weights {
-            Some(paths) => {
-                let files = WeightFiles::open(paths)?;
+        let (vision_vb, vision_plan) = match vision_files {
+            Some(files) => {
                 let vb = weights::var_builder(&files, device);
                 let plan = LoadPlan {
                     files: Some(files),
@@ -93,11 +113,17 @@ impl Model {
             None => (vb.clone(), plan.clone()),
         };
         let missing = |part: &str| {
-            format!(
-                "{part} weights do not match the config ({} layout) in {}",
-                checkpoint.layout.name,
-                dir.display()
-            )
+            let part = part.to_string();
+            let layout = checkpoint.layout.name;
+            move |err: candle_core::Error| -> anyhow::Error {
+                if err.to_string().contains("loading cancelled") {
+                    return anyhow::anyhow!("loading cancelled: {}", dir.display());
+                }
+                anyhow::Error::new(err).context(format!(
+                    "{part} weights do not match the config ({layout} layout) in {}",
+                    dir.display()
+                ))
+            }
         };
         let vision = VisionTower::new(
             &checkpoint.vision,
@@ -105,7 +131,7 @@ impl Model {
             prefixed(&vision_vb, &checkpoint.layout.vision),
             &vision_plan,
         )
-        .with_context(|| missing("vision tower"))?;
+        .map_err(missing("vision tower"))?;
         let projector = Projector::new(
             checkpoint.vision.hidden_size,
             checkpoint.text.hidden_size,
@@ -113,14 +139,14 @@ impl Model {
             prefixed(&vb, &checkpoint.layout.projector_second),
             &plan,
         )
-        .with_context(|| missing("projector"))?;
+        .map_err(missing("projector"))?;
         let decoder = Decoder::new(
             &checkpoint.text,
             prefixed(&vb, &checkpoint.layout.text),
             prefixed(&vb, &checkpoint.layout.lm_head),
             &plan,
         )
-        .with_context(|| missing("text decoder"))?;
+        .map_err(missing("text decoder"))?;
         let tokenizer =
             tokenizers::Tokenizer::from_file(&checkpoint.tokenizer_file).map_err(|e| {
                 anyhow::anyhow!(

@@ -211,8 +211,13 @@ impl VisionTower {
             embeddings.pp("position_embedding"),
         )?;
         let pre_layrnorm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
-        let layers = (0..cfg.layers_to_run(feature_layer))
-            .map(|i| ClipLayer::new(cfg, vb.pp("encoder").pp("layers").pp(i), plan))
+        let total = cfg.layers_to_run(feature_layer);
+        let layers = (0..total)
+            .map(|i| {
+                let layer = ClipLayer::new(cfg, vb.pp("encoder").pp("layers").pp(i), plan)?;
+                plan.report("vision layers", i + 1, total)?;
+                Ok(layer)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(VisionTower {
             patch_embedding,

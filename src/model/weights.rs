@@ -124,6 +124,13 @@ impl WeightFiles {
         }))
     }
 
+    /// Every tensor: name, stored dtype, shape.
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, DType, &[usize])> {
+        self.entries
+            .iter()
+            .map(|(name, e)| (name.as_str(), e.dtype, e.shape.as_slice()))
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }
