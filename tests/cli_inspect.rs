@@ -322,3 +322,48 @@ fn a_model_that_cannot_fit_is_refused_with_what_would() {
         );
     }
 }
+
+/// `fovea bench --model` reports on any checkpoint (here the bundled demo model, plain and
+/// q8_0): every field of its JSON is there and positive where it is a time or a rate.
+#[test]
+fn bench_reports_on_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    for quantize in ["none", "q8_0"] {
+        let out = dir.path().join(format!("bench-{quantize}.json"));
+        let run = Command::new(env!("CARGO_BIN_EXE_fovea"))
+            .args(["bench", "--model"])
+            .arg(fovea::demo::demo_model_dir())
+            .args(["--quantize", quantize, "--decode-tokens", "3", "--json"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(report["quantize"], quantize);
+        for key in [
+            "load_ms",
+            "vision_ms",
+            "prefill_ms",
+            "prefill_tokens_per_s",
+            "prefill_gflops",
+            "decode_ms",
+            "decode_tokens_per_s",
+            "vgrefine_ms",
+            "linear_bytes",
+            "embedding_bytes",
+        ] {
+            let value = report[key].as_f64().unwrap_or(-1.0);
+            assert!(value > 0.0, "{key} = {} in {report}", report[key]);
+        }
+        assert_eq!(
+            report["prefill_tokens"], 145,
+            "12 x 12 image tokens + the template"
+        );
+        assert_eq!(report["decode_tokens"], 3);
+    }
+}

@@ -73,29 +73,33 @@ pub fn run(
 
     progress("vision tower and the shared prefix");
     let mut session = ImageSession::new(&model, &img)?;
-    let vision_ms = session.timings.vision_ms;
-    let prefix_ms = session.timings.prefix_ms;
     let prompt = model.prompt(question, false)?;
     let prefix_tokens = prompt.input_ids.len() - prompt.after_image().len();
-
-    progress(&format!("plain answer, {decode_tokens} decoded tokens"));
-    let options = RunOptions {
+    let one_token = RunOptions {
         max_new_tokens: 1,
         stop_at_eos: false,
         ..RunOptions::default()
     };
+    // The first run encodes the image and fills the shared prefix; its timings say how long.
+    session.run(&prompt, &one_token)?;
+    let vision_ms = session.timings.vision_ms;
+    let prefix_ms = session.timings.prefix_ms;
+
+    progress(&format!(
+        "decoding {decode_tokens} tokens on the cached prefix"
+    ));
     let started = Instant::now();
-    session.run(&prompt, &options)?;
-    let first_ms = started.elapsed().as_secs_f64() * 1e3;
+    session.run(&prompt, &one_token)?;
+    let suffix_ms = started.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
     session.run(
         &prompt,
         &RunOptions {
             max_new_tokens: decode_tokens + 1,
-            ..options.clone()
+            ..one_token.clone()
         },
     )?;
-    let decode_ms = (started.elapsed().as_secs_f64() * 1e3 - first_ms).max(0.0);
+    let decode_ms = (started.elapsed().as_secs_f64() * 1e3 - suffix_ms).max(f64::MIN_POSITIVE);
 
     let text = &model.checkpoint.text;
     let (layers, heads) = (text.num_hidden_layers, text.num_attention_heads);

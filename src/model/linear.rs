@@ -294,9 +294,24 @@ impl Module for Linear {
         let flat = x.reshape((rows, in_dim))?;
         let mut out = match &self.weight {
             Weight::Dense(w) if w.dtype() == flat.dtype() => flat.matmul(&w.t()?)?,
-            // candle's CPU matmul has no bf16: widen this layer's weight for this call only.
+            // candle's CPU matmul has no bf16: widen this layer's weight for this call only, a
+            // block of rows at a time, so a 152k-row LM head never exists whole in f32.
             Weight::Dense(w) if flat.device().is_cpu() => {
-                flat.matmul(&w.to_dtype(flat.dtype())?.t()?)?
+                let (rows, inputs) = w.dims2()?;
+                let per_block = (SLICE_ELEMENTS / inputs.max(1)).clamp(1, rows.max(1));
+                if per_block >= rows {
+                    flat.matmul(&w.to_dtype(flat.dtype())?.t()?)?
+                } else {
+                    let mut parts = Vec::new();
+                    let mut start = 0;
+                    while start < rows {
+                        let len = per_block.min(rows - start);
+                        let block = w.narrow(0, start, len)?.to_dtype(flat.dtype())?;
+                        parts.push(flat.matmul(&block.t()?)?);
+                        start += len;
+                    }
+                    Tensor::cat(&parts, 1)?
+                }
             }
             Weight::Dense(w) => flat
                 .to_dtype(w.dtype())?
@@ -319,5 +334,41 @@ impl Module for Linear {
             *last = self.out_dim;
         }
         out.reshape(shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// A bf16 matrix larger than one widening block gives the same product as widening it
+    /// whole (the product written out with f32 weights).
+    #[test]
+    fn block_widening_matches_the_whole_product() {
+        let (rows, inputs) = (4100, 4096); // 16.8 Mi elements: two blocks
+        let device = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (rows, inputs), &device)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, inputs), &device).unwrap();
+        let layer = Linear::from_weight(w.clone(), None).unwrap();
+        let got = layer.forward(&x).unwrap();
+        assert_eq!(got.dims(), [1, 3, rows]);
+        let expected = x
+            .reshape((3, inputs))
+            .unwrap()
+            .matmul(&w.to_dtype(DType::F32).unwrap().t().unwrap())
+            .unwrap();
+        let diff = (got.reshape((3, rows)).unwrap() - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-3, "max difference {diff}");
     }
 }

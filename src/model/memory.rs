@@ -4,9 +4,9 @@
 //!
 //! The estimate counts what the loader keeps: the text decoder's linear layers and head at
 //! 8.5 bits (q8_0) or 4.5 bits (q4k) per weight when quantized, everything else (embeddings,
-//! norms, the projector, the vision tower) as stored; plus the working set of one pass: the
-//! largest matrix widened to f32 for one matmul (candle's CPU matmul has no bf16) and 1 GiB of
-//! activations, KV cache and allocator slack. Set `FOVEA_SKIP_MEMORY_CHECK=1` to load anyway
+//! norms, the projector, the vision tower) as stored; plus the working set of one pass: a block
+//! of a bf16 matrix widened to f32 for one matmul (candle's CPU matmul has no bf16) and 1 GiB
+//! of activations, KV cache and allocator slack. Set `FOVEA_SKIP_MEMORY_CHECK=1` to load anyway
 //! (with swap, say), or `FOVEA_MEMORY_LIMIT=12G` to keep fovea within less than what is free.
 
 use anyhow::{bail, Result};
@@ -76,7 +76,8 @@ pub fn estimate_bytes(
             && !(quantizable && bits_per_weight(quantize).is_some())
             && dtype != DType::F32;
         if widened {
-            largest_matrix = largest_matrix.max(elements * 4.0);
+            // Widened a block of at most 16 Mi elements at a time (linear.rs).
+            largest_matrix = largest_matrix.max(elements.min((16u64 << 20) as f64) * 4.0);
         }
     }
     if let Some(vision) = vision_files {
