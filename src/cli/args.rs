@@ -325,6 +325,10 @@ pub struct BenchArgs {
     /// Which checkpoint --write-model writes
     #[arg(long, value_enum, default_value_t = ShapeArg::Bench, requires = "write_model")]
     pub shape: ShapeArg,
+    /// With --shape of a 7B: write small random bf16 values (real disk) instead of a sparse
+    /// file of zeros; measure memory on these
+    #[arg(long, requires = "write_model")]
+    pub random_weights: bool,
     /// Measure this checkpoint instead (load, memory, vision, prefill, decode, one VGRefine case)
     #[arg(long, value_name = "DIR", conflicts_with = "write_model")]
     pub model: Option<PathBuf>,

@@ -161,27 +161,37 @@ fn bench_model(dir: &Path, args: &BenchArgs) -> Result<()> {
 
 fn bench(args: &BenchArgs) -> Result<()> {
     if let Some(dir) = &args.write_model {
-        use crate::model::shapes::{write_published_shape, PublishedShape};
+        use crate::model::shapes::{write_published_shape, Fill, PublishedShape};
+        let fill = if args.random_weights {
+            Fill::Random
+        } else {
+            Fill::SparseZeros
+        };
         use clap::ValueEnum;
         let written = match args.shape {
             ShapeArg::Bench => crate::model::bench::write_synthetic_checkpoint(dir).map(|()| None),
             ShapeArg::HuatuogptVision7b => {
-                write_published_shape(dir, PublishedShape::HuatuoGptVision7b).map(Some)
+                write_published_shape(dir, PublishedShape::HuatuoGptVision7b, fill).map(Some)
             }
             ShapeArg::LlavaMed7b => {
-                write_published_shape(dir, PublishedShape::LlavaMed7b).map(Some)
+                write_published_shape(dir, PublishedShape::LlavaMed7b, fill).map(Some)
             }
         };
         let parameters =
             written.with_context(|| format!("cannot write the checkpoint to {}", dir.display()))?;
         match parameters {
             Some(n) => eprintln!(
-                "wrote {} ({:.2} B parameters, zero bf16, sparse) to {}",
+                "wrote {} ({:.2} B parameters, {}) to {}",
                 args.shape
                     .to_possible_value()
                     .map(|v| v.get_name().to_string())
                     .unwrap_or_default(),
                 n as f64 / 1e9,
+                if args.random_weights {
+                    "random bf16"
+                } else {
+                    "zero bf16, sparse"
+                },
                 dir.display()
             ),
             None => eprintln!("wrote the bench checkpoint to {}", dir.display()),

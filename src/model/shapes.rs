@@ -1,7 +1,10 @@
 //! Full-size checkpoints without the weights: the tensor names, shapes and configs of
 //! published 7B medical MLLMs, written as *sparse* safetensors files (the header, then the file
-//! length set: zero-valued bf16 tensors that take no disk and no time to write). With them,
-//! memory and speed are measured at real scale on machines that cannot download 15 GB.
+//! length set: zero-valued bf16 tensors that take no disk and no time to write), or filled with
+//! small random values. With them, memory and speed are measured at real scale on machines that
+//! cannot download 15 GB. Measure memory on the random fill: on some kernels/VMs pages that
+//! hold only zeros are not all counted as resident (seen here: a bf16 7B's peak read 1.9 GiB
+//! low on zero weights).
 //!
 //! - HuatuoGPT-Vision-7B (`FreedomIntelligence/HuatuoGPT-Vision-7B`): `llava_qwen2`, Qwen2-7B
 //!   (hidden 3584, 28 layers, 28 heads, 4 KV heads, MLP 18944, vocab 152064, q/k/v biases,
@@ -105,9 +108,17 @@ fn text_tensors(t: &Text, out: &mut Vec<(String, Vec<usize>)>) {
     out.push(("model.mm_projector.2.bias".into(), vec![t.hidden]));
 }
 
-/// Write a safetensors file of zero bf16 tensors: the header, then the length (a sparse file).
-/// Returns the number of parameters.
-pub fn write_sparse_safetensors(path: &Path, tensors: &[(String, Vec<usize>)]) -> Result<u64> {
+/// What the tensors hold: zeros in a sparse file (no disk, no time), or small random bf16
+/// values written out (real pages, as a real checkpoint gives; ~16 GB of disk for a 7B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    SparseZeros,
+    Random,
+}
+
+/// Write a safetensors file of bf16 tensors: the header, then the data (or just the length, for
+/// a sparse file of zeros). Returns the number of parameters.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>)], fill: Fill) -> Result<u64> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), json!({"format": "pt"}));
     let mut offset = 0u64;
@@ -128,8 +139,32 @@ pub fn write_sparse_safetensors(path: &Path, tensors: &[(String, Vec<usize>)]) -
     crate::io::write_with(path, ".safetensors", |writer| {
         writer.write_all(&(text.len() as u64).to_le_bytes())?;
         writer.write_all(&text)?;
-        writer.flush()?;
-        writer.get_ref().set_len(8 + text.len() as u64 + offset)?;
+        match fill {
+            Fill::SparseZeros => {
+                writer.flush()?;
+                writer.get_ref().set_len(8 + text.len() as u64 + offset)?;
+            }
+            Fill::Random => {
+                // Normal bf16 values of magnitude 2^-7..2^-3 (no NaN, no denormals), xorshift.
+                let mut state = 0x9E37_79B9_7F4A_7C15u64;
+                let mut chunk = vec![0u8; 1 << 20];
+                let mut left = offset;
+                while left > 0 {
+                    for pair in chunk.chunks_exact_mut(2) {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let sign = (state as u16 & 1) << 15;
+                        let exponent = (120 + ((state >> 1) as u16 & 3)) << 7;
+                        let mantissa = (state >> 3) as u16 & 0x7F;
+                        pair.copy_from_slice(&(sign | exponent | mantissa).to_le_bytes());
+                    }
+                    let n = left.min(chunk.len() as u64) as usize;
+                    writer.write_all(&chunk[..n])?;
+                    left -= n as u64;
+                }
+            }
+        }
         Ok(())
     })?;
     Ok(parameters)
@@ -181,7 +216,7 @@ fn clip_config() -> serde_json::Value {
 }
 
 /// Write the checkpoint folder for `shape` into `dir`; returns its parameter count.
-pub fn write_published_shape(dir: &Path, shape: PublishedShape) -> Result<u64> {
+pub fn write_published_shape(dir: &Path, shape: PublishedShape, fill: Fill) -> Result<u64> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tensors = Vec::new();
     let parameters = match shape {
@@ -217,7 +252,7 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape) -> Result<u64> {
             std::fs::create_dir_all(&vit)
                 .with_context(|| format!("cannot create {}", vit.display()))?;
             crate::io::write_json(&vit.join("config.json"), &clip_config())?;
-            write_sparse_safetensors(&dir.join("model.safetensors"), &tensors)?
+            write_safetensors(&dir.join("model.safetensors"), &tensors, fill)?
         }
         PublishedShape::LlavaMed7b => {
             let text = Text {
@@ -244,7 +279,7 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape) -> Result<u64> {
             });
             crate::io::write_json(&dir.join("config.json"), &config)?;
             let mut text_parameters =
-                write_sparse_safetensors(&dir.join("model.safetensors"), &tensors)?;
+                write_safetensors(&dir.join("model.safetensors"), &tensors, fill)?;
             let clip = dir.join("openai/clip-vit-large-patch14-336");
             std::fs::create_dir_all(&clip)
                 .with_context(|| format!("cannot create {}", clip.display()))?;
@@ -252,7 +287,7 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape) -> Result<u64> {
             let mut clip_tensors_list = Vec::new();
             clip_tensors("vision_model.", &mut clip_tensors_list);
             text_parameters +=
-                write_sparse_safetensors(&clip.join("model.safetensors"), &clip_tensors_list)?;
+                write_safetensors(&clip.join("model.safetensors"), &clip_tensors_list, fill)?;
             text_parameters
         }
     };
