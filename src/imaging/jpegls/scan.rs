@@ -313,35 +313,7 @@ impl<'a> Coder<'a> {
         w: usize,
         run_index: &mut usize,
     ) -> Result<usize, Error> {
-        let ra = cur[x0 - 1];
-        let mut x = x0;
-        loop {
-            let ri = (*run_index).min(31);
-            if self.br.read_bit() {
-                let seg = 1usize << J[ri];
-                let n = seg.min(w + 1 - x);
-                cur[x..x + n].fill(ra);
-                x += n;
-                if n == seg && ri < 31 {
-                    *run_index = ri + 1;
-                }
-                if x > w {
-                    return Ok(x);
-                }
-            } else {
-                let cnt = self.br.read_bits(J[ri]) as usize;
-                if cnt > w - x {
-                    return Err(self.bad_run());
-                }
-                cur[x..x + cnt].fill(ra);
-                x += cnt;
-                let rb = prev[x];
-                let ritype = usize::from((ra - rb).abs() <= self.p.near);
-                cur[x] = self.interruption(ra, rb, ritype, ri)?;
-                *run_index = ri.saturating_sub(1);
-                return Ok(x + 1);
-            }
-        }
+        self.run_pixels(prev, cur, x0, w, 1, run_index)
     }
 
     fn bad_run(&self) -> Error {
@@ -395,7 +367,8 @@ impl<'a> Coder<'a> {
         Ok(())
     }
 
-    /// Run mode over whole pixels of a sample-interleaved line (T.87 B.3).
+    /// Run mode over whole pixels of a line of `nc` interleaved components (T.87 A.7 for one
+    /// component, B.3 for sample interleaving); returns the next x.
     fn run_pixels(
         &mut self,
         prev: &[i32],
@@ -435,7 +408,10 @@ impl<'a> Coder<'a> {
                 x += cnt;
                 for (c, &a) in ra.iter().enumerate() {
                     let rb = prev[x * nc + c];
-                    cur[x * nc + c] = self.interruption(a, rb, 0, ri)?;
+                    // One component: RItype says whether Ra and Rb are alike (A.7.2); pixels of
+                    // several components always code their interruption as RItype 0 (B.3).
+                    let ritype = usize::from(nc == 1 && (a - rb).abs() <= self.p.near);
+                    cur[x * nc + c] = self.interruption(a, rb, ritype, ri)?;
                 }
                 *run_index = ri.saturating_sub(1);
                 return Ok(x + 1);
