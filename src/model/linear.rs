@@ -272,18 +272,58 @@ fn quantize_rows(
     out_dim: usize,
     in_dim: usize,
     dtype: GgmlDType,
-    rows_of: impl Fn(std::ops::Range<usize>) -> Result<Tensor>,
+    rows_of: impl Fn(std::ops::Range<usize>) -> Result<Tensor> + Sync,
 ) -> Result<Vec<QMatMul>> {
     let per_block = (SLICE_ELEMENTS / in_dim.max(1)).clamp(1, out_dim.max(1));
-    let mut blocks = Vec::new();
-    let mut start = 0;
-    while start < out_dim {
-        let end = (start + per_block).min(out_dim);
-        let slice = rows_of(start..end)?.to_dtype(DType::F32)?;
-        blocks.push(QMatMul::from_qtensor(QTensor::quantize(&slice, dtype)?)?);
-        start = end;
+    let ranges: Vec<std::ops::Range<usize>> = (0..out_dim)
+        .step_by(per_block)
+        .map(|start| start..(start + per_block).min(out_dim))
+        .collect();
+    let quantize = |rows: std::ops::Range<usize>| -> Result<QMatMul> {
+        // `QTensor::quantize` reads the whole storage behind a tensor, not its view: a slice
+        // of a larger f32 tensor (a tied head's rows) must be copied out first.
+        let slice = rows_of(rows)?;
+        let slice = if slice.dtype() == DType::F32 {
+            let values = slice.flatten_all()?.to_vec1::<f32>()?;
+            Tensor::from_vec(values, slice.shape(), slice.device())?
+        } else {
+            slice.to_dtype(DType::F32)?
+        };
+        QMatMul::from_qtensor(QTensor::quantize(&slice, dtype)?)
+    };
+    // Blocks are independent: quantize them on every core (candle's quantizer is one thread),
+    // each thread holding one f32 slice at a time.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(ranges.len())
+        .max(1);
+    if threads == 1 {
+        return ranges.into_iter().map(quantize).collect();
     }
-    Ok(blocks)
+    let results: Vec<Mutex<Option<Result<QMatMul>>>> =
+        ranges.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for first in 0..threads {
+            let (ranges, results, quantize) = (&ranges, &results, &quantize);
+            scope.spawn(move || {
+                for index in (first..ranges.len()).step_by(threads) {
+                    let block = quantize(ranges[index].clone());
+                    if let Ok(mut slot) = results[index].lock() {
+                        *slot = Some(block);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(candle_core::Error::Msg("a quantizing thread failed".into()))
+            })
+        })
+        .collect()
 }
 
 impl Module for Linear {
@@ -370,5 +410,56 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-3, "max difference {diff}");
+    }
+
+    /// A matrix quantized as row blocks on several threads holds exactly the weights of the
+    /// matrix quantized whole, and multiplies like them (within the int8 rounding of the
+    /// activations that candle's kernels apply).
+    #[test]
+    fn parallel_row_blocks_match_the_whole_quantized_matrix() {
+        let (rows, inputs) = (9000, 4096); // three blocks of at most 4096 rows
+        let device = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (rows, inputs), &device).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (5, inputs), &device).unwrap();
+        let blocks = quantize_rows(rows, inputs, GgmlDType::Q8_0, |r| {
+            w.narrow(0, r.start, r.len())
+        })
+        .unwrap();
+        assert_eq!(blocks.len(), 3);
+        let dequantized: Vec<Tensor> = blocks
+            .iter()
+            .map(|q| match q {
+                QMatMul::QTensor(t) => t.dequantize(&device).unwrap(),
+                other => panic!("not quantized: {other:?}"),
+            })
+            .collect();
+        let from_blocks = Tensor::cat(&dequantized, 0).unwrap();
+        let whole = QTensor::quantize(&w, GgmlDType::Q8_0)
+            .unwrap()
+            .dequantize(&device)
+            .unwrap();
+        let max_abs = |t: Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert_eq!(
+            max_abs((&from_blocks - &whole).unwrap()),
+            0.0,
+            "same quantized weights"
+        );
+        let layer = Linear {
+            weight: Weight::Quantized(blocks),
+            bias: None,
+            out_dim: rows,
+        };
+        let got = layer.forward(&x).unwrap();
+        let exact = x.matmul(&whole.t().unwrap()).unwrap();
+        let diff = max_abs((got - &exact).unwrap());
+        let scale = max_abs(exact);
+        assert!(diff <= 0.02 * scale, "max difference {diff} of {scale}");
     }
 }
