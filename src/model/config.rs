@@ -165,33 +165,8 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Names of all tensors in the given safetensors files (headers only).
 pub fn tensor_names(files: &[PathBuf]) -> Result<BTreeSet<String>> {
-    let mut names = BTreeSet::new();
-    for file in files {
-        use std::io::Read;
-        let mut handle =
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-        let mut len = [0u8; 8];
-        handle
-            .read_exact(&mut len)
-            .with_context(|| format!("not a safetensors file: {}", file.display()))?;
-        let len = u64::from_le_bytes(len);
-        if len > 100 << 20 {
-            bail!(
-                "safetensors header of {len} bytes is implausible: {}",
-                file.display()
-            );
-        }
-        let mut header = vec![0u8; len as usize];
-        handle
-            .read_exact(&mut header)
-            .with_context(|| format!("truncated safetensors header: {}", file.display()))?;
-        let header: Value = serde_json::from_slice(&header)
-            .with_context(|| format!("invalid safetensors header: {}", file.display()))?;
-        if let Some(map) = header.as_object() {
-            names.extend(map.keys().filter(|k| *k != "__metadata__").cloned());
-        }
-    }
-    Ok(names)
+    let weights = super::weights::WeightFiles::open(files)?;
+    Ok(weights.names().map(str::to_string).collect())
 }
 
 fn first_with(names: &BTreeSet<String>, candidates: &[&str], suffix: &str) -> Option<String> {

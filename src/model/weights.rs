@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -19,7 +19,8 @@ use half::vec::HalfBitsVecExt;
 #[derive(Clone, Debug)]
 struct Entry {
     file: usize,
-    dtype: DType,
+    /// `Err(name)` for a dtype fovea cannot read: refused only if a layer asks for the tensor.
+    dtype: std::result::Result<DType, String>,
     shape: Vec<usize>,
     /// Byte offset from the start of the file.
     offset: u64,
@@ -84,21 +85,22 @@ impl WeightFiles {
                     continue;
                 }
                 let dtype_text = info["dtype"].as_str().unwrap_or_default();
-                let Some(dtype) = parse_dtype(dtype_text) else {
-                    bail!(
-                        "tensor {name} has dtype {dtype_text:?}, which fovea cannot read: {}",
-                        path.display()
-                    );
-                };
+                let dtype = parse_dtype(dtype_text).ok_or_else(|| dtype_text.to_string());
                 let shape: Vec<usize> = serde_json::from_value(info["shape"].clone())
                     .with_context(|| format!("tensor {name} has no shape: {}", path.display()))?;
                 let [start, end]: [u64; 2] = serde_json::from_value(info["data_offsets"].clone())
                     .with_context(|| {
                     format!("tensor {name} has no data offsets: {}", path.display())
                 })?;
-                let expected =
-                    shape.iter().product::<usize>() as u64 * dtype.size_in_bytes() as u64;
-                if end < start || end - start != expected || data_start + end > size {
+                let fits_shape = match dtype {
+                    Ok(dtype) => {
+                        let expected =
+                            shape.iter().product::<usize>() as u64 * dtype.size_in_bytes() as u64;
+                        end.checked_sub(start) == Some(expected)
+                    }
+                    Err(_) => end >= start,
+                };
+                if !fits_shape || data_start + end > size {
                     bail!(
                         "tensor {name} ({dtype_text} {shape:?}) has offsets {start}..{end} that do not fit its shape or the {size}-byte file: {}",
                         path.display()
@@ -124,33 +126,27 @@ impl WeightFiles {
         }))
     }
 
-    /// Every tensor: name, stored dtype, shape.
+    /// Every tensor fovea can read: name, stored dtype, shape.
     pub fn tensors(&self) -> impl Iterator<Item = (&str, DType, &[usize])> {
-        self.entries
-            .iter()
-            .map(|(name, e)| (name.as_str(), e.dtype, e.shape.as_slice()))
+        self.entries.iter().filter_map(|(name, e)| {
+            e.dtype
+                .as_ref()
+                .ok()
+                .map(|&dtype| (name.as_str(), dtype, e.shape.as_slice()))
+        })
+    }
+
+    /// The names of all tensors, readable or not.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
     }
 
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }
 
-    /// The dtype a tensor is stored in.
-    pub fn stored_dtype(&self, name: &str) -> Option<DType> {
-        self.entries.get(name).map(|e| e.dtype)
-    }
-
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.entries.get(name).map(|e| e.shape.as_slice())
-    }
-
-    /// Bytes of all tensors whose name starts with `prefix`, as stored.
-    pub fn stored_bytes(&self, prefix: &str) -> u64 {
-        self.entries
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, e)| e.len as u64)
-            .sum()
     }
 
     /// Read a tensor in its stored dtype. Rows `rows` of the first dimension only, when given
@@ -182,10 +178,17 @@ impl WeightFiles {
         let count: usize = shape.iter().product();
         let file = &self.files[entry.file];
         let path = &self.paths[entry.file];
+        let dtype = match &entry.dtype {
+            Ok(dtype) => *dtype,
+            Err(text) => candle_core::bail!(
+                "tensor {name} has dtype {text:?}, which fovea cannot read: {}",
+                path.display()
+            ),
+        };
         let io = |err: std::io::Error| {
             candle_core::Error::Msg(format!("cannot read {name} ({err}): {}", path.display()))
         };
-        let tensor = match entry.dtype {
+        let tensor = match dtype {
             DType::BF16 => {
                 let bits = read_u16s(file, offset, count).map_err(io)?;
                 Tensor::from_vec(bits.reinterpret_into::<half::bf16>(), shape, device)?
@@ -295,12 +298,4 @@ pub fn var_builder(files: &Arc<WeightFiles>, device: &Device) -> candle_nn::VarB
         DType::F32,
         device.clone(),
     )
-}
-
-/// The first path, for messages.
-pub fn describe(paths: &[PathBuf]) -> String {
-    paths
-        .first()
-        .map(|p: &PathBuf| Path::new(p).display().to_string())
-        .unwrap_or_default()
 }
