@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use fovea::app::{FileDialog, FoveaApp, OverlayLayer, Tool};
+use fovea::model::linear::Quantize;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava")
@@ -28,6 +29,9 @@ impl FileDialog for TestDialog {
         let path = self.out_dir.join(suggested_name);
         self.saves.lock().unwrap().push(path.clone());
         Some(path)
+    }
+    fn open_folder(&mut self) -> Option<PathBuf> {
+        Some(fixtures().join("llava-qwen2-nested"))
     }
 }
 
@@ -228,6 +232,113 @@ fn ask_draw_and_export_like_a_user() {
 
 /// The viewport with overlays, rendered through fovea's wgpu pipeline on lavapipe and compared
 /// with committed snapshots (tests/snapshots; `UPDATE_SNAPSHOTS=1` rewrites them).
+/// Choose a Model menu item as a user would.
+fn model_menu(harness: &mut Harness<FoveaApp>, item: &str) {
+    harness.get_by_label("Model").click();
+    for _ in 0..3 {
+        harness.step();
+    }
+    harness.get_by_label(item).click();
+    // One frame records the click, the next applies it.
+    harness.step();
+    harness.step();
+}
+
+/// Model, Open model folder… loads another checkpoint without restarting, a precision change
+/// reloads it quantized, the recent list remembers both, and a question runs on each.
+#[test]
+fn open_another_model_switch_precision_and_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(dir.path(), Arc::new(Mutex::new(Vec::new())));
+    run_until(&mut harness, "the first model", |app| app.model.is_some());
+    let first = fixtures().join("huatuo-qwen2-original");
+    assert_eq!(harness.state().model.as_ref().unwrap().dir, first);
+    harness.get_by_label("Open…").click();
+    run_until(&mut harness, "the image", |app| app.image.is_some());
+
+    // Another checkpoint through the folder dialog (the test dialog picks llava-qwen2-nested).
+    model_menu(&mut harness, "Open model folder…");
+    assert!(
+        harness.state().model.is_none(),
+        "the old model is let go while loading"
+    );
+    run_until(&mut harness, "the second model", |app| app.model.is_some());
+    let second = fixtures().join("llava-qwen2-nested");
+    let model = harness.state().model.clone().unwrap();
+    assert_eq!(model.dir, second);
+    assert_eq!(model.quantize, Quantize::None);
+    assert_eq!(
+        harness.state().persisted.recent_models,
+        vec![second.clone(), first.clone()]
+    );
+
+    // q8_0: the same model reloaded quantized; its weights take less memory.
+    model_menu(&mut harness, "q8_0");
+    run_until(&mut harness, "the q8_0 model", |app| {
+        app.model
+            .as_ref()
+            .is_some_and(|m| m.quantize == Quantize::Q8_0)
+    });
+    let quantized = harness.state().model.clone().unwrap();
+    assert_eq!(quantized.dir, second);
+    assert!(
+        quantized.weight_bytes < model.weight_bytes,
+        "q8_0 {} bytes vs f32 {}",
+        quantized.weight_bytes,
+        model.weight_bytes
+    );
+    harness.state_mut().heads_text = "1:0,2:3".into();
+    harness.state_mut().masked_text = "1".into();
+    harness.state_mut().question = "what abnormality is seen in the left lung ?".into();
+    harness.get_by_label("Ask").click();
+    run_until(&mut harness, "the q8_0 answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+
+    // Back to the first through Recent models, at stored precision again.
+    model_menu(&mut harness, "stored precision");
+    run_until(&mut harness, "the stored-precision reload", |app| {
+        app.model
+            .as_ref()
+            .is_some_and(|m| m.quantize == Quantize::None)
+    });
+    model_menu(&mut harness, &first.display().to_string());
+    run_until(&mut harness, "the first model again", |app| {
+        app.model.as_ref().is_some_and(|m| m.dir == first)
+    });
+    assert!(
+        harness.state().result.is_none(),
+        "answers of another model are cleared"
+    );
+}
+
+/// A folder that is not a checkpoint: one clear message, no model, and the app still works.
+#[test]
+fn a_folder_that_is_not_a_model_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(dir.path(), Arc::new(Mutex::new(Vec::new())));
+    run_until(&mut harness, "the first model", |app| app.model.is_some());
+    let not_a_model = dir.path().join("empty");
+    std::fs::create_dir_all(&not_a_model).unwrap();
+    harness
+        .state_mut()
+        .commands
+        .push(fovea::app::Command::LoadModel(not_a_model.clone()));
+    harness.step();
+    assert!(harness.state().loading.is_some());
+    run_until(&mut harness, "the refusal", |app| app.loading.is_none());
+    let status = harness.state().status.clone();
+    assert!(status.starts_with("no model loaded:"), "{status}");
+    assert!(status.contains("empty"), "names the folder: {status}");
+    assert!(harness.state().model.is_none());
+    // The demo-free recent list does not gain the failed folder.
+    assert!(!harness
+        .state()
+        .persisted
+        .recent_models
+        .contains(&not_a_model));
+}
+
 #[test]
 fn overlay_snapshots() {
     let dir = tempfile::tempdir().unwrap();

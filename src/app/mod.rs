@@ -20,8 +20,8 @@ use crate::imaging::{self, Study};
 use overlay::gpu_pixels;
 use state::hash;
 pub use state::{
-    Command, ExportKind, FileDialog, FoveaApp, MaskMode, NamedRegion, OpenImage, OverlayLayer,
-    Persisted, Tool, View,
+    Command, ExportKind, FileDialog, FoveaApp, Loading, MaskMode, NamedRegion, OpenImage,
+    OverlayLayer, Persisted, Tool, View,
 };
 use worker::{Event, Request, Worker};
 
@@ -43,6 +43,11 @@ impl FileDialog for NativeDialog {
             .set_file_name(suggested_name)
             .save_file()
     }
+    fn open_folder(&mut self) -> Option<PathBuf> {
+        rfd::FileDialog::new()
+            .set_title("Open a model folder (config.json + safetensors)")
+            .pick_folder()
+    }
 }
 
 impl FoveaApp {
@@ -53,6 +58,17 @@ impl FoveaApp {
         open: Option<PathBuf>,
         dialog: Box<dyn FileDialog>,
     ) -> Self {
+        FoveaApp::with_precision(cc, model_dir, None, open, dialog)
+    }
+
+    /// The same, loading the model at `quantize` (default: the precision chosen last time).
+    pub fn with_precision(
+        cc: &eframe::CreationContext<'_>,
+        model_dir: PathBuf,
+        quantize: Option<crate::model::linear::Quantize>,
+        open: Option<PathBuf>,
+        dialog: Box<dyn FileDialog>,
+    ) -> Self {
         let gpu = match cc.wgpu_render_state.as_ref() {
             Some(render_state) => {
                 overlay::OverlayRenderer::install(render_state);
@@ -60,10 +76,13 @@ impl FoveaApp {
             }
             None => false,
         };
-        let persisted: Persisted = cc
+        let mut persisted: Persisted = cc
             .storage
             .and_then(|storage| eframe::get_value(storage, eframe::APP_KEY))
             .unwrap_or_default();
+        if let Some(quantize) = quantize {
+            persisted.quantize = quantize;
+        }
         let ctx = cc.egui_ctx.clone();
         let worker = Worker::spawn(move || ctx.request_repaint())
             .unwrap_or_else(|err| panic!("cannot start the inference thread: {err}"));
@@ -71,6 +90,7 @@ impl FoveaApp {
             persisted,
             worker,
             model: None,
+            loading: None,
             image: None,
             question: String::new(),
             result: None,
@@ -100,15 +120,43 @@ impl FoveaApp {
             sessions_dir: session::default_sessions_dir(),
             ask_when_ready: false,
         };
-        app.worker.send(Request::LoadModel {
-            dir: model_dir,
-            vision_tower: None,
-        });
+        app.load_model(model_dir);
         let first = open.or_else(|| app.cases.first().map(|c| c.path.clone()));
         if let Some(path) = first {
             app.commands.push(Command::Open(path));
         }
         app
+    }
+
+    /// Load a checkpoint folder at the chosen precision; the current model is dropped first.
+    pub fn load_model(&mut self, dir: PathBuf) {
+        // A CLIP folder beside a LLaVA-Med checkpoint is found by the loader (mm_vision_tower).
+        let request = Request::LoadModel {
+            dir: dir.clone(),
+            vision_tower: None,
+            quantize: self.persisted.quantize,
+        };
+        // A load queued behind a running question starts when it ends (Cancel ends it sooner).
+        if self.worker.send(request) {
+            self.model = None;
+            self.result = None;
+            self.loading = Some(Loading {
+                dir: dir.clone(),
+                what: "reading the checkpoint".into(),
+                done: 0,
+                total: 0,
+                started: Instant::now(),
+            });
+            self.stage = Some("loading model");
+            self.stage_started = Some(Instant::now());
+            self.status = format!(
+                "loading {} ({})",
+                dir.display(),
+                state::precision_label(self.persisted.quantize)
+            );
+        } else {
+            self.status = "the model is busy: try again in a moment".into();
+        }
     }
 
     /// Open a file: decode it, prepare GPU pixels and the model input, restore its session.
@@ -226,19 +274,70 @@ impl FoveaApp {
                 self.regions.clear();
                 self.mark_dirty();
             }
+            Command::OpenModelDialog => {
+                if let Some(dir) = self.dialog.open_folder() {
+                    self.load_model(dir);
+                }
+            }
+            Command::LoadModel(dir) => self.load_model(dir),
+            Command::SetQuantize(quantize) => {
+                self.persisted.quantize = quantize;
+                let current = self
+                    .model
+                    .as_ref()
+                    .map(|m| m.dir.clone())
+                    .or_else(|| self.loading.as_ref().map(|l| l.dir.clone()));
+                if let Some(dir) = current {
+                    self.load_model(dir);
+                }
+            }
         }
     }
 
     fn drain_events(&mut self) {
         while let Ok(event) = self.worker.events.try_recv() {
             match event {
+                Event::Loading {
+                    dir,
+                    what,
+                    done,
+                    total,
+                } => {
+                    if let Some(loading) = self.loading.as_mut().filter(|l| l.dir == dir) {
+                        loading.what = what;
+                        loading.done = done;
+                        loading.total = total;
+                    }
+                }
+                Event::LoadFailed(message) => {
+                    self.loading = None;
+                    self.stage = None;
+                    self.worker.busy = false;
+                    self.status = format!("no model loaded: {message}");
+                }
                 Event::ModelLoaded(summary) => {
                     self.status = format!(
-                        "model loaded: {} ({} layers x {} heads) in {:.0} ms",
-                        summary.arch, summary.layers, summary.heads, summary.load_ms
+                        "model loaded: {} ({} layers x {} heads, {}, {:.2} GiB of weights) in {:.1} s{}",
+                        summary.arch,
+                        summary.layers,
+                        summary.heads,
+                        state::precision_label(summary.quantize),
+                        summary.weight_bytes as f64 / (1u64 << 30) as f64,
+                        summary.load_ms / 1e3,
+                        if summary.load_notes.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {}", summary.load_notes.join("; "))
+                        }
                     );
                     self.persisted.model_dir = Some(summary.dir.clone());
+                    let dir = summary.dir.clone();
+                    self.persisted.recent_models.retain(|p| *p != dir);
+                    self.persisted.recent_models.insert(0, dir);
+                    self.persisted.recent_models.truncate(10);
                     self.model = Some(summary);
+                    self.loading = None;
+                    self.stage = None;
                     self.worker.busy = false;
                     if std::mem::take(&mut self.ask_when_ready) {
                         self.commands.push(Command::Ask);
@@ -327,8 +426,13 @@ impl eframe::App for FoveaApp {
     }
 }
 
-/// Run the desktop app.
-pub fn run(model_dir: PathBuf, open: Option<PathBuf>, ask: Option<String>) -> anyhow::Result<()> {
+/// Run the desktop app (`quantize`: the precision to load at, default the last one chosen).
+pub fn run(
+    model_dir: PathBuf,
+    quantize: Option<crate::model::linear::Quantize>,
+    open: Option<PathBuf>,
+    ask: Option<String>,
+) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_inner_size([1400.0, 900.0])
@@ -340,7 +444,8 @@ pub fn run(model_dir: PathBuf, open: Option<PathBuf>, ask: Option<String>) -> an
         "fovea",
         options,
         Box::new(move |cc| {
-            let mut app = FoveaApp::new(cc, model_dir, open, Box::new(NativeDialog));
+            let mut app =
+                FoveaApp::with_precision(cc, model_dir, quantize, open, Box::new(NativeDialog));
             if let Some(question) = ask {
                 app.question = question;
                 app.ask_when_ready = true;

@@ -13,11 +13,14 @@ use crate::demo::DemoCase;
 use crate::grounding::region::Region;
 use crate::grounding::triage::Rule;
 use crate::imaging::{Study, WindowLevel};
+use crate::model::linear::Quantize;
 
 /// Opens files; tests replace the native dialog (rfd returns nothing when headless).
 pub trait FileDialog {
     fn open_image(&mut self) -> Option<PathBuf>;
     fn save_file(&mut self, suggested_name: &str) -> Option<PathBuf>;
+    /// A checkpoint folder (Open model…).
+    fn open_folder(&mut self) -> Option<PathBuf>;
 }
 
 /// Settings kept between runs (serde, `#[serde(default)]`), apart from runtime state.
@@ -31,6 +34,10 @@ pub struct Persisted {
     pub recent: Vec<PathBuf>,
     pub model_dir: Option<PathBuf>,
     pub relative_maps: bool,
+    /// Checkpoint folders opened before, newest first.
+    pub recent_models: Vec<PathBuf>,
+    /// How models are loaded: stored precision, q8_0 or q4k.
+    pub quantize: Quantize,
 }
 
 impl Default for Persisted {
@@ -43,6 +50,8 @@ impl Default for Persisted {
             recent: Vec::new(),
             model_dir: None,
             relative_maps: false,
+            recent_models: Vec::new(),
+            quantize: Quantize::None,
         }
     }
 }
@@ -125,6 +134,22 @@ pub enum Command {
     SetFrame(usize),
     Export(ExportKind),
     ClearRegions,
+    /// Choose a checkpoint folder and load it.
+    OpenModelDialog,
+    /// Load this checkpoint folder (replacing the current model).
+    LoadModel(PathBuf),
+    /// Reload the current model at this precision.
+    SetQuantize(Quantize),
+}
+
+/// A model load in progress.
+#[derive(Clone, Debug)]
+pub struct Loading {
+    pub dir: PathBuf,
+    pub what: String,
+    pub done: usize,
+    pub total: usize,
+    pub started: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +163,8 @@ pub struct FoveaApp {
     pub persisted: Persisted,
     pub worker: Worker,
     pub model: Option<ModelSummary>,
+    /// The model being loaded, while it is.
+    pub loading: Option<Loading>,
     pub image: Option<OpenImage>,
     pub question: String,
     pub result: Option<CaseResult>,
@@ -226,4 +253,13 @@ pub fn hash(text: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut hasher);
     hasher.finish()
+}
+
+/// How the menu names a precision.
+pub fn precision_label(quantize: Quantize) -> &'static str {
+    match quantize {
+        Quantize::None => "stored precision",
+        Quantize::Q8_0 => "q8_0",
+        Quantize::Q4K => "q4k",
+    }
 }

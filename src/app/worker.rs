@@ -1,7 +1,9 @@
-//! The inference thread: loads the model, keeps one image session (vision embedding and
-//! prefix cache) so a second question about the same image is fast, and reports each stage.
-//! The UI thread talks to it through bounded channels and never waits on it; a cancel flag
-//! is checked between stages.
+//! The inference thread: loads the model (with progress, cancellable, at the precision asked
+//! for; a new model replaces the old one, which is dropped first so two 7B models never share
+//! the memory), keeps one image session (vision embedding and prefix cache) so a second
+//! question about the same image is fast, and reports each stage. The UI thread talks to it
+//! through bounded channels and never waits on it; a cancel flag is checked between stages
+//! and between the layers of a load.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +15,7 @@ use candle_core::Device;
 
 use crate::grounding::refine::{self, Outcome, Settings, Stage};
 use crate::grounding::region::TokenGrid;
+use crate::model::linear::{LoadProgress, Quantize};
 use crate::model::{Answer, EdgeMask, ImageSession, Model, RunOptions};
 
 /// What the UI asks for.
@@ -20,6 +23,7 @@ pub enum Request {
     LoadModel {
         dir: PathBuf,
         vision_tower: Option<PathBuf>,
+        quantize: Quantize,
     },
     Ask(Box<Ask>),
 }
@@ -46,6 +50,11 @@ pub struct ModelSummary {
     pub default_heads: Vec<(usize, usize)>,
     pub default_masked_layers: Vec<usize>,
     pub load_ms: f64,
+    pub quantize: Quantize,
+    /// What fell back to another precision while loading.
+    pub load_notes: Vec<String>,
+    /// Bytes of the language model's weights as kept (linear layers and head, embeddings).
+    pub weight_bytes: usize,
 }
 
 /// A finished question.
@@ -62,7 +71,16 @@ pub struct CaseResult {
 
 /// What the worker reports.
 pub enum Event {
+    /// Loading `what`: `done` of `total` parts.
+    Loading {
+        dir: PathBuf,
+        what: String,
+        done: usize,
+        total: usize,
+    },
     ModelLoaded(ModelSummary),
+    /// The load failed or was cancelled: no model is loaded now.
+    LoadFailed(String),
     /// The stage about to run (`vision` first when the image is new).
     Stage(&'static str),
     Finished(Box<CaseResult>),
@@ -79,7 +97,7 @@ pub struct Worker {
 
 impl Worker {
     /// Start the thread; `wake` is called after each event (the app passes a repaint request).
-    pub fn spawn(wake: impl Fn() + Send + 'static) -> std::io::Result<Self> {
+    pub fn spawn(wake: impl Fn() + Send + Sync + 'static) -> std::io::Result<Self> {
         let (request_tx, request_rx) = std::sync::mpsc::sync_channel::<Request>(4);
         let (event_tx, event_rx) = std::sync::mpsc::sync_channel::<Event>(64);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -118,8 +136,9 @@ fn run(
     requests: Receiver<Request>,
     events: SyncSender<Event>,
     cancel: Arc<AtomicBool>,
-    wake: impl Fn(),
+    wake: impl Fn() + Send + Sync + 'static,
 ) {
+    let wake = Arc::new(wake);
     let emit = |event: Event| {
         // The UI drains events every frame; a full queue only drops stage updates.
         let _ = events.send(event);
@@ -127,28 +146,44 @@ fn run(
     };
     let mut next = requests.recv().ok();
     while let Some(request) = next.take() {
-        let Request::LoadModel { dir, vision_tower } = request else {
+        let Request::LoadModel {
+            dir,
+            vision_tower,
+            quantize,
+        } = request
+        else {
             emit(Event::Failed("no model is loaded".into()));
             next = requests.recv().ok();
             continue;
         };
         let started = Instant::now();
         emit(Event::Stage("loading model"));
-        let load_cancel = cancel.clone();
-        let progress = crate::model::linear::LoadProgress(Arc::new(move |_: &str, _, _| {
-            !load_cancel.load(Ordering::SeqCst)
-        }));
+        let progress = {
+            let (cancel, events, wake, dir) =
+                (cancel.clone(), events.clone(), wake.clone(), dir.clone());
+            LoadProgress(Arc::new(move |what: &str, done, total| {
+                // Never block a load on a busy UI: a full queue drops a progress update.
+                let _ = events.try_send(Event::Loading {
+                    dir: dir.clone(),
+                    what: what.to_string(),
+                    done,
+                    total,
+                });
+                wake();
+                !cancel.load(Ordering::SeqCst)
+            }))
+        };
         let loaded = Model::load_with_progress(
             &dir,
             vision_tower.as_deref(),
             &Device::Cpu,
-            crate::model::linear::Quantize::None,
+            quantize,
             Some(progress),
         );
         let model = match loaded {
             Ok(model) => model,
             Err(err) => {
-                emit(Event::Failed(format!("{err:#}")));
+                emit(Event::LoadFailed(format!("{err:#}")));
                 next = requests.recv().ok();
                 continue;
             }
@@ -167,6 +202,12 @@ fn run(
             default_heads: defaults.heads.iter().map(|&[l, h]| (l, h)).collect(),
             default_masked_layers: defaults.masked_layers.clone(),
             load_ms: started.elapsed().as_secs_f64() * 1e3,
+            quantize: model.quantize,
+            load_notes: model.load_notes.clone(),
+            weight_bytes: {
+                let (linear, embeddings) = model.decoder.weight_bytes();
+                linear + embeddings
+            },
         }));
         let mut session: Option<(String, ImageSession)> = None;
         // Serve questions until another model is requested or the UI goes away.

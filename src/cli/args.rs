@@ -23,6 +23,9 @@ pub struct Cli {
     /// Ask this question as soon as the model and image are ready
     #[arg(long, value_name = "TEXT")]
     pub ask: Option<String>,
+    /// Precision the app loads models at (default: the one chosen last time in the Model menu)
+    #[arg(long, value_enum)]
+    pub quantize: Option<QuantizeArg>,
 }
 
 #[derive(Debug, Subcommand)]

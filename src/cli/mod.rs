@@ -51,7 +51,12 @@ pub fn run(cli: Cli) -> Result<()> {
                     bail!("no such file: {}", file.display());
                 }
             }
-            crate::app::run(model, cli.file, cli.ask)
+            crate::app::run(
+                model,
+                cli.quantize.map(QuantizeArg::to_quantize),
+                cli.file,
+                cli.ask,
+            )
         }
     }
 }

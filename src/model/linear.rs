@@ -1,13 +1,17 @@
 //! One linear layer for every precision, so a model file reads the same whatever the weights
 //! are kept as: f32, the checkpoint's own bf16/f16 (never widened in memory), or quantized in
-//! memory to q8_0 / q4k while loading (candle's `QTensor`, `QMatMul`).
+//! memory to q8_0 / q4k while loading.
 //!
-//! Quantization happens a slice of rows at a time straight from the file (`weights.rs`): only
-//! one slice is ever in f32, so the full f32 model never exists, and a large matrix (an LM head
-//! of 152k x 3584) is kept as a few row blocks whose outputs are concatenated. Inputs and
-//! outputs are always f32: attention scores, softmax, the probe and the knockout stay in f32.
-//! A matrix whose input size does not divide the block size falls back (q4k -> q8_0 -> stored
-//! precision) and the fallback is logged.
+//! On a CPU with AVX2 (or AVX-512), bf16/f16, q8_0 and q4k weights live in fovea's own kernels'
+//! layouts (`gemm/`): one compact copy that serves the prefill at matrix-matrix speed and
+//! decoding at memory speed. Elsewhere (other CPUs, CUDA, Metal) candle multiplies: its
+//! `QMatMul` for quantized weights, its matmul for stored ones.
+//!
+//! Quantization happens a slice of rows at a time straight from the file (`weights.rs`), on
+//! every core: only a slice per core is ever in f32, so the full f32 model never exists.
+//! Inputs and outputs are always f32: attention scores, softmax, the probe and the knockout
+//! stay in f32. A matrix whose input size does not divide the block size falls back (q4k's 256
+//! -> q8_0's 32 -> stored precision) and the fallback is logged.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +19,12 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::gemm::from_tensors::{
+    half_type, own_kernels, pack_half, pack_q4k, pack_q8, SLICE_ELEMENTS,
+};
+use super::gemm::q4k::PackedQ4K;
+use super::gemm::stored::PackedHalf;
+use super::gemm::PackedQ8;
 use super::weights::WeightFiles;
 
 /// In-memory quantization of the language model's linear layers and LM head.
@@ -77,9 +87,6 @@ pub struct LoadPlan {
     pub notes: Arc<Mutex<Vec<String>>>,
     pub progress: Option<LoadProgress>,
 }
-
-/// f32 elements converted at a time while quantizing (64 MiB).
-const SLICE_ELEMENTS: usize = 16 << 20;
 
 impl LoadPlan {
     /// Layers that take everything from the builder (creating weights, or f32 as it gives).
@@ -147,6 +154,12 @@ enum Weight {
     Dense(Tensor),
     /// Row blocks of the (out, in) matrix, in order.
     Quantized(Vec<QMatMul>),
+    /// q8_0 in fovea's own kernels' layout (CPU): one copy for prefill and decoding.
+    Q8(Arc<PackedQ8>),
+    /// q4k in fovea's own kernels' layout (CPU).
+    Q4K(Arc<PackedQ4K>),
+    /// The checkpoint's bf16/f16 in fovea's kernels' layout (CPU).
+    Half(Arc<PackedHalf>),
 }
 
 /// `y = x W^T + b` with f32 in and out.
@@ -172,6 +185,26 @@ impl Linear {
     pub fn tied(embeddings: &Tensor, plan: &LoadPlan, name: &str) -> Result<Linear> {
         let (out_dim, in_dim) = embeddings.dims2()?;
         match choose(plan, in_dim, name) {
+            Some(GgmlDType::Q8_0) if own_kernels(embeddings.device()) => {
+                let packed = pack_q8(out_dim, in_dim, |rows| {
+                    embeddings.narrow(0, rows.start, rows.len())
+                })?;
+                Ok(Linear {
+                    weight: Weight::Q8(Arc::new(packed)),
+                    bias: None,
+                    out_dim,
+                })
+            }
+            Some(GgmlDType::Q4K) if own_kernels(embeddings.device()) => {
+                let packed = pack_q4k(out_dim, in_dim, |rows| {
+                    embeddings.narrow(0, rows.start, rows.len())
+                })?;
+                Ok(Linear {
+                    weight: Weight::Q4K(Arc::new(packed)),
+                    bias: None,
+                    out_dim,
+                })
+            }
             Some(dtype) => {
                 let blocks = quantize_rows(out_dim, in_dim, dtype, |rows| {
                     embeddings.narrow(0, rows.start, rows.len())
@@ -217,10 +250,25 @@ impl Linear {
             None => candle_core::bail!("cannot find tensor {name}"),
         }
         let weight = match choose(plan, in_dim, &name) {
+            Some(GgmlDType::Q8_0) if own_kernels(vb.device()) => {
+                Weight::Q8(Arc::new(pack_q8(out_dim, in_dim, |rows| {
+                    files.load_rows(&name, Some(rows), vb.device())
+                })?))
+            }
+            Some(GgmlDType::Q4K) if own_kernels(vb.device()) => {
+                Weight::Q4K(Arc::new(pack_q4k(out_dim, in_dim, |rows| {
+                    files.load_rows(&name, Some(rows), vb.device())
+                })?))
+            }
             Some(dtype) => Weight::Quantized(quantize_rows(out_dim, in_dim, dtype, |rows| {
                 files.load_rows(&name, Some(rows), vb.device())
             })?),
-            None => Weight::Dense(files.load(&name, vb.device())?),
+            None => match half_type(files.dtype(&name), in_dim, vb.device()) {
+                Some(dtype) => Weight::Half(Arc::new(pack_half(out_dim, in_dim, dtype, |rows| {
+                    files.load_rows(&name, Some(rows), vb.device())
+                })?)),
+                None => Weight::Dense(files.load(&name, vb.device())?),
+            },
         };
         Ok(Linear {
             weight,
@@ -242,6 +290,9 @@ impl Linear {
                     }
                 })
                 .sum(),
+            Weight::Q8(packed) => packed.bytes(),
+            Weight::Half(packed) => packed.bytes(),
+            Weight::Q4K(packed) => packed.bytes(),
         }
     }
 }
@@ -357,6 +408,24 @@ impl Module for Linear {
                 .to_dtype(w.dtype())?
                 .matmul(&w.t()?)?
                 .to_dtype(x.dtype())?,
+            Weight::Q8(packed) => {
+                let values = flat.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let out = packed.matmul(&values, rows);
+                Tensor::from_vec(out, (rows, self.out_dim), flat.device())?
+                    .to_dtype(flat.dtype())?
+            }
+            Weight::Q4K(packed) => {
+                let values = flat.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let out = packed.matmul(&values, rows);
+                Tensor::from_vec(out, (rows, self.out_dim), flat.device())?
+                    .to_dtype(flat.dtype())?
+            }
+            Weight::Half(packed) => {
+                let values = flat.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let out = packed.matmul(&values, rows);
+                Tensor::from_vec(out, (rows, self.out_dim), flat.device())?
+                    .to_dtype(flat.dtype())?
+            }
             Weight::Quantized(blocks) if blocks.len() == 1 => blocks[0].forward(&flat)?,
             Weight::Quantized(blocks) => {
                 let parts = blocks

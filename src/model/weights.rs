@@ -145,6 +145,13 @@ impl WeightFiles {
         self.entries.contains_key(name)
     }
 
+    /// The stored dtype, when fovea can read it.
+    pub fn dtype(&self, name: &str) -> Option<DType> {
+        self.entries
+            .get(name)
+            .and_then(|e| e.dtype.as_ref().ok().copied())
+    }
+
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.entries.get(name).map(|e| e.shape.as_slice())
     }

@@ -6,9 +6,12 @@ pub mod viewport;
 
 use egui::{Color32, RichText};
 
-use crate::app::state::{Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool};
+use crate::app::state::{
+    precision_label, Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool,
+};
 use crate::case::compose::Colormap;
 use crate::imaging::Preset;
+use crate::model::linear::Quantize;
 
 pub fn show(app: &mut FoveaApp, ui: &mut egui::Ui) {
     egui::Panel::top("menu").show(ui, |ui| menu_ui(app, ui));
@@ -69,21 +72,105 @@ fn menu_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
                 ui.close();
             }
         });
+        model_menu_ui(app, ui);
         ui.separator();
         ui.toggle_value(&mut app.side_by_side, "Before | after");
         ui.separator();
         match &app.model {
             Some(model) => ui.label(format!(
-                "model: {} · {} layers × {} heads · {}×{} tokens",
-                model.arch, model.layers, model.heads, model.grid.0, model.grid.1
+                "model: {} · {} layers × {} heads · {}×{} tokens · {}",
+                model.arch,
+                model.layers,
+                model.heads,
+                model.grid.0,
+                model.grid.1,
+                precision_label(model.quantize)
             )),
-            None => ui.label("model: loading…"),
+            None if app.loading.is_some() => ui.label("model: loading…"),
+            None => ui.label("model: none (Model, then Open model folder…)"),
         };
+    });
+}
+
+/// Model: Open model folder…, recent models, the bundled demo, and the precision models are
+/// loaded at (choosing another reloads the current model).
+fn model_menu_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    ui.menu_button("Model", |ui| {
+        if ui.button("Open model folder…").clicked() {
+            app.commands.push(Command::OpenModelDialog);
+            ui.close();
+        }
+        if ui.button("Bundled demo model").clicked() {
+            app.commands
+                .push(Command::LoadModel(crate::demo::demo_model_dir()));
+            ui.close();
+        }
+        ui.separator();
+        ui.label("Recent models");
+        if app.persisted.recent_models.is_empty() {
+            ui.weak("(none yet)");
+        }
+        for dir in app.persisted.recent_models.clone() {
+            let current = app.model.as_ref().is_some_and(|m| m.dir == dir);
+            if ui
+                .selectable_label(current, dir.display().to_string())
+                .clicked()
+            {
+                app.commands.push(Command::LoadModel(dir));
+                ui.close();
+            }
+        }
+        ui.separator();
+        ui.label("Precision of the language model");
+        for quantize in [Quantize::None, Quantize::Q8_0, Quantize::Q4K] {
+            let chosen = app.persisted.quantize == quantize;
+            if ui
+                .radio(chosen, precision_label(quantize))
+                .on_hover_text(match quantize {
+                    Quantize::None => "the checkpoint's bf16/f16/f32, as stored (7B: ~15 GiB)",
+                    Quantize::Q8_0 => "8-bit in memory while loading (7B: ~9 GiB)",
+                    Quantize::Q4K => "4-bit in memory while loading (7B: ~6 GiB)",
+                })
+                .clicked()
+                && !chosen
+            {
+                app.commands.push(Command::SetQuantize(quantize));
+                ui.close();
+            }
+        }
     });
 }
 
 fn status_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
+        if let Some(loading) = &app.loading {
+            let fraction = if loading.total > 0 {
+                loading.done as f32 / loading.total as f32
+            } else {
+                0.0
+            };
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .text(format!(
+                        "loading {}: {} ({}/{}, {:.0} s)",
+                        loading
+                            .dir
+                            .file_name()
+                            .map(|n| n.to_string_lossy().to_string())
+                            .unwrap_or_default(),
+                        loading.what,
+                        loading.done,
+                        loading.total,
+                        loading.started.elapsed().as_secs_f32()
+                    ))
+                    .desired_width(420.0),
+            );
+            if ui.button("Cancel").clicked() {
+                app.commands.push(Command::Cancel);
+            }
+            ui.label(&app.status);
+            return;
+        }
         if let Some(stage) = app.stage {
             let stages = [
                 "queued",

@@ -1,0 +1,375 @@
+//! Products with weights kept in the checkpoint's bf16 or f16, never widened in memory.
+//!
+//! candle 0.11's CPU matmul has no bf16, so a bf16 checkpoint used to be widened to f32 a block
+//! of rows per call (memory traffic x3 and one f32 copy of a block at a time). Here the weights
+//! stay 2 bytes each, in a layout of groups of 16 output rows, and are widened in registers:
+//!
+//! - [`HalfKernel::Avx512Bf16`] (bf16 weights, CPUs with AVX512-BF16: Sapphire Rapids, Zen 4):
+//!   `vdpbf16ps`, two bf16 products per f32 lane, with the activations rounded to bf16 (round
+//!   to nearest even) as transformers and oneDNN do in bf16. Twice the f32 FMA rate.
+//! - [`HalfKernel::Avx512`], [`HalfKernel::Avx2`]: weights widened in registers, f32
+//!   activations, f32 FMA: the product of the stored weights with the exact activations.
+//! - [`HalfKernel::Scalar`]: the same sums in plain Rust.
+//!
+//! Layout inside a group, for each pair of inputs (i, i + 1): 32 values, 64 bytes. bf16:
+//! interleaved (lane 0 input i, lane 0 input i + 1, lane 1 ...), the operand shape of
+//! `vdpbf16ps`; widening takes `<< 16` for input i and `& 0xffff0000` for i + 1. f16: the 16
+//! lanes of input i, then those of i + 1 (what `vcvtph2ps` reads).
+
+use std::sync::OnceLock;
+
+use half::{bf16, f16};
+
+use super::tile::{for_each_tile, GROUP, MR};
+
+/// The stored precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfType {
+    Bf16,
+    F16,
+}
+
+/// Which kernel multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfKernel {
+    Avx512Bf16,
+    Avx512,
+    Avx2,
+    Scalar,
+}
+
+impl HalfKernel {
+    fn detect() -> (bool, bool, bool) {
+        static FEATURES: OnceLock<(bool, bool, bool)> = OnceLock::new();
+        *FEATURES.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let avx512 = is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c");
+                let bf16 = avx512 && is_x86_feature_detected!("avx512bf16");
+                let avx2 = is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c");
+                (bf16, avx512, avx2)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                (false, false, false)
+            }
+        })
+    }
+
+    /// Every kernel this CPU runs for `dtype`, fastest first.
+    pub fn available(dtype: HalfType) -> Vec<HalfKernel> {
+        let (bf, avx512, avx2) = HalfKernel::detect();
+        let mut all = Vec::new();
+        if bf && dtype == HalfType::Bf16 {
+            all.push(HalfKernel::Avx512Bf16);
+        }
+        if avx512 {
+            all.push(HalfKernel::Avx512);
+        }
+        if avx2 {
+            all.push(HalfKernel::Avx2);
+        }
+        all.push(HalfKernel::Scalar);
+        all
+    }
+
+    pub fn best(dtype: HalfType) -> HalfKernel {
+        HalfKernel::available(dtype)[0]
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HalfKernel::Avx512Bf16 => "avx512-bf16",
+            HalfKernel::Avx512 => "avx512",
+            HalfKernel::Avx2 => "avx2",
+            HalfKernel::Scalar => "scalar",
+        }
+    }
+}
+
+/// An (n, k) bf16 or f16 matrix in the kernels' layout (`k` even).
+#[derive(Clone)]
+pub struct PackedHalf {
+    n: usize,
+    k: usize,
+    dtype: HalfType,
+    /// `groups * k * GROUP` values (bits).
+    data: Vec<u16>,
+}
+
+impl std::fmt::Debug for PackedHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedHalf({:?}, {} x {})", self.dtype, self.n, self.k)
+    }
+}
+
+impl PackedHalf {
+    /// Pack an (n, k) matrix whose rows `rows_of(range)` gives as row-major bits of `dtype`,
+    /// whole groups of 16 rows at a time, at most `rows_per_call` rows per call.
+    pub fn pack<E>(
+        n: usize,
+        k: usize,
+        dtype: HalfType,
+        rows_per_call: usize,
+        rows_of: impl Fn(std::ops::Range<usize>) -> Result<Vec<u16>, E>,
+    ) -> Result<PackedHalf, E> {
+        assert!(
+            k % 2 == 0 && k > 0,
+            "packed halves need an even number of inputs"
+        );
+        let groups = n.div_ceil(GROUP);
+        let mut data = vec![0u16; groups * k * GROUP];
+        let groups_per_call = (rows_per_call / GROUP).max(1);
+        for (call, chunk) in data.chunks_mut(groups_per_call * k * GROUP).enumerate() {
+            let first = call * groups_per_call * GROUP;
+            let last = (first + groups_per_call * GROUP).min(n);
+            let rows = rows_of(first..last)?;
+            for (offset, row) in rows.chunks(k).enumerate() {
+                let (g, lane) = (offset / GROUP, offset % GROUP);
+                let group = &mut chunk[g * k * GROUP..(g + 1) * k * GROUP];
+                for (i, &bits) in row.iter().enumerate() {
+                    group[position(dtype, lane, i)] = bits;
+                }
+            }
+        }
+        Ok(PackedHalf { n, k, dtype, data })
+    }
+
+    pub fn dtype(&self) -> HalfType {
+        self.dtype
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 2
+    }
+
+    /// The weights as f32 (n, k), row-major.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.n * self.k];
+        for (row, out_row) in out.chunks_mut(self.k).enumerate() {
+            let (g, lane) = (row / GROUP, row % GROUP);
+            let group = &self.data[g * self.k * GROUP..];
+            for (i, value) in out_row.iter_mut().enumerate() {
+                *value = widen(self.dtype, group[position(self.dtype, lane, i)]);
+            }
+        }
+        out
+    }
+
+    /// `x (m, k) -> x W^T (m, n)` with the best kernel.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(HalfKernel::best(self.dtype), x, m)
+    }
+
+    /// The same with a chosen kernel (one of [`HalfKernel::available`] for this dtype).
+    pub fn matmul_with(&self, kernel: HalfKernel, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "input is not (m, k)");
+        assert!(
+            HalfKernel::available(self.dtype).contains(&kernel),
+            "kernel {} does not run here",
+            kernel.name()
+        );
+        let pairs: Vec<u32> = if kernel == HalfKernel::Avx512Bf16 {
+            x.chunks(2)
+                .map(|p| {
+                    bf16::from_f32(p[0]).to_bits() as u32
+                        | (bf16::from_f32(p[1]).to_bits() as u32) << 16
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut out = vec![0f32; m * self.n];
+        let groups = self.n.div_ceil(GROUP);
+        let group_len = self.k * GROUP;
+        for_each_tile(m, self.n, &mut out, |row, rows, g, tile| {
+            let second = if g + 1 < groups { g + 1 } else { g };
+            let w = [
+                &self.data[g * group_len..(g + 1) * group_len],
+                &self.data[second * group_len..(second + 1) * group_len],
+            ];
+            let x = &x[row * self.k..(row + rows) * self.k];
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                HalfKernel::Avx512Bf16 => {
+                    let a = &pairs[row * self.k / 2..(row + rows) * self.k / 2];
+                    // SAFETY: AVX512-BF16 checked by `available`; slice sizes as documented.
+                    unsafe { super::x86::half_tile_avx512_bf16(rows, self.k, w, a, tile) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                HalfKernel::Avx512 => {
+                    // SAFETY: AVX-512 F/BW, FMA, F16C checked by `available`.
+                    unsafe {
+                        super::x86::half_tile_avx512(
+                            rows,
+                            self.k,
+                            self.dtype == HalfType::Bf16,
+                            w,
+                            x,
+                            tile,
+                        )
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                HalfKernel::Avx2 => {
+                    // SAFETY: AVX2, FMA, F16C checked by `available`.
+                    unsafe {
+                        super::x86::half_tile_avx2(
+                            rows,
+                            self.k,
+                            self.dtype == HalfType::Bf16,
+                            w,
+                            x,
+                            tile,
+                        )
+                    }
+                }
+                _ => tile_scalar(self.dtype, rows, self.k, w, x, tile),
+            }
+        });
+        out
+    }
+}
+
+/// Where input `i` of output `lane` lives inside its group.
+fn position(dtype: HalfType, lane: usize, i: usize) -> usize {
+    let pair = (i / 2) * 2 * GROUP;
+    match dtype {
+        HalfType::Bf16 => pair + lane * 2 + i % 2,
+        HalfType::F16 => pair + (i % 2) * GROUP + lane,
+    }
+}
+
+fn widen(dtype: HalfType, bits: u16) -> f32 {
+    match dtype {
+        HalfType::Bf16 => bf16::from_bits(bits).to_f32(),
+        HalfType::F16 => f16::from_bits(bits).to_f32(),
+    }
+}
+
+fn tile_scalar(
+    dtype: HalfType,
+    rows: usize,
+    k: usize,
+    w: [&[u16]; 2],
+    x: &[f32],
+    tile: &mut [f32; MR * 2 * GROUP],
+) {
+    for r in 0..rows {
+        for (half, w) in w.iter().enumerate() {
+            for lane in 0..GROUP {
+                let mut acc = 0f32;
+                for i in 0..k {
+                    acc += widen(dtype, w[position(dtype, lane, i)]) * x[r * k + i];
+                }
+                tile[r * 2 * GROUP + half * GROUP + lane] = acc;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::gemm::tile::testing::{report, values};
+
+    fn pack(w: &[f32], n: usize, k: usize, dtype: HalfType) -> PackedHalf {
+        PackedHalf::pack(n, k, dtype, 16, |rows| {
+            Ok::<_, ()>(
+                w[rows.start * k..rows.end * k]
+                    .iter()
+                    .map(|&v| match dtype {
+                        HalfType::Bf16 => bf16::from_f32(v).to_bits(),
+                        HalfType::F16 => f16::from_f32(v).to_bits(),
+                    })
+                    .collect(),
+            )
+        })
+        .unwrap()
+    }
+
+    /// Each kernel against the product written out in f64 over the stored weights: exact
+    /// activations within f32 summation error; bf16 activations within their rounding
+    /// (2^-9 relative per activation, summed).
+    #[test]
+    fn every_kernel_computes_the_product_of_the_stored_weights() {
+        for dtype in [HalfType::Bf16, HalfType::F16] {
+            for &(m, n, k) in &[
+                (1, 16, 2),
+                (2, 17, 34),
+                (3, 40, 128),
+                (5, 33, 64),
+                (70, 64, 96),
+            ] {
+                let w = values(n * k, (m * 31 + n) as u64);
+                let x = values(m * k, (k * 7 + n) as u64);
+                let packed = pack(&w, n, k, dtype);
+                let stored = packed.to_f32();
+                for (a, b) in stored.iter().zip(&w) {
+                    assert!((a - b).abs() <= b.abs() / 128.0 + 1e-7, "{a} vs {b}");
+                }
+                let want: Vec<f64> = (0..m * n)
+                    .map(|o| {
+                        let (r, c) = (o / n, o % n);
+                        (0..k)
+                            .map(|i| stored[c * k + i] as f64 * x[r * k + i] as f64)
+                            .sum()
+                    })
+                    .collect();
+                // Sum of |terms|: the scale every error is relative to.
+                let mass: Vec<f64> = (0..m * n)
+                    .map(|o| {
+                        let (r, c) = (o / n, o % n);
+                        (0..k)
+                            .map(|i| (stored[c * k + i] as f64 * x[r * k + i] as f64).abs())
+                            .sum()
+                    })
+                    .collect();
+                for kernel in HalfKernel::available(dtype) {
+                    let got = packed.matmul_with(kernel, &x, m);
+                    let bound = if kernel == HalfKernel::Avx512Bf16 {
+                        1.0 / 256.0
+                    } else {
+                        1e-5
+                    };
+                    for o in 0..m * n {
+                        let err = (got[o] as f64 - want[o]).abs();
+                        assert!(
+                            err <= bound * mass[o] + 1e-6,
+                            "{:?} {} m={m} n={n} k={k} output {o}: {} vs {}",
+                            dtype,
+                            kernel.name(),
+                            got[o],
+                            want[o]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Throughput on the 7B MLP shape (run with `--release -- --ignored`).
+    #[test]
+    #[ignore]
+    fn throughput_on_a_7b_mlp_matrix() {
+        let (m, n, k) = (600, 18944, 3584);
+        let w = values(n * k, 3);
+        let x = values(m * k, 4);
+        let packed = pack(&w, n, k, HalfType::Bf16);
+        for kernel in HalfKernel::available(HalfType::Bf16) {
+            if kernel != HalfKernel::Scalar {
+                report(
+                    &format!("bf16 {}", kernel.name()),
+                    (m, n, k),
+                    packed.bytes(),
+                    |rows| packed.matmul_with(kernel, &x[..rows * k], rows),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# fovea against transformers on the same 7B shapes, on this machine, in one go (the speed
+# anchor of issue 12). Writes a full-size checkpoint with random bf16 weights (15 GB of disk
+# for HuatuoGPT-Vision-7B's shape; kept for reruns), then runs, one after the other so they
+# never share the cores:
+#   1. `fovea bench --model DIR --quantize Q` under /usr/bin/time -v, for each Q asked;
+#   2. tools/bench_transformers.py (transformers bf16: one plain answer, and the authors'
+#      VGRefine pipeline: eager attention, three full prefills);
+# and prints the ratios. Results land in $OUT (default target/bench-vs-transformers/).
+#
+#   tools/bench_vs_transformers.sh [huatuogpt-vision-7b|llava-med-7b] [none q8_0 q4k ...]
+#
+# Needs: a release build of fovea (built here), python3 with torch and transformers >= 5
+# (PYTHON=..., e.g. a venv with tools/bench_transformers_requirements.txt), ~20 GiB of RAM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shape="${1:-huatuogpt-vision-7b}"
+shift || true
+quants=("$@")
+[ ${#quants[@]} -gt 0 ] || quants=(q8_0)
+python="${PYTHON:-python3}"
+out="${OUT:-target/bench-vs-transformers}"
+dir="${FOVEA_BENCH_MODEL:-${TMPDIR:-/tmp}/fovea-bench-${shape}}"
+mkdir -p "$out"
+
+cargo build --release --locked --quiet
+fovea=target/release/fovea
+if [ ! -f "$dir/config.json" ]; then
+  echo "writing a ${shape} checkpoint with random bf16 weights to ${dir}"
+  "$fovea" bench --write-model "$dir" --shape "$shape" --random-weights
+fi
+vision=()
+if [ "$shape" = llava-med-7b ]; then
+  vision=(--vision-tower "$dir/openai/clip-vit-large-patch14-336")
+fi
+
+for q in "${quants[@]}"; do
+  echo "fovea bench, --quantize ${q}"
+  /usr/bin/time -v "$fovea" bench --model "$dir" "${vision[@]}" --quantize "$q" \
+    --json "$out/fovea-${shape}-${q}.json" 2> "$out/fovea-${shape}-${q}.time" \
+    | tail -n 12
+  grep -E 'Maximum resident|Elapsed' "$out/fovea-${shape}-${q}.time"
+done
+
+echo "transformers (bf16) on the same shapes"
+"$python" tools/bench_transformers.py --shape "$shape" > "$out/transformers-${shape}.json"
+cat "$out/transformers-${shape}.json"
+
+"$python" - "$out" "$shape" "${quants[@]}" <<'EOF'
+import json, sys
+out, shape, quants = sys.argv[1], sys.argv[2], sys.argv[3:]
+ref = json.load(open(f"{out}/transformers-{shape}.json"))
+print(f"\ntransformers bf16: plain answer {ref['plain_s']:.1f} s, "
+      f"authors' VGRefine {ref['authors_vgrefine_s']:.1f} s, peak {ref['peak_rss_gib']:.2f} GiB")
+for q in quants:
+    f = json.load(open(f"{out}/fovea-{shape}-{q}.json"))
+    case = f["vgrefine_ms"] / 1e3
+    print(f"fovea {q:5}: VGRefine case {case:.1f} s = {case / ref['authors_vgrefine_s']:.2f}x the "
+          f"authors' pipeline, {case / ref['plain_s']:.2f}x one plain transformers answer; "
+          f"prefill {f['prefill_gflops']:.0f} GFLOP/s, decode {f['decode_tokens_per_s']:.2f} tok/s, "
+          f"load {f['load_ms'] / 1e3:.0f} s, peak {f['peak_rss_bytes'] / 2**30:.2f} GiB")
+EOF
