@@ -152,7 +152,15 @@ fn remove_test_modules(code: &str) -> String {
         out.push_str(&rest[..at]);
         let after = &rest[at + "#[cfg(test)]".len()..];
         let trimmed = after.trim_start();
-        if !trimmed.starts_with("mod ") {
+        // `mod`, `pub mod`, `pub(super) mod`, `pub(crate) mod`.
+        let unqualified = match trimmed.strip_prefix("pub") {
+            Some(tail) if tail.starts_with('(') => tail
+                .find(')')
+                .map_or(tail, |close| tail[close + 1..].trim_start()),
+            Some(tail) => tail.trim_start(),
+            None => trimmed,
+        };
+        if !unqualified.starts_with("mod ") {
             rest = after;
             continue;
         }
@@ -422,7 +430,7 @@ fn the_checker_sees_a_circle_and_a_child_path() {
     std::fs::write(src.join("a/inner.rs"), "use super::{f as parent, self};\n").unwrap();
     std::fs::write(
         src.join("b.rs"),
-        "#[cfg(test)]\nmod tests { use crate::a; }\n",
+        "#[cfg(test)]\nmod tests { use crate::a; }\n#[cfg(test)]\npub(super) mod testing { use crate::a; }\n",
     )
     .unwrap();
     let graph = import_graph(src);

@@ -62,9 +62,11 @@ struct Comparison {
 
 fn compare(quantize: Quantize, seeds: std::ops::Range<u64>) -> (Comparison, Vec<String>) {
     let dir = fovea::demo::demo_model_dir();
-    let full = Model::load(&dir, None, &Device::Cpu).expect("the demo model loads");
-    let quantized = Model::load_with(&dir, None, &Device::Cpu, quantize)
-        .expect("the quantized demo model loads");
+    // The CPU, or the GPU FOVEA_DEVICE names (tools/gpu_check.sh).
+    let device = fovea::model::device::from_env().expect("FOVEA_DEVICE names a device");
+    let full = Model::load(&dir, None, &device).expect("the demo model loads");
+    let quantized =
+        Model::load_with(&dir, None, &device, quantize).expect("the quantized demo model loads");
     let defaults = fovea::case::model_defaults(&full)
         .unwrap()
         .unwrap_or_default();

@@ -11,8 +11,6 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Device;
-
 use crate::grounding::refine::{self, Outcome, Settings, Stage};
 use crate::grounding::region::TokenGrid;
 use crate::model::linear::{LoadProgress, Quantize};
@@ -173,13 +171,15 @@ fn run(
                 !cancel.load(Ordering::SeqCst)
             }))
         };
-        let loaded = Model::load_with_progress(
-            &dir,
-            vision_tower.as_deref(),
-            &Device::Cpu,
-            quantize,
-            Some(progress),
-        );
+        let loaded = crate::model::device::from_env().and_then(|device| {
+            Model::load_with_progress(
+                &dir,
+                vision_tower.as_deref(),
+                &device,
+                quantize,
+                Some(progress),
+            )
+        });
         let model = match loaded {
             Ok(model) => model,
             Err(err) => {

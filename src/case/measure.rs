@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::Device;
 
 use super::defaults::model_defaults;
 use crate::grounding::refine::{self, Settings};
@@ -62,7 +61,8 @@ pub fn run(
 ) -> Result<ModelReport> {
     progress(&format!("loading {} ({})", dir.display(), quantize.name()));
     let started = Instant::now();
-    let model = Model::load_with(dir, vision_tower, &Device::Cpu, quantize)?;
+    let device = crate::model::device::from_env()?;
+    let model = Model::load_with(dir, vision_tower, &device, quantize)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let (linear_bytes, embedding_bytes) = model.decoder.weight_bytes();
     let img = image::RgbImage::from_fn(512, 448, |x, y| {

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use candle_core::Device;
 use serde_json::{json, Value};
 
 use super::defaults::model_defaults;
@@ -60,7 +59,7 @@ pub fn inspect(request: Request) -> Result<Inspection> {
     let model = Model::load_with_progress(
         &request.model_dir,
         request.vision_tower.as_deref(),
-        &Device::Cpu,
+        &crate::model::device::from_env()?,
         request.quantize,
         request.load_progress.clone(),
     )?;

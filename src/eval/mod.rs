@@ -11,7 +11,6 @@ pub mod score;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use serde_json::{json, Value};
 
 use crate::grounding::metrics;
@@ -56,7 +55,8 @@ fn for_each_sample(
         args.seed,
         args.shard,
     );
-    let model = Model::load_with(&args.model, None, &Device::Cpu, args.quantize)?;
+    let device = crate::model::device::from_env()?;
+    let model = Model::load_with(&args.model, None, &device, args.quantize)?;
     let mut results = ResultsFile::open(&args.out, args.resume)?;
     write_run_info(&args.out, command, settings)?;
     let todo: Vec<&Sample> = samples

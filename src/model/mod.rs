@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod config;
 pub mod decoder;
+pub mod device;
 pub mod gemm;
 pub mod linear;
 pub mod memory;

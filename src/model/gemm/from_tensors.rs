@@ -49,8 +49,7 @@ pub fn own_kernels(device: &Device) -> bool {
 /// A bf16/f16 matrix is multiplied by fovea's kernels on the CPU (even input count); f32 and
 /// other devices keep candle's matmul.
 pub fn half_type(stored: Option<DType>, in_dim: usize, device: &Device) -> Option<HalfType> {
-    if !device.is_cpu() || in_dim % 2 != 0 || HalfKernel::best(HalfType::F16) == HalfKernel::Scalar
-    {
+    if !device.is_cpu() || in_dim % 2 != 0 || HalfKernel::best() == HalfKernel::Scalar {
         return None;
     }
     match stored? {

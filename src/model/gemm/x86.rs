@@ -150,54 +150,6 @@ pub(super) unsafe fn tile_avx2(
     }
 }
 
-/// bf16 weights x bf16-rounded activations, `vdpbf16ps`: each f32 lane adds the products of
-/// one output's two inputs (i, i + 1).
-///
-/// # Safety
-/// The CPU must have AVX-512 F/BW and AVX512-BF16. `w` are two interleaved bf16 groups
-/// (`k * 16` values each), `a` `rows * k / 2` packed pairs of bf16 activations, `rows` 1..=4.
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(super) unsafe fn half_tile_avx512_bf16(
-    rows: usize,
-    k: usize,
-    w: [&[u16]; 2],
-    a: &[u32],
-    tile: &mut [f32; MR * 2 * GROUP],
-) {
-    debug_assert!(w[0].len() >= k * GROUP && w[1].len() >= k * GROUP && a.len() >= rows * k / 2);
-    match rows {
-        1 => bf16_rows::<1>(k, w, a, tile),
-        2 => bf16_rows::<2>(k, w, a, tile),
-        3 => bf16_rows::<3>(k, w, a, tile),
-        _ => bf16_rows::<4>(k, w, a, tile),
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn bf16_rows<const R: usize>(
-    k: usize,
-    w: [&[u16]; 2],
-    a: &[u32],
-    tile: &mut [f32; MR * 2 * GROUP],
-) {
-    let (w0, w1, a) = (w[0].as_ptr(), w[1].as_ptr(), a.as_ptr());
-    let pairs = k / 2;
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    for p in 0..pairs {
-        let wv0: __m512bh =
-            std::mem::transmute(_mm512_loadu_si512(w0.add(p * 32) as *const __m512i));
-        let wv1: __m512bh =
-            std::mem::transmute(_mm512_loadu_si512(w1.add(p * 32) as *const __m512i));
-        for r in 0..R {
-            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * pairs + p) as i32));
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], wv0, av);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], wv1, av);
-        }
-    }
-    store(&acc, tile);
-}
-
 /// bf16 or f16 weights widened in registers x f32 activations, f32 FMA.
 ///
 /// # Safety
