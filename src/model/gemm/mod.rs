@@ -20,6 +20,8 @@
 //! bit back. Scales: per group and block, 16 f16 values.
 
 #[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub mod from_tensors;

@@ -138,9 +138,52 @@ impl PackedQ4K {
         out
     }
 
-    /// `x (m, k) -> x W^T (m, n)` with the best kernel.
+    /// `x (m, k) -> x W^T (m, n)` with the best kernel (for a prefill on an AMX CPU: widened
+    /// to bf16 per task and multiplied on the tiles, as for q8_0).
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if m >= super::amx::MIN_ROWS && super::amx::available() {
+            let fill =
+                |groups: std::ops::Range<usize>, out: &mut [u16]| self.groups_to_bf16(groups, out);
+            let weights = super::amx::Weights::Dequantize(&fill);
+            return super::amx::matmul(self.n, self.k, weights, x, m);
+        }
         self.matmul_with(Kernel::best(), x, m)
+    }
+
+    /// One group's parts, as the kernels read them.
+    fn group(&self, g: usize) -> Q4Tile<'_> {
+        let (blocks, supers) = (self.k / BLOCK, self.k / SUPER);
+        let (ql, bl, sl) = (self.k * GROUP / 2, blocks * 2 * GROUP, supers * 2 * GROUP);
+        let quants = &self.quants[g * ql..(g + 1) * ql];
+        let subs = &self.subs[g * bl..(g + 1) * bl];
+        let supers = &self.supers[g * sl..(g + 1) * sl];
+        Q4Tile {
+            quants: [quants; 2],
+            subs: [subs; 2],
+            supers: [supers; 2],
+        }
+    }
+
+    /// Groups of 16 outputs as packed bf16 (`stored.rs` layout), `bf16(d * sc * q - dmin * m)`.
+    pub fn groups_to_bf16(&self, groups: std::ops::Range<usize>, out: &mut [u16]) {
+        let k = self.k;
+        for (g, out) in groups.zip(out.chunks_mut(k * GROUP)) {
+            #[cfg(target_arch = "x86_64")]
+            if super::amx::available() {
+                // SAFETY: AMX CPUs have AVX-512 F/BW, AVX512-BF16 and F16C (checked by
+                // `available`); the parts are one group.
+                unsafe { super::x86::q4k_group_to_bf16(k, &self.group(g), out) };
+                continue;
+            }
+            let tile = self.group(g);
+            for i in 0..k {
+                for lane in 0..GROUP {
+                    out[(i / 2) * 2 * GROUP + lane * 2 + i % 2] =
+                        half::bf16::from_f32(weight(&tile, k, lane, i)).to_bits();
+                }
+            }
+        }
     }
 
     pub fn matmul_with(&self, kernel: Kernel, x: &[f32], m: usize) -> Vec<f32> {
@@ -183,6 +226,19 @@ impl PackedQ4K {
         });
         out
     }
+}
+
+/// The weight of output `lane`, input `i` of a group: `d * sc * q - dmin * m`.
+fn weight(w: &Q4Tile, k: usize, lane: usize, i: usize) -> f32 {
+    let (b, s) = (i / BLOCK, i / SUPER);
+    let _ = k;
+    let d = w.supers[0][s * 2 * GROUP + lane].to_f32() * w.subs[0][b * 2 * GROUP + lane] as f32;
+    let m = w.supers[0][s * 2 * GROUP + GROUP + lane].to_f32()
+        * w.subs[0][b * 2 * GROUP + GROUP + lane] as f32;
+    let (index, high) = quant_slot(k, 0, lane, i);
+    let byte = w.quants[0][index];
+    let q = if high { byte >> 4 } else { byte & 0x0f };
+    d * q as f32 - m
 }
 
 /// Whole groups of a [`PackedQ4K`] being filled (row 0 is the first row of the first group).
@@ -308,6 +364,25 @@ mod tests {
         assert_eq!(packed.bytes(), 48 * 512 / 2 + 48 * 16 * 2 + 48 * 2 * 2 * 2);
     }
 
+    /// Widening to packed bf16 (the AMX prefill's weights) rounds each dequantized weight.
+    #[test]
+    fn widening_to_bf16_rounds_each_dequantized_weight() {
+        let (n, k) = (40, 512);
+        let (packed, _) = quantize(&values(n * k, 9), n, k);
+        let weights = packed.dequantize();
+        let groups = n.div_ceil(GROUP);
+        let mut out = vec![0u16; groups * k * GROUP];
+        packed.groups_to_bf16(0..groups, &mut out);
+        for row in 0..n {
+            let (g, lane) = (row / GROUP, row % GROUP);
+            for i in 0..k {
+                let got = out[g * k * GROUP + (i / 2) * 32 + lane * 2 + i % 2];
+                let want = half::bf16::from_f32(weights[row * k + i]).to_bits();
+                assert_eq!(got, want, "row {row} input {i}");
+            }
+        }
+    }
+
     /// Every kernel against the block formula in f64 over the unpacked weights and the q8_0
     /// activations (written out again here).
     #[test]
@@ -372,5 +447,11 @@ mod tests {
                 );
             }
         }
+        report(
+            "q4k best (AMX prefill where present)",
+            (m, n, k),
+            packed.bytes(),
+            |rows| packed.matmul(&x[..rows * k], rows),
+        );
     }
 }

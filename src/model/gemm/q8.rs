@@ -101,9 +101,41 @@ impl PackedQ8 {
         out
     }
 
-    /// `x (m, k) -> x W^T (m, n)`, row-major f32, with the best kernel.
+    /// `x (m, k) -> x W^T (m, n)`, row-major f32, with the best kernel: for a prefill on a CPU
+    /// with AMX, the weights are widened to bf16 a task's 128 outputs at a time and multiplied
+    /// on the tiles (see `amx.rs`); otherwise the int8 kernels.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if m >= super::amx::MIN_ROWS && super::amx::available() {
+            let fill = |groups: Range<usize>, out: &mut [u16]| self.groups_to_bf16(groups, out);
+            let weights = super::amx::Weights::Dequantize(&fill);
+            return super::amx::matmul(self.n, self.k, weights, x, m);
+        }
         self.matmul_with(Kernel::best(), x, m)
+    }
+
+    /// Groups of 16 outputs as packed bf16 (`stored.rs` layout), `bf16(q * d)`.
+    pub fn groups_to_bf16(&self, groups: Range<usize>, out: &mut [u16]) {
+        let (k, blocks) = (self.k, self.k / BLOCK);
+        for (g, out) in groups.zip(out.chunks_mut(k * GROUP)) {
+            let quants = &self.quants[g * k * GROUP..(g + 1) * k * GROUP];
+            let scales = &self.scales[g * blocks * GROUP..(g + 1) * blocks * GROUP];
+            #[cfg(target_arch = "x86_64")]
+            if super::amx::available() {
+                // SAFETY: AMX CPUs have AVX-512 F/BW, AVX512-BF16 and F16C (checked by
+                // `available`); the slices are one group.
+                unsafe { super::x86::q8_group_to_bf16(k, quants, scales, out) };
+                continue;
+            }
+            for i in 0..k {
+                for lane in 0..GROUP {
+                    let q = quants[((i / 4) * GROUP + lane) * 4 + i % 4] as i32 - 128;
+                    let d = scales[(i / BLOCK) * GROUP + lane].to_f32();
+                    out[(i / 2) * 2 * GROUP + lane * 2 + i % 2] =
+                        half::bf16::from_f32(q as f32 * d).to_bits();
+                }
+            }
+        }
     }
 
     /// The same with a chosen kernel (`kernel` must be one of [`Kernel::available`]).

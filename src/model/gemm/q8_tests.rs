@@ -173,4 +173,62 @@ fn throughput_on_a_7b_mlp_matrix() {
             );
         }
     }
+    report(
+        "q8_0 best (AMX prefill where present)",
+        (m, n, k),
+        packed.bytes(),
+        |rows| packed.matmul(&x[..rows * k], rows),
+    );
+}
+
+/// Widening to packed bf16 (the AMX prefill's weights) gives `bf16(q * d)` for every weight,
+/// against `dequantize` and the packed layout written out again.
+#[test]
+fn widening_to_bf16_rounds_each_dequantized_weight() {
+    let (n, k) = (40, 96);
+    let packed = pack(&values(n * k, 31), n, k, 16);
+    let weights = packed.dequantize();
+    let groups = n.div_ceil(GROUP);
+    let mut out = vec![0u16; groups * k * GROUP];
+    packed.groups_to_bf16(0..groups, &mut out);
+    for row in 0..n {
+        let (g, lane) = (row / GROUP, row % GROUP);
+        for i in 0..k {
+            let got = out[g * k * GROUP + (i / 2) * 32 + lane * 2 + i % 2];
+            let want = half::bf16::from_f32(weights[row * k + i]).to_bits();
+            assert_eq!(got, want, "row {row} input {i}");
+        }
+    }
+}
+
+/// A prefill-sized product (AMX tiles where the CPU has them, else the int8 kernels) against
+/// the f64 product: with AMX, of the bf16-rounded weights and activations.
+#[test]
+fn prefill_products_match_their_formula() {
+    let (m, n, k) = (70, 48, 128);
+    let packed = pack(&values(n * k, 41), n, k, 16);
+    let x = values(m * k, 42);
+    let got = packed.matmul(&x, m);
+    #[cfg(target_arch = "x86_64")]
+    let amx = crate::model::gemm::amx::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let amx = false;
+    if !amx {
+        let want = reference(&packed, &x, m);
+        assert!(max_rel(&got, &want) < 2e-6);
+        return;
+    }
+    let round = |v: f32| half::bf16::from_f32(v).to_f64();
+    let w = packed.dequantize();
+    for o in 0..m * n {
+        let (r, c) = (o / n, o % n);
+        let terms = (0..k).map(|i| round(w[c * k + i]) * round(x[r * k + i]));
+        let want: f64 = terms.clone().sum();
+        let mass: f64 = terms.map(f64::abs).sum();
+        assert!(
+            (got[o] as f64 - want).abs() <= 1e-5 * mass + 1e-6,
+            "output {o}: {} vs {want}",
+            got[o]
+        );
+    }
 }

@@ -156,9 +156,31 @@ impl PackedHalf {
         out
     }
 
-    /// `x (m, k) -> x W^T (m, n)` with the best kernel.
+    /// `x (m, k) -> x W^T (m, n)` with the best kernel: AMX tiles for a bf16 prefill where
+    /// the CPU has them (activations rounded to bf16, see `amx.rs`), else f32 FMA.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if self.uses_amx(m) {
+            let weights = super::amx::Weights::Packed(&self.data);
+            return super::amx::matmul(self.n, self.k, weights, x, m);
+        }
         self.matmul_with(HalfKernel::best(), x, m)
+    }
+
+    /// Whether an `m`-row product goes to the AMX tiles.
+    pub fn uses_amx(&self, m: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.dtype == HalfType::Bf16
+                && m >= super::amx::MIN_ROWS
+                && self.k % 32 == 0
+                && super::amx::available()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = m;
+            false
+        }
     }
 
     /// The same with a chosen kernel (one of [`HalfKernel::available`]).
@@ -327,6 +349,49 @@ mod tests {
         }
     }
 
+    /// The AMX tile product (where the CPU has it) against the product written out in f64 over
+    /// the stored weights and the bf16-rounded activations; row counts around the 32-row
+    /// blocks, an odd number of groups.
+    #[test]
+    fn amx_tiles_compute_the_bf16_product() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !crate::model::gemm::amx::available() {
+                eprintln!("no AMX here: nothing to check");
+                return;
+            }
+            for &(m, n, k) in &[(32, 16, 32), (33, 48, 64), (70, 40, 96), (130, 100, 320)] {
+                let w = values(n * k, (m + 3 * n) as u64);
+                let x = values(m * k, (k + 5 * n) as u64);
+                let packed = pack(&w, n, k, HalfType::Bf16);
+                assert!(packed.uses_amx(m));
+                let stored = packed.to_f32();
+                let rounded: Vec<f64> = x.iter().map(|&v| bf16::from_f32(v).to_f64()).collect();
+                let got = packed.matmul(&x, m);
+                for o in 0..m * n {
+                    let (r, c) = (o / n, o % n);
+                    let terms = (0..k).map(|i| stored[c * k + i] as f64 * rounded[r * k + i]);
+                    let want: f64 = terms.clone().sum();
+                    let mass: f64 = terms.map(f64::abs).sum();
+                    let err = (got[o] as f64 - want).abs();
+                    assert!(
+                        err <= 1e-5 * mass + 1e-6,
+                        "m={m} n={n} k={k} output {o}: {} vs {want}",
+                        got[o]
+                    );
+                }
+                // And the f32 kernels: the difference is the activations' rounding only.
+                let exact = packed.matmul_with(HalfKernel::best(), &x, m);
+                let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let diff = got
+                    .iter()
+                    .zip(&exact)
+                    .fold(0f32, |a, (g, e)| a.max((g - e).abs()));
+                assert!(diff <= scale / 64.0, "AMX vs f32: {diff} of {scale}");
+            }
+        }
+    }
+
     /// Throughput on the 7B MLP shape (run with `--release -- --ignored`).
     #[test]
     #[ignore]
@@ -344,6 +409,11 @@ mod tests {
                     |rows| packed.matmul_with(kernel, &x[..rows * k], rows),
                 );
             }
+        }
+        if packed.uses_amx(m) {
+            report("bf16 amx", (m, n, k), packed.bytes(), |rows| {
+                packed.matmul(&x[..rows * k], rows)
+            });
         }
     }
 }
