@@ -11,7 +11,7 @@ struct Uniforms {
     view_max: vec2<f32>,
     input_origin: vec2<f32>,    // model-input mapping: input = (image - origin) * scale
     input_scale: vec2<f32>,
-    input_size: f32,            // model input side, pixels
+    input_size: vec2<f32>,      // model input (width, height), pixels
     window_center: f32,
     window_width: f32,
     invert: f32,
@@ -22,7 +22,6 @@ struct Uniforms {
     colormap: f32,              // 0 inferno, 1 viridis, 2 jet
     mask_mode: f32,             // 0 none, 1 outline, 2 fill
     show_heat: f32,
-    _padding: f32,
 };
 
 @group(0) @binding(0) var<uniform> u: Uniforms;
@@ -142,7 +141,7 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
             rgb = vec3<f32>(level);
         }
     }
-    let in_grid = all(input_px >= vec2<f32>(0.0)) && all(input_px < vec2<f32>(u.input_size));
+    let in_grid = all(input_px >= vec2<f32>(0.0)) && all(input_px < u.input_size);
     if (in_grid) {
         if (u.show_heat > 0.5) {
             rgb = mix(rgb, colormap(heat_at(cell)), u.heat_opacity);

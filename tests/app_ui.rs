@@ -39,6 +39,14 @@ fn harness(
     out_dir: &std::path::Path,
     saves: Arc<Mutex<Vec<PathBuf>>>,
 ) -> Harness<'static, FoveaApp> {
+    harness_with(out_dir, saves, fixtures().join("huatuo-qwen2-original"))
+}
+
+fn harness_with(
+    out_dir: &std::path::Path,
+    saves: Arc<Mutex<Vec<PathBuf>>>,
+    model: PathBuf,
+) -> Harness<'static, FoveaApp> {
     let out = out_dir.to_path_buf();
     Harness::builder()
         .with_size(egui::Vec2::new(1400.0, 900.0))
@@ -48,12 +56,7 @@ fn harness(
                 saves,
                 out_dir: out.clone(),
             };
-            let mut app = FoveaApp::new(
-                cc,
-                fixtures().join("huatuo-qwen2-original"),
-                None,
-                Box::new(dialog),
-            );
+            let mut app = FoveaApp::new(cc, model.clone(), None, Box::new(dialog));
             // Start empty: no bundled demo case is listed or opened, the test opens its own
             // image (the snapshots must not depend on assets/).
             app.commands.clear();
@@ -390,6 +393,71 @@ fn overlay_snapshots() {
         }
         harness.snapshot_options(name, &options);
     }
+}
+
+/// A Qwen2.5-VL checkpoint on a non-square DICOM (800 x 350 ultrasound): the token grid follows
+/// the image (smart_resize to 252 x 112 px: 4 x 9 tokens), the overlay lies on the image (a
+/// committed snapshot), and a hand-drawn region covers the tokens its pixels map to.
+#[test]
+fn qwen_overlay_on_a_non_square_dicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let qwen =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen_vl/qwen2_5_vl-flat");
+    let mut harness = harness_with(dir.path(), Arc::new(Mutex::new(Vec::new())), qwen);
+    run_until(&mut harness, "the model", |app| app.model.is_some());
+    assert_eq!(harness.state().model.as_ref().unwrap().grid, None);
+    let dicom =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/examples_palette.dcm");
+    {
+        let app = harness.state_mut();
+        app.commands.push(fovea::app::Command::Open(dicom));
+        app.heads_text = "1:0,2:3,0:1".into();
+        app.masked_text = "1".into();
+        app.question = "what abnormality is seen in the left lung ?".into();
+    }
+    run_until(&mut harness, "the image", |app| app.image.is_some());
+    let study = &harness.state().image.as_ref().unwrap().study;
+    assert_eq!((study.width, study.height), (800, 350));
+    harness.state_mut().commands.push(fovea::app::Command::Ask);
+    run_until(&mut harness, "the answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+    let grid = harness.state().result.as_ref().unwrap().grid;
+    assert_eq!((grid.rows, grid.cols), (4, 9));
+    assert_eq!(grid.mapping.input, [252, 112]);
+
+    // A box over the upper left of the image, in original pixels.
+    let xyxy_px = [40.0, 30.0, 300.0, 150.0];
+    {
+        let app = harness.state_mut();
+        app.regions.push(fovea::app::NamedRegion {
+            name: "lesion".into(),
+            region: fovea::grounding::region::Region::Box { xyxy_px },
+        });
+        app.session_dirty = None;
+    }
+    // By hand: input = original x (252 / 800, 112 / 350); cells of 28 px; floor .. ceil.
+    let (sx, sy) = (252.0 / 800.0, 112.0 / 350.0);
+    let cols = ((xyxy_px[0] * sx / 28.0) as usize)..((xyxy_px[2] * sx / 28.0_f64).ceil() as usize);
+    let rows = ((xyxy_px[1] * sy / 28.0) as usize)..((xyxy_px[3] * sy / 28.0_f64).ceil() as usize);
+    assert_eq!((cols.clone(), rows.clone()), (0..4, 0..2));
+    let expected: Vec<usize> = rows
+        .flat_map(|r| cols.clone().map(move |c| r * 9 + c))
+        .collect();
+    assert_eq!(harness.state().region_tokens().unwrap(), expected);
+
+    {
+        let app = harness.state_mut();
+        app.layer = OverlayLayer::Triage;
+        app.status.clear();
+    }
+    for _ in 0..3 {
+        harness.step();
+    }
+    let options = egui_kittest::SnapshotOptions::new()
+        .threshold(1.0)
+        .max_failed_pixels(40);
+    harness.snapshot_options("overlay_qwen_non_square", &options);
 }
 
 /// Writes the README's screenshots (screenshots/*.png) from the real app with the bundled demo

@@ -18,7 +18,7 @@ fn answer_word(text: &str) -> String {
 fn demo_model_meets_its_targets() {
     let model = Model::load(&fovea::demo::demo_model_dir(), None, &Device::Cpu)
         .expect("the demo model loads");
-    let (rows, cols) = model.grid();
+    let (rows, cols) = model.fixed_grid().unwrap();
     let (layers, heads) = (
         model.checkpoint.text.num_hidden_layers,
         model.checkpoint.text.num_attention_heads,

@@ -11,87 +11,23 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, IndexOp, Tensor};
-use fovea::model::{AttentionProbe, EdgeMask, ImageSession, Model, QueryRows, RunOptions};
-use serde_json::Value;
+use fovea::model::{
+    AttentionProbe, EdgeMask, ImageEncoder, ImageSession, Model, QueryRows, RunOptions,
+};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava")
 }
 
-struct Expected {
-    json: Value,
-    tensors: HashMap<String, Tensor>,
-}
+mod common;
+use common::{check_session, device, max_abs, max_abs_diff};
+
+struct Expected;
 
 impl Expected {
-    fn load(name: &str) -> Self {
-        let json: Value = serde_json::from_str(
-            &std::fs::read_to_string(fixtures().join(format!("{name}.expected.json"))).unwrap(),
-        )
-        .unwrap();
-        let tensors = candle_core::safetensors::load(
-            fixtures().join(format!("{name}.expected.safetensors")),
-            &Device::Cpu,
-        )
-        .unwrap();
-        Expected { json, tensors }
+    fn load(name: &str) -> common::Expected {
+        common::Expected::load(&fixtures(), name)
     }
-    fn f32(&self, key: &str) -> Tensor {
-        self.tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("fixture lacks {key}"))
-            .clone()
-    }
-    fn ids(&self, key: &str) -> Vec<i64> {
-        self.tensors[key].to_vec1::<i64>().unwrap()
-    }
-}
-
-/// Where the models run: the CPU, or the GPU `FOVEA_DEVICE` names (tools/gpu_check.sh).
-fn device() -> Device {
-    fovea::model::device::from_env().expect("FOVEA_DEVICE names a device")
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(a.len(), b.len(), "shapes differ");
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|v| v.abs())
-        .fold(0.0, f32::max)
-}
-
-fn assert_logits_close(ours: &Tensor, theirs: &Tensor, what: &str) {
-    let relative = max_abs_diff(ours, theirs) / max_abs(theirs).max(1e-6);
-    eprintln!("  {what}: max |diff| / max |logit| = {relative:.2e}");
-    assert!(
-        relative <= 1e-4,
-        "{what}: relative logit error {relative:e} > 1e-4"
-    );
-}
-
-fn assert_attention_close(maps: &[Vec<f32>], theirs: &Tensor, what: &str) {
-    let ours: Vec<f32> = maps.iter().flatten().copied().collect();
-    let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(ours.len(), theirs.len(), "{what}: L x H x N differs");
-    let worst = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    eprintln!("  {what}: max |diff| = {worst:.2e}");
-    assert!(worst <= 1e-5, "{what}: attention error {worst:e} > 1e-5");
 }
 
 fn check_checkpoint(name: &str) {
@@ -104,7 +40,7 @@ fn check_checkpoint(name: &str) {
     let img = image::open(fixtures().join("test_image.png"))
         .unwrap()
         .to_rgb8();
-    let (pixels, _) = model.pixel_values(&img).unwrap();
+    let pixels = model.pixel_values(&img).unwrap().values;
     let theirs_pixels = expected
         .f32("pixel_values")
         .unsqueeze(0)
@@ -119,11 +55,14 @@ fn check_checkpoint(name: &str) {
     );
 
     // Vision tower and projector on the reference pixel values.
-    let features = model.vision.forward(&theirs_pixels).unwrap();
+    let ImageEncoder::Clip { tower, projector } = &model.image else {
+        panic!("{name}: not a CLIP tower")
+    };
+    let features = tower.forward(&theirs_pixels).unwrap();
     let vision_error = max_abs_diff(&features, &expected.f32("vision_features"));
     eprintln!("  vision_features: max |diff| = {vision_error:.2e}");
     assert!(vision_error <= 1e-4);
-    let projected = model.projector.forward(&features).unwrap();
+    let projected = projector.forward(&features).unwrap();
     let projector_error = max_abs_diff(&projected, &expected.f32("projector_output"));
     assert!(
         projector_error <= 1e-4,
@@ -135,7 +74,9 @@ fn check_checkpoint(name: &str) {
         .as_str()
         .unwrap();
     let question = question_text_of(name, question_text);
-    let prompt = model.prompt(&question, false).unwrap();
+    let prompt = model
+        .prompt(&question, false, image_tokens(&model))
+        .unwrap();
     assert_eq!(prompt.text, question_text, "{name}: prompt text");
     let span = expected.ids("image_span");
     assert_eq!(
@@ -160,132 +101,18 @@ fn check_checkpoint(name: &str) {
     let mut session =
         ImageSession::from_pixel_values(&model, &theirs_pixels, dummy_mapping()).unwrap();
 
-    // Full forward without the cache: logits and attention.
-    let mut last = AttentionProbe::new(QueryRows::Last, prompt.image_span.clone());
-    let logits = session
-        .logits_unshared(&prompt, None, Some(&mut last))
-        .unwrap();
-    assert_logits_close(&logits, &expected.f32("logits"), "logits");
-    assert_attention_close(&last.maps, &expected.f32("attn_last"), "attn_last");
-    let mut mean = AttentionProbe::new(
-        QueryRows::MeanFrom(prompt.image_span.end),
-        prompt.image_span.clone(),
-    );
-    session
-        .logits_unshared(&prompt, None, Some(&mut mean))
-        .unwrap();
-    assert_attention_close(
-        &mean.maps,
-        &expected.f32("attn_question_mean"),
-        "attn_question_mean",
-    );
-
-    // Knockout in layer 1, then layers 1 and 2.
-    let keys: Vec<usize> = expected.json["knockout"]["key_positions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let knockout = |layers: Vec<usize>| EdgeMask {
-        layers,
-        queries_from: prompt.image_span.end,
-        blocked_keys: keys.clone(),
-    };
-    let mut knocked_probe = AttentionProbe::new(QueryRows::Last, prompt.image_span.clone());
-    let knocked = session
-        .logits_unshared(&prompt, Some(&knockout(vec![1])), Some(&mut knocked_probe))
-        .unwrap();
-    assert_logits_close(
-        &knocked,
-        &expected.f32("knockout_logits"),
-        "knockout_logits (layer 1)",
-    );
-    assert_attention_close(
-        &knocked_probe.maps,
-        &expected.f32("knockout_attn_last"),
-        "knockout_attn_last",
-    );
-    let knocked2 = session
-        .logits_unshared(&prompt, Some(&knockout(vec![1, 2])), None)
-        .unwrap();
-    assert_logits_close(
-        &knocked2,
-        &expected.f32("knockout2_logits"),
-        "knockout2_logits (layers 1, 2)",
-    );
-
-    // The shared-prefix path: same first-token logits, attention and greedy tokens.
-    let options = RunOptions {
-        max_new_tokens: 5,
-        stop_at_eos: false,
-        ..RunOptions::default()
-    };
-    let answer = session.run(&prompt, &options).unwrap();
-    let t = prompt.input_ids.len();
-    let reference_last = expected.f32("logits").i(t - 1).unwrap();
-    let ours_last = Tensor::new(answer.first_token_logits.as_slice(), &Device::Cpu).unwrap();
-    assert_logits_close(
-        &ours_last,
-        &reference_last,
-        "first-token logits via shared prefix",
-    );
-    assert_attention_close(
-        &answer.attention,
-        &expected.f32("attn_last"),
-        "attn_last via shared prefix",
-    );
-    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
-    assert_eq!(
-        generated,
-        expected.ids("generated_ids"),
-        "{name}: greedy tokens"
-    );
-
-    let knocked_options = RunOptions {
-        knockout: Some(knockout(vec![1])),
-        ..options.clone()
-    };
-    let answer = session.run(&prompt, &knocked_options).unwrap();
-    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
-    assert_eq!(
-        generated,
-        expected.ids("knockout_generated_ids"),
-        "{name}: greedy tokens with prefill knockout"
-    );
-    let all_steps = RunOptions {
-        knockout_decode: true,
-        ..knocked_options
-    };
-    let answer = session.run(&prompt, &all_steps).unwrap();
-    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
-    assert_eq!(
-        generated,
-        expected.ids("knockout_all_steps_generated_ids"),
-        "{name}: knockout in every step"
-    );
-
     // The general prompt reuses the same prefix cache.
     let general_text = expected.json["prompts"]["general"]["text"]
         .as_str()
         .unwrap();
     let general = model
-        .prompt(&question_text_of(name, general_text), false)
-        .unwrap();
-    let answer = session
-        .run(
-            &general,
-            &RunOptions {
-                max_new_tokens: 1,
-                ..options
-            },
+        .prompt(
+            &question_text_of(name, general_text),
+            false,
+            image_tokens(&model),
         )
         .unwrap();
-    assert_attention_close(
-        &answer.attention,
-        &expected.f32("general_attn_last"),
-        "general attn_last via shared prefix",
-    );
+    check_session(name, &mut session, &prompt, &general, &expected);
 }
 
 /// The bare question inside a rendered prompt (the fixtures store rendered text).
@@ -300,11 +127,16 @@ fn question_text_of(name: &str, rendered: &str) -> String {
     inner[..end].to_string()
 }
 
+fn image_tokens(model: &Model) -> usize {
+    let (rows, cols) = model.fixed_grid().expect("LLaVA grids are fixed");
+    rows * cols
+}
+
 fn dummy_mapping() -> fovea::model::PixelMapping {
     fovea::model::PixelMapping {
         scale: [1.0, 1.0],
         offset_px: [0.0, 0.0],
-        size: 32,
+        input: [32, 32],
     }
 }
 
@@ -385,12 +217,7 @@ fn quantized_weights_stay_close_to_transformers() {
                 .as_str()
                 .unwrap(),
         );
-        let keys: Vec<usize> = expected.json["knockout"]["key_positions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let keys = common::usizes(&expected.json["knockout"]["key_positions"]);
         for quantize in [Quantize::Q8_0, Quantize::Q4K] {
             let model = Model::load_with(&fixtures().join(name), None, &device(), quantize)
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -404,7 +231,9 @@ fn quantized_weights_stay_close_to_transformers() {
             }
             let session =
                 ImageSession::from_pixel_values(&model, &pixels, dummy_mapping()).unwrap();
-            let prompt = model.prompt(&question, false).unwrap();
+            let prompt = model
+                .prompt(&question, false, image_tokens(&model))
+                .unwrap();
             let mut last = AttentionProbe::new(QueryRows::Last, prompt.image_span.clone());
             let logits = session
                 .logits_unshared(&prompt, None, Some(&mut last))
@@ -509,7 +338,11 @@ fn bf16_weights_stay_bf16() {
         .unwrap();
     let session = ImageSession::from_pixel_values(&model, &pixels, dummy_mapping()).unwrap();
     let prompt = model
-        .prompt("what abnormality is seen in the left lung ?", false)
+        .prompt(
+            "what abnormality is seen in the left lung ?",
+            false,
+            image_tokens(&model),
+        )
         .unwrap();
     let logits = session.logits_unshared(&prompt, None, None).unwrap();
     let reference = expected.f32("logits");

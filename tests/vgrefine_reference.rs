@@ -48,7 +48,7 @@ fn run_reference(name: &str, pixel_key: &str) {
     let mapping = PixelMapping {
         scale: [1.0, 1.0],
         offset_px: [0.0, 0.0],
-        size: 32,
+        input: [32, 32],
     };
     let question = reference["questions"]["question"].as_str().unwrap();
     let question = question.trim_end_matches(refine::ANSWER_SUFFIX).trim_end();

@@ -110,6 +110,7 @@ impl FoveaApp {
             heads_text: String::new(),
             masked_text: String::new(),
             percentile: 80.0,
+            max_pixels: None,
             show_phi: false,
             dialog,
             gpu,
@@ -237,6 +238,11 @@ impl FoveaApp {
             question: self.question.trim().to_string(),
             settings,
             look_here,
+            pixel_limits: self
+                .model
+                .as_ref()
+                .and_then(|m| m.pixel_limits)
+                .map(|(min, max)| (min, self.max_pixels.unwrap_or(max))),
         }));
         if self.worker.send(request) {
             self.stage = Some("queued");

@@ -22,7 +22,7 @@ pub struct OverlayUniforms {
     pub view_max: [f32; 2],
     pub input_origin: [f32; 2],
     pub input_scale: [f32; 2],
-    pub input_size: f32,
+    pub input_size: [f32; 2],
     pub window_center: f32,
     pub window_width: f32,
     pub invert: f32,
@@ -33,7 +33,6 @@ pub struct OverlayUniforms {
     pub colormap: f32,
     pub mask_mode: f32,
     pub show_heat: f32,
-    pub _padding: f32,
 }
 
 /// Pixels of the image: RGBA f32 (modality values in r for greyscale).

@@ -180,6 +180,8 @@ pub struct FoveaApp {
     pub heads_text: String,
     pub masked_text: String,
     pub percentile: f64,
+    /// Qwen-VL: the user's max_pixels (None: the checkpoint's).
+    pub max_pixels: Option<u64>,
     pub show_phi: bool,
     pub dialog: Box<dyn FileDialog>,
     pub gpu: bool,

@@ -35,6 +35,8 @@ pub struct Ask {
     pub settings: Settings,
     /// "What if it looked here": also answer with every token outside these knocked out.
     pub look_here: Option<Vec<usize>>,
+    /// Qwen-VL: (min_pixels, max_pixels) for this image, replacing the checkpoint's.
+    pub pixel_limits: Option<(u64, u64)>,
 }
 
 /// Model facts the UI shows.
@@ -44,7 +46,11 @@ pub struct ModelSummary {
     pub arch: String,
     pub layers: usize,
     pub heads: usize,
-    pub grid: (usize, usize),
+    /// The token grid when fixed (LLaVA); `None` when it follows each image (Qwen-VL).
+    pub grid: Option<(usize, usize)>,
+    /// Qwen-VL: the checkpoint's (min_pixels, max_pixels) and the pixels per token side.
+    pub pixel_limits: Option<(u64, u64)>,
+    pub token_side_px: u32,
     pub default_heads: Vec<(usize, usize)>,
     pub default_masked_layers: Vec<usize>,
     pub load_ms: f64,
@@ -198,7 +204,9 @@ fn run(
             arch: model.checkpoint.arch.clone(),
             layers: cfg.num_hidden_layers,
             heads: cfg.num_attention_heads,
-            grid: model.grid(),
+            grid: model.fixed_grid(),
+            pixel_limits: model.pixel_limits(),
+            token_side_px: model.token_side_px(),
             default_heads: defaults.heads.iter().map(|&[l, h]| (l, h)).collect(),
             default_masked_layers: defaults.masked_layers.clone(),
             load_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -221,13 +229,12 @@ fn run(
                 Request::Ask(ask) => ask,
             };
             let started = Instant::now();
-            let reused = session
-                .as_ref()
-                .is_some_and(|(key, _)| *key == ask.image_key);
+            let key = format!("{} {:?}", ask.image_key, ask.pixel_limits);
+            let reused = session.as_ref().is_some_and(|(k, _)| *k == key);
             if !reused {
                 emit(Event::Stage("vision"));
-                match ImageSession::new(&model, &ask.image) {
-                    Ok(new_session) => session = Some((ask.image_key.clone(), new_session)),
+                match ImageSession::new_with(&model, &ask.image, ask.pixel_limits) {
+                    Ok(new_session) => session = Some((key, new_session)),
                     Err(err) => {
                         emit(Event::Failed(format!("{err:#}")));
                         continue;
@@ -256,7 +263,7 @@ fn run(
             let look_here = match &ask.look_here {
                 Some(inside) if !cancel.load(Ordering::SeqCst) => {
                     emit(Event::Stage("look here"));
-                    let tokens = model.num_image_tokens();
+                    let tokens = current.num_image_tokens();
                     let outside: Vec<usize> = (0..tokens).filter(|t| !inside.contains(t)).collect();
                     let edges = EdgeMask {
                         layers: ask.settings.masked_layers.clone(),
@@ -275,7 +282,7 @@ fn run(
                 }
                 _ => None,
             };
-            let (rows, cols) = model.grid();
+            let (rows, cols) = current.grid;
             let mapping = current.mapping;
             emit(Event::Finished(Box::new(CaseResult {
                 question: ask.question.clone(),

@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::defaults::model_defaults;
 use crate::grounding::refine::{self, Settings};
-use crate::model::bench::{decoder_flops, projector_flops, vision_flops};
+use crate::model::bench::decoder_flops;
 use crate::model::linear::Quantize;
 use crate::model::{ImageSession, Model, RunOptions};
 
@@ -73,7 +73,7 @@ pub fn run(
 
     progress("vision tower and the shared prefix");
     let mut session = ImageSession::new(&model, &img)?;
-    let prompt = model.prompt(question, false)?;
+    let prompt = session.prompt(question, false)?;
     let prefix_tokens = prompt.input_ids.len() - prompt.after_image().len();
     let one_token = RunOptions {
         max_new_tokens: 1,
@@ -131,8 +131,7 @@ pub fn run(
     refine::run(&mut fresh, question, &settings)?;
     let vgrefine_ms = started.elapsed().as_secs_f64() * 1e3;
 
-    let vision_flop = vision_flops(&model.checkpoint.vision, model.checkpoint.feature_layer)
-        + projector_flops(&model);
+    let vision_flop = model.image_flops(fresh.grid);
     let prefill_flop = decoder_flops(text, prefix_tokens);
     Ok(ModelReport {
         model: dir.display().to_string(),

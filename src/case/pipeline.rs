@@ -16,6 +16,9 @@ use crate::imaging::{self, VoiOption};
 use crate::model::linear::{LoadProgress, Quantize};
 use crate::model::{ImageSession, Model};
 
+/// Told one line at a time what a run is about to do.
+pub type Announce = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Everything one `fovea inspect` run needs.
 pub struct Request {
     pub model_dir: PathBuf,
@@ -33,6 +36,10 @@ pub struct Request {
     pub masked_layers_given: bool,
     pub regions: Vec<Region>,
     pub dump_logits: bool,
+    /// Qwen-VL: (min_pixels, max_pixels) replacing the checkpoint's.
+    pub pixel_limits: (Option<u64>, Option<u64>),
+    /// Told, before the model runs, what the image becomes (tokens, pixels, cost).
+    pub announce: Option<Announce>,
 }
 
 /// A finished case: the record plus what the overlay needs.
@@ -64,15 +71,25 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         request.load_progress.clone(),
     )?;
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
+    let mut model = model;
+    if request.pixel_limits != (None, None) {
+        model.set_pixel_limits(request.pixel_limits.0, request.pixel_limits.1)?;
+    }
+    // Where the grid follows the image (Qwen-VL), say what this image costs before running.
+    if let (Some(announce), None) = (&request.announce, model.fixed_grid()) {
+        announce(&model.describe_image_plan(rgb.width(), rgb.height())?);
+    }
 
     let mut settings = request.settings.clone();
     let defaults = model_defaults(&model)?;
     if !request.heads_given && settings.knockout_tokens.is_none() {
         let Some(defaults) = defaults.as_ref().filter(|d| !d.heads.is_empty()) else {
             bail!(
-                "no triage heads known for {}: pass --heads l:h,... (or --heads FILE.json from `fovea heads`), or put \
-                 vgrefine.json beside the checkpoint",
-                request.model_dir.display()
+                "no triage heads known for {} ({}: no heads are published for this family; `fovea heads` finds the \
+                 visually sensitive ones on your data): pass --heads l:h,... (or --heads FILE.json from `fovea heads`), \
+                 or put vgrefine.json beside the checkpoint",
+                request.model_dir.display(),
+                model.checkpoint.arch
             );
         };
         settings.heads = defaults.heads.iter().map(|&[l, h]| (l, h)).collect();
@@ -92,8 +109,8 @@ pub fn inspect(request: Request) -> Result<Inspection> {
 
     let mut session = ImageSession::new(&model, &rgb)?;
     let outcome = refine::run(&mut session, &request.question, &settings)?;
-    let (prepared, mapping) = model.checkpoint.processor.prepare(&rgb);
-    let (rows, cols) = model.grid();
+    let (prepared, mapping) = model.prepare_image(&rgb)?;
+    let (rows, cols) = session.grid;
     let grid = TokenGrid {
         rows,
         cols,
@@ -132,13 +149,18 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         "quantize": model.quantize.name(),
         "load_notes": model.load_notes,
     });
-    let image_info = json!({
+    let mut image_info = json!({
         "path": request.image,
         "width": study.width,
         "height": study.height,
         "frame": request.frame,
-        "preprocess": model.checkpoint.processor.mode.name(model.checkpoint.processor.size),
+        "preprocess": model.checkpoint.preprocess_name(),
+        "model_input": [mapping.input[0], mapping.input[1]],
+        "image_tokens": rows * cols,
     });
+    if let Some((min_pixels, max_pixels)) = model.pixel_limits() {
+        image_info["pixel_limits"] = json!({"min_pixels": min_pixels, "max_pixels": max_pixels});
+    }
     let heads_source = if request.heads_given {
         "--heads".to_string()
     } else {

@@ -264,6 +264,14 @@ pub struct InspectArgs {
     /// (none keeps the checkpoint's bf16/f16/f32; the vision tower is never quantized)
     #[arg(long, value_enum, default_value_t = QuantizeArg::None)]
     pub quantize: QuantizeArg,
+    /// Qwen-VL: fewest pixels an image is resized to (default: the checkpoint's
+    /// preprocessor_config.json); more pixels, more image tokens
+    #[arg(long, value_name = "N")]
+    pub min_pixels: Option<u64>,
+    /// Qwen-VL: most pixels an image is resized to (default: the checkpoint's; published
+    /// checkpoints allow 12,845,056 = 16,384 tokens)
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -297,6 +305,9 @@ pub enum ShapeArg {
     /// LLaVA-Med v1.5's shapes (llava_mistral, Mistral-7B, separate CLIP folder), zero bf16, sparse
     #[value(name = "llava-med-7b")]
     LlavaMed7b,
+    /// Qwen2.5-VL-7B's shapes (Lingshu-7B, HuatuoGPT-Vision-7B-Qwen2.5VL), zero bf16, sparse
+    #[value(name = "qwen2.5-vl-7b")]
+    Qwen25Vl7b,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -181,6 +181,9 @@ fn bench(args: &BenchArgs) -> Result<()> {
             ShapeArg::LlavaMed7b => {
                 write_published_shape(dir, PublishedShape::LlavaMed7b, fill).map(Some)
             }
+            ShapeArg::Qwen25Vl7b => {
+                write_published_shape(dir, PublishedShape::Qwen25Vl7b, fill).map(Some)
+            }
         };
         let parameters =
             written.with_context(|| format!("cannot write the checkpoint to {}", dir.display()))?;
@@ -312,6 +315,8 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         masked_layers_given: args.masked_layers.is_some(),
         regions,
         dump_logits: args.dump_logits,
+        pixel_limits: (args.min_pixels, args.max_pixels),
+        announce: Some(std::sync::Arc::new(|line: &str| eprintln!("{line}"))),
     };
     let inspection = crate::case::inspect(request)?;
     let record = &inspection.record;

@@ -101,7 +101,7 @@ fn grounding_sample(model: &Model, sample: &Sample, settings: &Settings) -> Resu
     let rgb = load_rgb(sample)?;
     let mut session = ImageSession::new(model, &rgb)?;
     let measured = refine::measure(&mut session, &sample.question, settings)?;
-    let (rows, cols) = model.grid();
+    let (rows, cols) = session.grid;
     let grid = TokenGrid {
         rows,
         cols,

@@ -98,7 +98,6 @@ pub fn prompts(
     question: &str,
     settings: &Settings,
 ) -> Result<(TokenisedPrompt, TokenisedPrompt)> {
-    let model = session.model;
     let (question_text, general_text) = if settings.raw_template {
         let general = settings
             .general_prompt
@@ -115,8 +114,8 @@ pub fn prompts(
             format!("{general} {ANSWER_SUFFIX}"),
         )
     };
-    let prompt = model.prompt(&question_text, settings.raw_template)?;
-    let general = model.prompt(&general_text, settings.raw_template)?;
+    let prompt = session.prompt(&question_text, settings.raw_template)?;
+    let general = session.prompt(&general_text, settings.raw_template)?;
     Ok((prompt, general))
 }
 
@@ -264,7 +263,7 @@ pub fn run_with_progress(
     let (layers, heads, tokens) = (
         cfg.num_hidden_layers,
         cfg.num_attention_heads,
-        session.model.num_image_tokens(),
+        session.num_image_tokens(),
     );
     validate(settings, layers, heads, tokens)?;
     let Measured {

@@ -30,8 +30,11 @@ pub struct TokenGrid {
 
 impl TokenGrid {
     fn cell_px(&self) -> (f64, f64) {
-        let size = self.mapping.size as f64;
-        (size / self.cols as f64, size / self.rows as f64)
+        let [width, height] = self.mapping.input;
+        (
+            width as f64 / self.cols as f64,
+            height as f64 / self.rows as f64,
+        )
     }
 
     /// The centre of token `index` in original image pixels.
@@ -204,7 +207,7 @@ mod tests {
             mapping: PixelMapping {
                 scale: [0.5, 0.5],
                 offset_px: [0.0, -84.0],
-                size: 336,
+                input: [336, 336],
             },
         }
     }

@@ -64,6 +64,7 @@ fn text_config(vocab: usize) -> TextConfig {
         rope_theta: 10000.0,
         attention_bias: true,
         tie_word_embeddings: false,
+        rope: crate::model::rope::RopeAxes::Sequential,
     }
 }
 
@@ -172,13 +173,15 @@ pub fn run(
         image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
     });
     let question_words: Vec<String> = (0..18).map(|i| format!("w{}", i % WORDS)).collect();
-    let question = model.prompt(&question_words.join(" "), false)?;
+    let (rows, cols) = model.grid_for(img.width(), img.height())?;
+    let question = model.prompt(&question_words.join(" "), false, rows * cols)?;
     let general = model.prompt(
         &(0..12)
             .map(|i| format!("w{}", 20 + i))
             .collect::<Vec<_>>()
             .join(" "),
         false,
+        rows * cols,
     )?;
     let answer_options = RunOptions {
         max_new_tokens: decode_tokens,
@@ -236,8 +239,7 @@ pub fn run(
         median(&mut unshared),
     );
     let (vision_ms, prefix_ms) = (median(&mut vision), median(&mut prefix));
-    let prefill_flops = vision_flops(&model.checkpoint.vision, model.checkpoint.feature_layer)
-        + projector_flops(&model)
+    let prefill_flops = model.image_flops((rows, cols))
         + decoder_flops(
             &model.checkpoint.text,
             question.input_ids.len() - question.after_image().len(),
@@ -255,25 +257,6 @@ pub fn run(
         vision_ms,
         prefix_ms,
     })
-}
-
-/// Multiply-adds x 2 of the vision tower up to the feature layer.
-pub fn vision_flops(cfg: &VisionConfig, feature_layer: i64) -> f64 {
-    let tokens = (cfg.grid_side() * cfg.grid_side() + 1) as f64;
-    let d = cfg.hidden_size as f64;
-    let i = cfg.intermediate_size as f64;
-    let patch = 2.0 * tokens * d * (cfg.num_channels * cfg.patch_size * cfg.patch_size) as f64;
-    let per_layer = 2.0 * tokens * (4.0 * d * d + 2.0 * d * i) + 4.0 * tokens * tokens * d;
-    patch + per_layer * cfg.layers_to_run(feature_layer) as f64
-}
-
-pub fn projector_flops(model: &Model) -> f64 {
-    let n = model.num_image_tokens() as f64;
-    let (v, t) = (
-        model.checkpoint.vision.hidden_size as f64,
-        model.checkpoint.text.hidden_size as f64,
-    );
-    2.0 * n * (v * t + t * t)
 }
 
 /// Causal prefill of `tokens` positions (attention counted as full T x T / 2).

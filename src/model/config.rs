@@ -1,15 +1,6 @@
-//! Checkpoint detection: what kind of LLaVA a folder holds and where each tensor lives.
-//!
-//! Reads, without loading weights:
-//! - llava-hf `LlavaForConditionalGeneration` (`model_type: "llava"`, `text_config` +
-//!   `vision_config`) in the three key layouts seen in the wild: `language_model.model.*` +
-//!   `vision_tower.vision_model.*` (hub), `model.language_model.*` + `model.vision_tower.*`
-//!   (recent transformers), and `vision_tower.*` without `vision_model` (transformers 5 saves);
-//!   `lm_head` or `language_model.lm_head`.
-//! - original LLaVA layouts: HuatuoGPT-Vision (`llava_qwen2`, `llava_llama`) and LLaVA-Med v1.5
-//!   (`llava_mistral`): text fields at the top level, `model.mm_projector.{0,2}`, the vision
-//!   tower inside the checkpoint (`model.vision_tower.vision_tower.vision_model.*`) or in the
-//!   CLIP folder named by `mm_vision_tower`.
+//! What fovea knows about a checkpoint before loading it ([`Checkpoint`]: the text decoder's
+//! config, how an image becomes tokens, where each tensor lives), and the parsers the
+//! detection in `detect.rs` shares.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,8 +9,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::decoder::{TextArch, TextConfig};
-use super::preprocess::{ImageProcessor, Preprocess};
+use super::preprocess::ImageProcessor;
 use super::prompt::PromptFormat;
+use super::qwen_vl::{QwenProcessor, QwenTokens, QwenVisionConfig};
+use super::rope::RopeAxes;
 use super::vision::VisionConfig;
 
 /// Where the tensors of each part live (prefixes end with a dot, or are empty).
@@ -41,9 +34,8 @@ pub struct Checkpoint {
     pub arch: String,
     pub model_type: String,
     pub text: TextConfig,
-    pub vision: VisionConfig,
-    pub feature_layer: i64,
-    pub processor: ImageProcessor,
+    /// How an image becomes tokens: the vision tower, its processor and the grid policy.
+    pub image: ImageSpec,
     pub layout: KeyLayout,
     pub weights: Vec<PathBuf>,
     /// Weights of a separate CLIP folder, when the tower is not inside the checkpoint.
@@ -55,23 +47,60 @@ pub struct Checkpoint {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// The image side of a checkpoint.
+#[derive(Clone, Debug)]
+pub enum ImageSpec {
+    /// LLaVA: a CLIP tower read at `feature_layer`, a fixed square grid.
+    Clip {
+        vision: VisionConfig,
+        feature_layer: i64,
+        processor: ImageProcessor,
+    },
+    /// Qwen2.5-VL: a native-resolution ViT; the grid follows each image's shape.
+    Qwen {
+        vision: QwenVisionConfig,
+        processor: QwenProcessor,
+        tokens: QwenTokens,
+    },
+}
+
 impl Checkpoint {
-    pub fn num_image_tokens(&self) -> usize {
-        self.vision.grid_side() * self.vision.grid_side()
+    /// The token grid when it is the same for every image (LLaVA), else `None`.
+    pub fn fixed_grid(&self) -> Option<(usize, usize)> {
+        match &self.image {
+            ImageSpec::Clip { vision, .. } => Some((vision.grid_side(), vision.grid_side())),
+            ImageSpec::Qwen { .. } => None,
+        }
+    }
+
+    /// The token grid an image of `width` x `height` pixels becomes.
+    pub fn grid_for(&self, width: u32, height: u32) -> Result<(usize, usize)> {
+        match &self.image {
+            ImageSpec::Clip { vision, .. } => Ok((vision.grid_side(), vision.grid_side())),
+            ImageSpec::Qwen { processor, .. } => processor.token_grid(width, height),
+        }
+    }
+
+    /// What the image processor does, for the record.
+    pub fn preprocess_name(&self) -> String {
+        match &self.image {
+            ImageSpec::Clip { processor, .. } => processor.mode.name(processor.size),
+            ImageSpec::Qwen { processor, .. } => processor.describe(),
+        }
     }
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+pub fn read_json(path: &Path) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("invalid JSON in {}", path.display()))
 }
 
-fn get_usize(obj: &Value, key: &str) -> Option<usize> {
+pub fn get_usize(obj: &Value, key: &str) -> Option<usize> {
     obj.get(key).and_then(Value::as_u64).map(|v| v as usize)
 }
 
-fn get_f64(obj: &Value, key: &str) -> Option<f64> {
+pub fn get_f64(obj: &Value, key: &str) -> Option<f64> {
     obj.get(key).and_then(Value::as_f64)
 }
 
@@ -98,17 +127,44 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
     let scaling = obj
         .get("rope_scaling")
         .filter(|v| !v.is_null())
-        .or_else(|| {
-            obj.get("rope_parameters").filter(|p| {
-                p.get("rope_type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    != "default"
-            })
-        });
-    if let Some(scaling) = scaling {
-        bail!("RoPE scaling {scaling} is not supported yet");
-    }
+        .or_else(|| obj.get("rope_parameters").filter(|v| !v.is_null()));
+    let rope = match scaling {
+        None => RopeAxes::Sequential,
+        Some(scaling) => {
+            let kind = scaling
+                .get("rope_type")
+                .or_else(|| scaling.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let section = scaling
+                .get("mrope_section")
+                .and_then(Value::as_array)
+                .map(|list| {
+                    list.iter()
+                        .filter_map(Value::as_u64)
+                        .map(|v| v as usize)
+                        .collect::<Vec<_>>()
+                });
+            match (kind, section) {
+                ("default" | "mrope", Some(section)) => {
+                    let Ok(section) = <[usize; 3]>::try_from(section.as_slice()) else {
+                        bail!("mrope_section must have three entries (t, h, w), got {section:?}");
+                    };
+                    let interleaved = scaling
+                        .get("mrope_interleaved")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    if interleaved {
+                        RopeAxes::InterleavedMrope(section)
+                    } else {
+                        RopeAxes::Mrope(section)
+                    }
+                }
+                ("default", None) => RopeAxes::Sequential,
+                _ => bail!("RoPE scaling {scaling} is not supported yet"),
+            }
+        }
+    };
     let cfg = TextConfig {
         arch,
         vocab_size: get_usize(obj, "vocab_size").unwrap_or(defaults.0),
@@ -129,6 +185,7 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        rope,
     };
     if cfg.num_attention_heads == 0
         || cfg.num_key_value_heads == 0
@@ -143,7 +200,8 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
     Ok(cfg)
 }
 
-fn text_arch(model_type: &str) -> Option<TextArch> {
+/// The decoder family of a `model_type`.
+pub fn text_arch(model_type: &str) -> Option<TextArch> {
     match model_type {
         "llama" | "llava_llama" | "llava" => Some(TextArch::Llama),
         "mistral" | "llava_mistral" => Some(TextArch::Mistral),
@@ -169,70 +227,16 @@ pub fn tensor_names(files: &[PathBuf]) -> Result<BTreeSet<String>> {
     Ok(weights.names().map(str::to_string).collect())
 }
 
-fn first_with(names: &BTreeSet<String>, candidates: &[&str], suffix: &str) -> Option<String> {
+/// The first prefix in `candidates` under which `suffix` names a tensor.
+pub fn first_with(names: &BTreeSet<String>, candidates: &[&str], suffix: &str) -> Option<String> {
     candidates
         .iter()
         .find(|prefix| names.contains(&format!("{prefix}{suffix}")))
         .map(|p| p.to_string())
 }
 
-/// Detect the checkpoint in `dir`. `vision_tower_override` replaces `mm_vision_tower`.
-pub fn detect(dir: &Path, vision_tower_override: Option<&Path>) -> Result<Checkpoint> {
-    if !dir.is_dir() {
-        bail!("model folder does not exist: {}", dir.display());
-    }
-    let config_path = dir.join("config.json");
-    if !config_path.exists() {
-        bail!("no config.json in the model folder: {}", dir.display());
-    }
-    let config = read_json(&config_path)?;
-    let model_type = config
-        .get("model_type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let weights = safetensors_files(dir)?;
-    if weights.is_empty() {
-        bail!(
-            "no *.safetensors weights in the model folder (convert .bin checkpoints first): {}",
-            dir.display()
-        );
-    }
-    let names = tensor_names(&weights)?;
-    let tokenizer_file = dir.join("tokenizer.json");
-    if !tokenizer_file.exists() {
-        bail!("no tokenizer.json in the model folder: {}", dir.display());
-    }
-    let eos_token_ids = eos_ids(dir, &config);
-
-    if model_type == "llava" && config.get("text_config").is_some() {
-        return detect_llava_hf(dir, &config, weights, &names, tokenizer_file, eos_token_ids);
-    }
-    if matches!(
-        model_type.as_str(),
-        "llava_qwen2" | "llava_llama" | "llava_mistral" | "llava"
-    ) || config.get("mm_vision_tower").is_some()
-    {
-        return detect_original(
-            dir,
-            &config,
-            &model_type,
-            weights,
-            &names,
-            tokenizer_file,
-            eos_token_ids,
-            vision_tower_override,
-        );
-    }
-    bail!(
-        "unsupported architecture {:?} (model_type {model_type:?}); fovea reads LLaVA checkpoints: llava-hf \
-         LlavaForConditionalGeneration, llava_qwen2 (HuatuoGPT-Vision), llava_llama, llava_mistral (LLaVA-Med): {}",
-        config.get("architectures").cloned().unwrap_or(Value::Null),
-        config_path.display()
-    )
-}
-
-fn eos_ids(dir: &Path, config: &Value) -> Vec<u32> {
+/// End-of-sequence ids from `generation_config.json` and `config.json`.
+pub fn eos_ids(dir: &Path, config: &Value) -> Vec<u32> {
     let mut ids = Vec::new();
     let mut add = |value: Option<&Value>| match value {
         Some(Value::Number(n)) => ids.extend(n.as_u64().map(|v| v as u32)),
@@ -251,289 +255,4 @@ fn eos_ids(dir: &Path, config: &Value) -> Vec<u32> {
     ids.sort_unstable();
     ids.dedup();
     ids
-}
-
-fn image_processor(dirs: &[&Path], size: usize, mode: Preprocess) -> ImageProcessor {
-    let mut processor = ImageProcessor::clip(size as u32, mode);
-    for dir in dirs {
-        let config = read_json(&dir.join("preprocessor_config.json")).or_else(|_| {
-            read_json(&dir.join("processor_config.json"))
-                .map(|p| p.get("image_processor").cloned().unwrap_or(p))
-        });
-        let Ok(config) = config else { continue };
-        let triple = |key: &str| -> Option<[f32; 3]> {
-            let list = config.get(key)?.as_array()?;
-            (list.len() == 3).then(|| [0, 1, 2].map(|i| list[i].as_f64().unwrap_or(0.0) as f32))
-        };
-        if let Some(mean) = triple("image_mean") {
-            processor.mean = mean;
-        }
-        if let Some(std) = triple("image_std") {
-            processor.std = std;
-        }
-        if let Some(factor) = get_f64(&config, "rescale_factor") {
-            processor.rescale_factor = factor as f32;
-        }
-        break;
-    }
-    processor
-}
-
-fn detect_llava_hf(
-    dir: &Path,
-    config: &Value,
-    weights: Vec<PathBuf>,
-    names: &BTreeSet<String>,
-    tokenizer_file: PathBuf,
-    eos_token_ids: Vec<u32>,
-) -> Result<Checkpoint> {
-    let text_obj = &config["text_config"];
-    let text_type = text_obj
-        .get("model_type")
-        .and_then(Value::as_str)
-        .unwrap_or("llama");
-    let Some(arch) = text_arch(text_type) else {
-        bail!(
-            "unsupported text model {text_type:?} inside llava: {}",
-            dir.join("config.json").display()
-        );
-    };
-    let text = text_config(text_obj, arch)?;
-    let vision: VisionConfig =
-        serde_json::from_value(config.get("vision_config").cloned().unwrap_or(Value::Null))
-            .or_else(|_| serde_json::from_value(Value::Object(Default::default())))
-            .context("invalid vision_config")?;
-    let text_prefix = first_with(
-        names,
-        &["language_model.model.", "model.language_model.", "model."],
-        "embed_tokens.weight",
-    )
-    .with_context(|| {
-        format!(
-            "cannot find the text decoder's embed_tokens in {}",
-            dir.display()
-        )
-    })?;
-    let lm_head = first_with(names, &["language_model.lm_head.", "lm_head."], "weight")
-        .unwrap_or_else(|| "lm_head.".into());
-    let vision_prefix = first_with(
-        names,
-        &[
-            "vision_tower.vision_model.",
-            "model.vision_tower.vision_model.",
-            "model.vision_tower.",
-            "vision_tower.",
-        ],
-        "embeddings.patch_embedding.weight",
-    )
-    .with_context(|| {
-        format!(
-            "cannot find the vision tower's patch embedding in {}",
-            dir.display()
-        )
-    })?;
-    let projector = first_with(
-        names,
-        &["multi_modal_projector.", "model.multi_modal_projector."],
-        "linear_1.weight",
-    )
-    .with_context(|| {
-        format!(
-            "cannot find multi_modal_projector.linear_1 in {}",
-            dir.display()
-        )
-    })?;
-    let layout_name = match (text_prefix.as_str(), vision_prefix.as_str()) {
-        (_, "vision_tower." | "model.vision_tower.") => {
-            "llava-hf (transformers 5: vision_tower without vision_model)"
-        }
-        ("model.language_model.", _) => "llava-hf (nested model.language_model)",
-        _ => "llava-hf (hub: language_model.model)",
-    };
-    let strategy = config
-        .get("vision_feature_select_strategy")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    if strategy != "default" {
-        bail!("vision_feature_select_strategy {strategy:?} is not supported (only \"default\": CLS dropped)");
-    }
-    let feature_layer = match config.get("vision_feature_layer") {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(-2),
-        None => -2,
-        Some(other) => bail!("vision_feature_layer {other} is not supported (a single layer is)"),
-    };
-    let image_token_id = config
-        .get("image_token_index")
-        .or_else(|| config.get("image_token_id"))
-        .and_then(Value::as_u64)
-        .map(|v| v as u32);
-    let processor = image_processor(&[dir], vision.image_size, Preprocess::ResizeCenterCrop);
-    Ok(Checkpoint {
-        dir: dir.to_path_buf(),
-        arch: format!("llava-{}", arch.name()),
-        model_type: "llava".into(),
-        text,
-        vision,
-        feature_layer,
-        processor,
-        layout: KeyLayout {
-            name: layout_name,
-            text: text_prefix,
-            lm_head,
-            vision: vision_prefix,
-            projector_first: format!("{projector}linear_1"),
-            projector_second: format!("{projector}linear_2"),
-        },
-        weights,
-        vision_weights: None,
-        image_token_id,
-        prompt_format: PromptFormat::ChatTemplate,
-        tokenizer_file,
-        eos_token_ids,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn detect_original(
-    dir: &Path,
-    config: &Value,
-    model_type: &str,
-    weights: Vec<PathBuf>,
-    names: &BTreeSet<String>,
-    tokenizer_file: PathBuf,
-    eos_token_ids: Vec<u32>,
-    vision_tower_override: Option<&Path>,
-) -> Result<Checkpoint> {
-    let arch = text_arch(model_type).unwrap_or(TextArch::Llama);
-    let text = text_config(config, arch)?;
-    let projector_type = config
-        .get("mm_projector_type")
-        .and_then(Value::as_str)
-        .unwrap_or("linear");
-    if projector_type != "mlp2x_gelu" {
-        bail!(
-            "mm_projector_type {projector_type:?} is not supported (mlp2x_gelu is): {}",
-            dir.join("config.json").display()
-        );
-    }
-    let select = config
-        .get("mm_vision_select_feature")
-        .and_then(Value::as_str)
-        .unwrap_or("patch");
-    if select != "patch" {
-        bail!("mm_vision_select_feature {select:?} is not supported (patch is)");
-    }
-    let feature_layer = config
-        .get("mm_vision_select_layer")
-        .and_then(Value::as_i64)
-        .unwrap_or(-2);
-    let inside = first_with(
-        names,
-        &[
-            "model.vision_tower.vision_tower.vision_model.",
-            "model.vision_tower.vision_model.",
-        ],
-        "embeddings.patch_embedding.weight",
-    );
-    let tower_name = config
-        .get("mm_vision_tower")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let mut looked = Vec::new();
-    let tower_dir = match vision_tower_override {
-        Some(path) => Some(path.to_path_buf()),
-        None if !tower_name.is_empty() => {
-            let candidates = [dir.join(tower_name), PathBuf::from(tower_name)];
-            let found = candidates
-                .iter()
-                .find(|c| c.join("config.json").exists())
-                .cloned();
-            looked.extend(candidates.iter().map(|c| c.display().to_string()));
-            found
-        }
-        None => None,
-    };
-    let vision_obj = match &tower_dir {
-        Some(tower) => {
-            let tower_config = read_json(&tower.join("config.json"))?;
-            tower_config
-                .get("vision_config")
-                .cloned()
-                .unwrap_or(tower_config)
-        }
-        None => config
-            .get("vision_config")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default())),
-    };
-    let vision: VisionConfig =
-        serde_json::from_value(vision_obj).context("invalid CLIP vision config")?;
-    let (vision_prefix, vision_weights) = match (inside, &tower_dir) {
-        (Some(prefix), _) if vision_tower_override.is_none() => (prefix, None),
-        (_, Some(tower)) => {
-            let files = safetensors_files(tower)?;
-            if files.is_empty() {
-                bail!("no *.safetensors weights in the vision tower folder: {}", tower.display());
-            }
-            let tower_names = tensor_names(&files)?;
-            let prefix = first_with(&tower_names, &["vision_model.", "vision_tower.vision_model.", ""], "embeddings.patch_embedding.weight")
-                .with_context(|| format!("no CLIP vision weights (vision_model.embeddings.*) in {}", tower.display()))?;
-            (prefix, Some(files))
-        }
-        _ => bail!(
-            "vision tower weights not found: no model.vision_tower.vision_tower.vision_model.* tensors in {} and no CLIP \
-             folder for mm_vision_tower {tower_name:?} (looked in {}); pass --vision-tower DIR",
-            dir.display(),
-            if looked.is_empty() { "nowhere".to_string() } else { looked.join(", ") }
-        ),
-    };
-    if !names.contains("model.mm_projector.0.weight") {
-        bail!("no model.mm_projector.0.weight in {}", dir.display());
-    }
-    let mode = match config.get("image_aspect_ratio").and_then(Value::as_str) {
-        Some("pad") => Preprocess::PadMeanResize,
-        _ => Preprocess::ResizeCenterCrop,
-    };
-    let mut processor_dirs: Vec<&Path> = Vec::new();
-    if let Some(tower) = &tower_dir {
-        processor_dirs.push(tower);
-    }
-    processor_dirs.push(dir);
-    let processor = image_processor(&processor_dirs, vision.image_size, mode);
-    let prompt_format = match arch {
-        TextArch::Mistral => PromptFormat::MistralInstruct,
-        _ => PromptFormat::Huatuo,
-    };
-    let lm_head = if names.contains("lm_head.weight") {
-        "lm_head."
-    } else {
-        "model.lm_head."
-    };
-    Ok(Checkpoint {
-        dir: dir.to_path_buf(),
-        arch: format!("llava-{}", arch.name()),
-        model_type: model_type.to_string(),
-        text,
-        vision,
-        feature_layer,
-        processor,
-        layout: KeyLayout {
-            name: if vision_weights.is_some() {
-                "original LLaVA (separate CLIP folder)"
-            } else {
-                "original LLaVA"
-            },
-            text: "model.".into(),
-            lm_head: lm_head.into(),
-            vision: vision_prefix,
-            projector_first: "model.mm_projector.0".into(),
-            projector_second: "model.mm_projector.2".into(),
-        },
-        weights,
-        vision_weights,
-        image_token_id: None,
-        prompt_format,
-        tokenizer_file,
-        eos_token_ids,
-    })
 }

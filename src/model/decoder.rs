@@ -19,6 +19,7 @@
 use std::ops::Range;
 
 use super::linear::{Linear, LoadPlan};
+use super::rope::{Position, RopeAxes, Rotary};
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{rms_norm, RmsNorm, VarBuilder};
 
@@ -55,6 +56,8 @@ pub struct TextConfig {
     pub rope_theta: f64,
     pub attention_bias: bool,
     pub tie_word_embeddings: bool,
+    /// Which position axis each rotary frequency reads (M-RoPE for Qwen-VL).
+    pub rope: RopeAxes,
 }
 
 /// Per-layer keys and values of everything run so far. Cloning is cheap (tensors are shared),
@@ -63,6 +66,9 @@ pub struct TextConfig {
 pub struct Cache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
+    /// Rotary position of the next text token: `len` for 1-D RoPE; with M-RoPE, one past the
+    /// largest position used so far (an image of r x c tokens advances it by max(r, c)).
+    next_position: usize,
 }
 
 impl Cache {
@@ -70,6 +76,7 @@ impl Cache {
         Cache {
             layers: vec![None; cfg.num_hidden_layers],
             len: 0,
+            next_position: 0,
         }
     }
 
@@ -80,6 +87,11 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Rotary position the next text token gets.
+    pub fn next_position(&self) -> usize {
+        self.next_position
     }
 }
 
@@ -131,40 +143,6 @@ impl EdgeMask {
 pub struct Hooks<'a> {
     pub probe: Option<&'a mut AttentionProbe>,
     pub edges: Option<&'a EdgeMask>,
-}
-
-#[derive(Clone, Debug)]
-struct Rotary {
-    inv_freq: Vec<f32>,
-}
-
-impl Rotary {
-    fn new(cfg: &TextConfig) -> Self {
-        let half = cfg.head_dim / 2;
-        // HF computes inv_freq = 1 / theta^(arange(0, d, 2) / d) in f32.
-        let inv_freq = (0..half)
-            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / cfg.head_dim as f32))
-            .collect();
-        Rotary { inv_freq }
-    }
-
-    /// cos and sin for absolute positions `start..start + len`, shape (len, head_dim / 2).
-    fn cos_sin(&self, start: usize, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(len * half);
-        let mut sin = Vec::with_capacity(len * half);
-        for position in start..start + len {
-            for &freq in &self.inv_freq {
-                let angle = position as f32 * freq;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        Ok((
-            Tensor::from_vec(cos, (len, half), device)?,
-            Tensor::from_vec(sin, (len, half), device)?,
-        ))
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -404,7 +382,7 @@ impl Decoder {
             layers,
             norm,
             lm_head,
-            rotary: Rotary::new(cfg),
+            rotary: Rotary::new(cfg.head_dim, cfg.rope_theta, &cfg.rope)?,
             cfg: cfg.clone(),
         })
     }
@@ -449,12 +427,43 @@ impl Decoder {
         (layers + self.lm_head.weight_bytes(), embed)
     }
 
-    /// Run `embeds` (1, T, D) at positions `cache.len()..`, extend the cache and return the
-    /// final hidden states (1, T, D) after the last norm.
+    /// Run `embeds` (1, T, D) as text at rotary positions `cache.next_position()..`, extend the
+    /// cache and return the final hidden states (1, T, D) after the last norm.
     pub fn forward(&self, embeds: &Tensor, cache: &mut Cache, hooks: &mut Hooks) -> Result<Tensor> {
+        self.forward_at(embeds, None, cache, hooks)
+    }
+
+    /// As [`Decoder::forward`], with explicit 3-D rotary positions (one per row of `embeds`)
+    /// where the sequence holds an image under M-RoPE.
+    pub fn forward_at(
+        &self,
+        embeds: &Tensor,
+        positions: Option<&[Position]>,
+        cache: &mut Cache,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
         let (_, len, _) = embeds.dims3()?;
         let start = cache.len;
-        let (cos, sin) = self.rotary.cos_sin(start, len, embeds.device())?;
+        let (cos, sin) = match positions {
+            Some(positions) => {
+                if positions.len() != len {
+                    candle_core::bail!("{} rotary positions for {len} tokens", positions.len());
+                }
+                self.rotary.at(positions, embeds.device())?
+            }
+            None => self
+                .rotary
+                .sequential(cache.next_position, len, embeds.device())?,
+        };
+        let next_position = match positions {
+            Some(positions) => positions
+                .iter()
+                .flat_map(|p| p.iter())
+                .max()
+                .map_or(cache.next_position, |&m| m as usize + 1)
+                .max(cache.next_position),
+            None => cache.next_position + len,
+        };
         let mut x = embeds.to_dtype(DType::F32)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
@@ -473,6 +482,7 @@ impl Decoder {
             x = (residual + layer.mlp.forward(&normed)?)?;
         }
         cache.len += len;
+        cache.next_position = next_position;
         self.norm.forward(&x)
     }
 

@@ -38,13 +38,50 @@ pub struct ImageProcessor {
     pub mode: Preprocess,
 }
 
+/// A folder's image processor settings: `preprocessor_config.json`, or the `image_processor`
+/// inside transformers 5's `processor_config.json`.
+pub fn processor_json(dir: &std::path::Path) -> Option<serde_json::Value> {
+    let read = |name: &str| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
+    };
+    read("preprocessor_config.json").or_else(|| {
+        read("processor_config.json").map(|p| p.get("image_processor").cloned().unwrap_or(p))
+    })
+}
+
+/// Overwrite `mean`, `std` and `rescale` with what a processor config sets.
+pub fn read_normalisation(
+    config: &serde_json::Value,
+    mean: &mut [f32; 3],
+    std: &mut [f32; 3],
+    rescale: &mut f32,
+) {
+    let triple = |key: &str| -> Option<[f32; 3]> {
+        let list = config.get(key)?.as_array()?;
+        (list.len() == 3).then(|| [0, 1, 2].map(|i| list[i].as_f64().unwrap_or(0.0) as f32))
+    };
+    if let Some(value) = triple("image_mean") {
+        *mean = value;
+    }
+    if let Some(value) = triple("image_std") {
+        *std = value;
+    }
+    if let Some(factor) = config
+        .get("rescale_factor")
+        .and_then(serde_json::Value::as_f64)
+    {
+        *rescale = factor as f32;
+    }
+}
+
 /// Where each model input pixel came from, so regions in original pixels can be mapped to
 /// image tokens: `input = (original - offset) * scale` (per axis).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PixelMapping {
     pub scale: [f64; 2],
     pub offset_px: [f64; 2],
-    pub size: u32,
+    /// The model input's (width, height) in pixels.
+    pub input: [u32; 2],
 }
 
 impl PixelMapping {
@@ -86,7 +123,7 @@ impl ImageProcessor {
                     PixelMapping {
                         scale: [scale, scale],
                         offset_px: [-(offset.0 as f64), -(offset.1 as f64)],
-                        size: self.size,
+                        input: [self.size, self.size],
                     },
                 )
             }
@@ -103,7 +140,7 @@ impl ImageProcessor {
                     PixelMapping {
                         scale: [scale_x, scale_y],
                         offset_px: [left as f64 / scale_x, top as f64 / scale_y],
-                        size: self.size,
+                        input: [self.size, self.size],
                     },
                 )
             }

@@ -6,7 +6,10 @@
 //!   added special token, expanded to N copies, as `LlavaProcessor` does.
 //! - original LLaVA (HuatuoGPT-Vision, LLaVA-Med): the text is split at `<image>`, each chunk
 //!   tokenised separately, BOS kept only on the first (LLaVA's `tokenizer_image_token`).
-//! - raw: the text verbatim, no added special tokens.
+//! - Qwen-VL: the checkpoint's `chat_template`, whose `<|vision_start|><|image_pad|><|vision_end|>`
+//!   has its one `<|image_pad|>` expanded to N, as `Qwen2_5_VLProcessor` does.
+//! - raw: the text verbatim, no added special tokens; for Qwen-VL, `<image>` becomes
+//!   `<|vision_start|>` + N x `<|image_pad|>` + `<|vision_end|>`.
 
 use std::ops::Range;
 use std::path::Path;
@@ -125,17 +128,44 @@ pub fn prompt_text(
     })
 }
 
-/// Tokenise `text` (which must contain exactly one `<image>`) into a prompt with
-/// `image_tokens` image positions.
+/// Where and how the image goes into a prompt's tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageSlot<'a> {
+    /// Image positions.
+    pub count: usize,
+    /// The token the chat template writes once for the image (`<image>`, `<|image_pad|>`).
+    pub template_marker: &'a str,
+    /// Token ids around the image span in a raw prompt (`<|vision_start|>`, `<|vision_end|>`).
+    pub raw_frame: Option<(u32, u32)>,
+}
+
+impl ImageSlot<'_> {
+    /// LLaVA: `<image>` in the template, nothing around it.
+    pub fn llava(count: usize) -> ImageSlot<'static> {
+        ImageSlot {
+            count,
+            template_marker: IMAGE_MARKER,
+            raw_frame: None,
+        }
+    }
+}
+
+/// Tokenise `text` (which must contain exactly one image marker: `<image>`, or the
+/// template's own marker) into a prompt with `slot.count` image positions.
 pub fn tokenise(
     tokenizer: &tokenizers::Tokenizer,
     text: &str,
     format: PromptFormat,
-    image_tokens: usize,
+    slot: ImageSlot,
 ) -> Result<TokenisedPrompt> {
-    let markers = text.matches(IMAGE_MARKER).count();
+    let image_tokens = slot.count;
+    let marker = match format {
+        PromptFormat::ChatTemplate => slot.template_marker,
+        _ => IMAGE_MARKER,
+    };
+    let markers = text.matches(marker).count();
     if markers != 1 {
-        bail!("the prompt must contain exactly one {IMAGE_MARKER} marking where the image goes, found {markers}: {text:?}");
+        bail!("the prompt must contain exactly one {marker} marking where the image goes, found {markers}: {text:?}");
     }
     let encode = |chunk: &str, special: bool| -> Result<Vec<u32>> {
         let encoding = tokenizer
@@ -143,18 +173,18 @@ pub fn tokenise(
             .map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
         Ok(encoding.get_ids().to_vec())
     };
-    let (before, after) = text.split_once(IMAGE_MARKER).unwrap_or((text, ""));
+    let (before, after) = text.split_once(marker).unwrap_or((text, ""));
     let (before_ids, after_ids) = match format {
         PromptFormat::ChatTemplate => {
             // Whole text at once: <image> is an added token, so it splits cleanly.
             let marker_id = tokenizer
-                .token_to_id(IMAGE_MARKER)
-                .with_context(|| format!("the tokenizer has no {IMAGE_MARKER} token"))?;
+                .token_to_id(marker)
+                .with_context(|| format!("the tokenizer has no {marker} token"))?;
             let ids = encode(text, true)?;
             let at = ids
                 .iter()
                 .position(|&id| id == marker_id)
-                .context("<image> did not survive tokenisation")?;
+                .with_context(|| format!("{marker} did not survive tokenisation"))?;
             (ids[..at].to_vec(), ids[at + 1..].to_vec())
         }
         PromptFormat::Huatuo | PromptFormat::MistralInstruct => {
@@ -168,7 +198,15 @@ pub fn tokenise(
             }
             (first, second)
         }
-        PromptFormat::Raw => (encode(before, false)?, encode(after, false)?),
+        PromptFormat::Raw => {
+            let mut first = encode(before, false)?;
+            let mut second = encode(after, false)?;
+            if let Some((start, end)) = slot.raw_frame {
+                first.push(start);
+                second.insert(0, end);
+            }
+            (first, second)
+        }
     };
     let start = before_ids.len();
     let mut input_ids: Vec<i64> = before_ids.into_iter().map(i64::from).collect();

@@ -13,6 +13,10 @@
 //! - LLaVA-Med v1.5 (`microsoft/llava-med-v1.5-mistral-7b`): `llava_mistral`, Mistral-7B
 //!   (hidden 4096, 32 layers, 32 heads, 8 KV heads, MLP 14336, vocab 32000), the CLIP tower in
 //!   the folder `mm_vision_tower` names (`openai/clip-vit-large-patch14-336`, `vision_model.*`).
+//! - Qwen2.5-VL-7B (`Qwen/Qwen2.5-VL-7B-Instruct`; Lingshu-7B and HuatuoGPT-Vision-7B-Qwen2.5VL
+//!   share it): `qwen2_5_vl`, the Qwen2-7B decoder with M-RoPE sections [16, 24, 24], the
+//!   32-block ViT (1280 wide, 16 heads, MLP 3420, 112 px windows, full attention in blocks 7,
+//!   15, 23, 31) and its merger to 3584, hub layout (`model.layers.*`, `visual.*`).
 
 use std::io::Write;
 use std::path::Path;
@@ -25,6 +29,7 @@ use serde_json::json;
 pub enum PublishedShape {
     HuatuoGptVision7b,
     LlavaMed7b,
+    Qwen25Vl7b,
 }
 
 struct Text {
@@ -36,6 +41,17 @@ struct Text {
     intermediate: usize,
     qkv_bias: bool,
 }
+
+/// Qwen2-7B, the decoder of HuatuoGPT-Vision-7B and of Qwen2.5-VL-7B.
+const QWEN2_7B: Text = Text {
+    vocab: 152064,
+    hidden: 3584,
+    layers: 28,
+    heads: 28,
+    kv_heads: 4,
+    intermediate: 18944,
+    qkv_bias: true,
+};
 
 /// CLIP ViT-L/14 at 336 px, every layer (a real checkpoint keeps all 24 and the post-norm).
 fn clip_tensors(prefix: &str, out: &mut Vec<(String, Vec<usize>)>) {
@@ -99,6 +115,10 @@ fn text_tensors(t: &Text, out: &mut Vec<(String, Vec<usize>)>) {
     }
     out.push(("model.norm.weight".into(), vec![t.hidden]));
     out.push(("lm_head.weight".into(), vec![t.vocab, t.hidden]));
+}
+
+/// LLaVA's mlp2x_gelu projector from CLIP-L's 1024 to the decoder.
+fn projector_tensors(t: &Text, out: &mut Vec<(String, Vec<usize>)>) {
     out.push(("model.mm_projector.0.weight".into(), vec![t.hidden, 1024]));
     out.push(("model.mm_projector.0.bias".into(), vec![t.hidden]));
     out.push((
@@ -106,6 +126,33 @@ fn text_tensors(t: &Text, out: &mut Vec<(String, Vec<usize>)>) {
         vec![t.hidden, t.hidden],
     ));
     out.push(("model.mm_projector.2.bias".into(), vec![t.hidden]));
+}
+
+/// Qwen2.5-VL-7B's ViT and merger (hub names under `visual.`).
+fn qwen_vision_tensors(out: &mut Vec<(String, Vec<usize>)>) {
+    let (d, inner, depth, text) = (1280, 3420, 32, 3584);
+    let mut add = |name: String, shape: Vec<usize>| out.push((format!("visual.{name}"), shape));
+    add("patch_embed.proj.weight".into(), vec![d, 3, 2, 14, 14]);
+    for i in 0..depth {
+        let block = format!("blocks.{i}.");
+        add(format!("{block}norm1.weight"), vec![d]);
+        add(format!("{block}norm2.weight"), vec![d]);
+        add(format!("{block}attn.qkv.weight"), vec![3 * d, d]);
+        add(format!("{block}attn.qkv.bias"), vec![3 * d]);
+        add(format!("{block}attn.proj.weight"), vec![d, d]);
+        add(format!("{block}attn.proj.bias"), vec![d]);
+        for proj in ["gate_proj", "up_proj"] {
+            add(format!("{block}mlp.{proj}.weight"), vec![inner, d]);
+            add(format!("{block}mlp.{proj}.bias"), vec![inner]);
+        }
+        add(format!("{block}mlp.down_proj.weight"), vec![d, inner]);
+        add(format!("{block}mlp.down_proj.bias"), vec![d]);
+    }
+    add("merger.ln_q.weight".into(), vec![d]);
+    add("merger.mlp.0.weight".into(), vec![4 * d, 4 * d]);
+    add("merger.mlp.0.bias".into(), vec![4 * d]);
+    add("merger.mlp.2.weight".into(), vec![text, 4 * d]);
+    add("merger.mlp.2.bias".into(), vec![text]);
 }
 
 /// What the tensors hold: zeros in a sparse file (no disk, no time), or small random bf16
@@ -183,6 +230,11 @@ fn write_tokenizer(dir: &Path) -> Result<()> {
         "<|assistant|>",
         "[INST]",
         "[/INST]",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
     ];
     let mut words = serde_json::Map::new();
     for (i, token) in specials.iter().enumerate() {
@@ -207,6 +259,12 @@ fn write_tokenizer(dir: &Path) -> Result<()> {
     crate::io::write_json(&dir.join("tokenizer.json"), &tokenizer)
 }
 
+/// A short chat template in Qwen's format (one user turn, the image first).
+const QWEN_CHAT_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message['role'] }}\n\
+{% for content in message['content'] %}{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>\
+{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}\
+{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
 fn clip_config() -> serde_json::Value {
     json!({
         "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
@@ -221,16 +279,9 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape, fill: Fill) -> R
     let mut tensors = Vec::new();
     let parameters = match shape {
         PublishedShape::HuatuoGptVision7b => {
-            let text = Text {
-                vocab: 152064,
-                hidden: 3584,
-                layers: 28,
-                heads: 28,
-                kv_heads: 4,
-                intermediate: 18944,
-                qkv_bias: true,
-            };
+            let text = QWEN2_7B;
             text_tensors(&text, &mut tensors);
+            projector_tensors(&text, &mut tensors);
             clip_tensors(
                 "model.vision_tower.vision_tower.vision_model.",
                 &mut tensors,
@@ -265,6 +316,7 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape, fill: Fill) -> R
                 qkv_bias: false,
             };
             text_tensors(&text, &mut tensors);
+            projector_tensors(&text, &mut tensors);
             let config = json!({
                 "architectures": ["LlavaMistralForCausalLM"], "model_type": "llava_mistral",
                 "vocab_size": text.vocab, "hidden_size": text.hidden,
@@ -289,6 +341,49 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape, fill: Fill) -> R
             text_parameters +=
                 write_safetensors(&clip.join("model.safetensors"), &clip_tensors_list, fill)?;
             text_parameters
+        }
+        PublishedShape::Qwen25Vl7b => {
+            let text = QWEN2_7B;
+            text_tensors(&text, &mut tensors);
+            qwen_vision_tensors(&mut tensors);
+            // Token ids of write_tokenizer's specials.
+            let config = json!({
+                "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
+                "vocab_size": text.vocab, "hidden_size": text.hidden,
+                "intermediate_size": text.intermediate, "num_hidden_layers": text.layers,
+                "num_attention_heads": text.heads, "num_key_value_heads": text.kv_heads,
+                "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 128000,
+                "sliding_window": 32768, "use_sliding_window": false, "max_window_layers": 28,
+                "tie_word_embeddings": false, "torch_dtype": "bfloat16", "hidden_act": "silu",
+                "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+                "bos_token_id": 3, "eos_token_id": 10,
+                "vision_start_token_id": 11, "vision_end_token_id": 12, "image_token_id": 13,
+                "vision_config": {
+                    "depth": 32, "hidden_act": "silu", "hidden_size": 1280,
+                    "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
+                    "out_hidden_size": text.hidden, "patch_size": 14, "spatial_merge_size": 2,
+                    "spatial_patch_size": 14, "window_size": 112,
+                    "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2,
+                    "temporal_patch_size": 2
+                },
+            });
+            crate::io::write_json(&dir.join("config.json"), &config)?;
+            crate::io::write_json(
+                &dir.join("preprocessor_config.json"),
+                &json!({
+                    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
+                    "temporal_patch_size": 2, "merge_size": 2,
+                    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                    "image_std": [0.26862954, 0.26130258, 0.27577711],
+                    "image_processor_type": "Qwen2VLImageProcessor",
+                    "processor_class": "Qwen2_5_VLProcessor"
+                }),
+            )?;
+            crate::io::write_json(
+                &dir.join("chat_template.json"),
+                &json!({"chat_template": QWEN_CHAT_TEMPLATE}),
+            )?;
+            write_safetensors(&dir.join("model.safetensors"), &tensors, fill)?
         }
     };
     write_tokenizer(dir)?;

@@ -67,6 +67,17 @@ impl VisionConfig {
         self.image_size / self.patch_size
     }
 
+    /// Multiply-adds x 2 of the vision tower up to the feature layer.
+    pub fn flops(&self, feature_layer: i64) -> f64 {
+        let cfg = self;
+        let tokens = (cfg.grid_side() * cfg.grid_side() + 1) as f64;
+        let d = cfg.hidden_size as f64;
+        let i = cfg.intermediate_size as f64;
+        let patch = 2.0 * tokens * d * (cfg.num_channels * cfg.patch_size * cfg.patch_size) as f64;
+        let per_layer = 2.0 * tokens * (4.0 * d * d + 2.0 * d * i) + 4.0 * tokens * tokens * d;
+        patch + per_layer * cfg.layers_to_run(feature_layer) as f64
+    }
+
     /// Number of hidden states (`feature_layer` resolved against L + 1 states) to compute.
     pub fn layers_to_run(&self, feature_layer: i64) -> usize {
         let states = self.num_hidden_layers as i64 + 1;

@@ -58,12 +58,12 @@ pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
         for y in 0..height {
             for x in 0..width {
                 let (ix, iy) = grid.mapping.to_input(x as f64 + 0.5, y as f64 + 0.5);
-                let size = grid.mapping.size as f64;
-                if ix < 0.0 || iy < 0.0 || ix >= size || iy >= size {
+                let (width, height) = (grid.mapping.input[0] as f64, grid.mapping.input[1] as f64);
+                if ix < 0.0 || iy < 0.0 || ix >= width || iy >= height {
                     continue;
                 }
-                let token = (iy / size * grid.rows as f64) as usize * grid.cols
-                    + (ix / size * grid.cols as f64) as usize;
+                let token = (iy / height * grid.rows as f64) as usize * grid.cols
+                    + (ix / width * grid.cols as f64) as usize;
                 let pixel = picture.get_pixel_mut(x, y);
                 if let Some(levels) = &levels {
                     let colour = colormap.color(levels[token]);

@@ -78,12 +78,14 @@ fn menu_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         ui.separator();
         match &app.model {
             Some(model) => ui.label(format!(
-                "model: {} · {} layers × {} heads · {}×{} tokens · {}",
+                "model: {} · {} layers × {} heads · {} · {}",
                 model.arch,
                 model.layers,
                 model.heads,
-                model.grid.0,
-                model.grid.1,
+                match model.grid {
+                    Some((rows, cols)) => format!("{rows}×{cols} tokens"),
+                    None => "tokens follow the image".to_string(),
+                },
                 precision_label(model.quantize)
             )),
             None if app.loading.is_some() => ui.label("model: loading…"),
@@ -219,6 +221,54 @@ fn cases_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     }
 }
 
+/// For models whose grid follows the image (Qwen-VL): the pixel budget, and what the open
+/// image becomes under it, before anything runs.
+fn image_tokens_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    let Some(model) = &app.model else { return };
+    let Some((min_pixels, default_max)) = model.pixel_limits else {
+        return;
+    };
+    let side = model.token_side_px;
+    let mut max_pixels = app.max_pixels.unwrap_or(default_max);
+    ui.horizontal(|ui| {
+        let label = ui.label("max pixels");
+        let response = ui
+            .add(
+                egui::DragValue::new(&mut max_pixels)
+                    .range(u64::from(side * side).max(min_pixels)..=64 * 1024 * 1024)
+                    .speed(1024.0),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("Qwen-VL resizes each image to at most this many pixels: more pixels, more image tokens, more time");
+        if response.changed() {
+            app.max_pixels = (max_pixels != default_max).then_some(max_pixels);
+        }
+        if app.max_pixels.is_some() && ui.small_button("checkpoint's").clicked() {
+            app.max_pixels = None;
+        }
+    });
+    if let Some(image) = &app.image {
+        let (width, height) = image.model_input.dimensions();
+        let text = match crate::model::qwen_vl::smart_resize(
+            height,
+            width,
+            side,
+            min_pixels,
+            app.max_pixels.unwrap_or(default_max),
+        ) {
+            Ok((h, w)) => {
+                let (rows, cols) = (h / side, w / side);
+                format!(
+                    "{width}×{height} px -> {w}×{h} px -> {rows} × {cols} = {} image tokens",
+                    rows * cols
+                )
+            }
+            Err(err) => format!("{err:#}"),
+        };
+        ui.label(egui::RichText::new(text).small());
+    }
+}
+
 fn question_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     let label = ui.heading("Question");
     let response = ui
@@ -246,6 +296,7 @@ fn question_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             app.commands.push(Command::LookHere);
         }
     });
+    image_tokens_ui(app, ui);
     let family_questions: &[&str] = match app
         .image
         .as_ref()

@@ -153,7 +153,9 @@ fn pane_ui(
         input_scale: mapping
             .map(|m| [m.scale[0] as f32, m.scale[1] as f32])
             .unwrap_or([1.0, 1.0]),
-        input_size: mapping.map(|m| m.size as f32).unwrap_or(1.0),
+        input_size: mapping
+            .map(|m| [m.input[0] as f32, m.input[1] as f32])
+            .unwrap_or([1.0, 1.0]),
         window_center: image.window.center as f32,
         window_width: image.window.width as f32,
         invert: f32::from(u8::from(study.inverted())),
@@ -164,7 +166,6 @@ fn pane_ui(
         colormap: app.persisted.colormap as u8 as f32,
         mask_mode: if app.result.is_some() { mask_mode } else { 0.0 },
         show_heat: f32::from(u8::from(heat.is_some())),
-        _padding: 0.0,
     };
     let callback = PaneCallback {
         pane,
@@ -214,10 +215,10 @@ fn pane_ui(
             *hover_text = format!("x {} y {}  value {value}", x as u32, y as u32);
             if let Some(mapping) = mapping {
                 let (ix, iy) = mapping.to_input(x, y);
-                let size = mapping.size as f64;
-                if ix >= 0.0 && iy >= 0.0 && ix < size && iy < size {
-                    let col = (ix / size * grid.1 as f64) as usize;
-                    let row = (iy / size * grid.0 as f64) as usize;
+                let (width, height) = (mapping.input[0] as f64, mapping.input[1] as f64);
+                if ix >= 0.0 && iy >= 0.0 && ix < width && iy < height {
+                    let col = (ix / width * grid.1 as f64) as usize;
+                    let row = (iy / height * grid.0 as f64) as usize;
                     let token = row * grid.1 + col;
                     let heat_value = raw_heat.as_ref().and_then(|v| v.get(token).copied());
                     hover_text.push_str(&format!("  token {token} (row {row}, col {col})"));

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use half::bf16;
 use rayon::prelude::*;
 
-use super::tile::GROUP;
+use super::tile::{SharedOut, GROUP};
 
 /// Fewest activation rows worth a tile product.
 pub const MIN_ROWS: usize = 32;
@@ -165,20 +165,6 @@ pub fn matmul(n: usize, k: usize, weights: Weights, x: &[f32], m: usize) -> Vec<
 thread_local! {
     /// Per thread: the last task's dequantized weights (at most 8 groups x k x 16 values).
     static SCRATCH: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A raw pointer into the output that the tasks share (each writes its own part).
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint elements; see `matmul`.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-impl SharedOut {
-    /// # Safety
-    /// `offset` must be inside the output.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
-    }
 }
 
 /// The tile configuration: palette 1, eight tiles of 16 rows x 64 bytes (tmm0-3: the 32 x 32

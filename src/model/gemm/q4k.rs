@@ -330,7 +330,7 @@ fn tile_scalar(rows: usize, k: usize, w: &Q4Tile, a: &ActRows, tile: &mut [f32; 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::gemm::tile::testing::{report, values};
+    use crate::model::gemm::tile::testing::{assert_packed_bf16, report, values};
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
@@ -373,14 +373,7 @@ mod tests {
         let groups = n.div_ceil(GROUP);
         let mut out = vec![0u16; groups * k * GROUP];
         packed.groups_to_bf16(0..groups, &mut out);
-        for row in 0..n {
-            let (g, lane) = (row / GROUP, row % GROUP);
-            for i in 0..k {
-                let got = out[g * k * GROUP + (i / 2) * 32 + lane * 2 + i % 2];
-                let want = half::bf16::from_f32(weights[row * k + i]).to_bits();
-                assert_eq!(got, want, "row {row} input {i}");
-            }
-        }
+        assert_packed_bf16(&out, &weights, n, k);
     }
 
     /// Every kernel against the block formula in f64 over the unpacked weights and the q8_0

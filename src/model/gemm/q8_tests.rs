@@ -2,7 +2,7 @@
 //! block-wise product in f64, and each SIMD kernel against the scalar one.
 
 use super::*;
-use crate::model::gemm::tile::testing::{report, values};
+use crate::model::gemm::tile::testing::{assert_packed_bf16, report, values};
 
 fn pack(w: &[f32], n: usize, k: usize, rows_per_call: usize) -> PackedQ8 {
     PackedQ8::quantize(n, k, rows_per_call, |rows| {
@@ -191,14 +191,7 @@ fn widening_to_bf16_rounds_each_dequantized_weight() {
     let groups = n.div_ceil(GROUP);
     let mut out = vec![0u16; groups * k * GROUP];
     packed.groups_to_bf16(0..groups, &mut out);
-    for row in 0..n {
-        let (g, lane) = (row / GROUP, row % GROUP);
-        for i in 0..k {
-            let got = out[g * k * GROUP + (i / 2) * 32 + lane * 2 + i % 2];
-            let want = half::bf16::from_f32(weights[row * k + i]).to_bits();
-            assert_eq!(got, want, "row {row} input {i}");
-        }
-    }
+    assert_packed_bf16(&out, &weights, n, k);
 }
 
 /// A prefill-sized product (AMX tiles where the CPU has them, else the int8 kernels) against

@@ -200,14 +200,14 @@ pub(super) fn for_each_tile(
 
 /// A raw pointer into the output that the parallel tasks share (each writes its own part).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(pub(super) *mut f32);
 // SAFETY: tasks write disjoint elements; see `for_each_tile`.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 impl SharedOut {
     /// # Safety
     /// `offset` must be inside the output.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
         self.0.add(offset)
     }
 }
@@ -236,6 +236,19 @@ pub(super) mod testing {
                 }
             })
             .collect()
+    }
+
+    /// `packed` (groups of 16 outputs in the packed bf16 layout) holds `bf16(w)` for every
+    /// weight of the row-major (n, k) `weights`.
+    pub fn assert_packed_bf16(packed: &[u16], weights: &[f32], n: usize, k: usize) {
+        for row in 0..n {
+            let (g, lane) = (row / 16, row % 16);
+            for i in 0..k {
+                let got = packed[g * k * 16 + (i / 2) * 32 + lane * 2 + i % 2];
+                let want = half::bf16::from_f32(weights[row * k + i]).to_bits();
+                assert_eq!(got, want, "row {row} input {i}");
+            }
+        }
     }
 
     /// Time one (m, k) x (k, n) product and one single-row product over `bytes` of weights.

@@ -1,0 +1,520 @@
+//! Checkpoint detection: what a folder holds (which family, which key layout) and where each
+//! tensor lives.
+//!
+//! Reads, without loading weights:
+//! - llava-hf `LlavaForConditionalGeneration` (`model_type: "llava"`, `text_config` +
+//!   `vision_config`) in the three key layouts seen in the wild: `language_model.model.*` +
+//!   `vision_tower.vision_model.*` (hub), `model.language_model.*` + `model.vision_tower.*`
+//!   (recent transformers), and `vision_tower.*` without `vision_model` (transformers 5 saves);
+//!   `lm_head` or `language_model.lm_head`.
+//! - original LLaVA layouts: HuatuoGPT-Vision (`llava_qwen2`, `llava_llama`) and LLaVA-Med v1.5
+//!   (`llava_mistral`): text fields at the top level, `model.mm_projector.{0,2}`, the vision
+//!   tower inside the checkpoint (`model.vision_tower.vision_tower.vision_model.*`) or in the
+//!   CLIP folder named by `mm_vision_tower`.
+//! - Qwen2.5-VL (`qwen2_5_vl`): config keys flat as on the hub or under `text_config` /
+//!   `vision_config`; tensors flat (`model.layers.*`, `visual.*`) or nested
+//!   (`model.language_model.*`, `model.visual.*`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::config::{
+    eos_ids, first_with, read_json, safetensors_files, tensor_names, text_arch, text_config,
+    Checkpoint, ImageSpec, KeyLayout,
+};
+use super::decoder::TextArch;
+use super::preprocess::{read_normalisation, ImageProcessor, Preprocess};
+use super::prompt::PromptFormat;
+use super::qwen_vl::{self, QwenTokens, QwenVisionConfig};
+use super::rope::RopeAxes;
+use super::vision::VisionConfig;
+
+/// What every family's detection starts from.
+struct Found<'a> {
+    dir: &'a Path,
+    config: &'a Value,
+    weights: Vec<PathBuf>,
+    names: &'a BTreeSet<String>,
+    tokenizer_file: PathBuf,
+    eos_token_ids: Vec<u32>,
+}
+
+/// Detect the checkpoint in `dir`. `vision_tower_override` replaces `mm_vision_tower`.
+pub fn detect(dir: &Path, vision_tower_override: Option<&Path>) -> Result<Checkpoint> {
+    if !dir.is_dir() {
+        bail!("model folder does not exist: {}", dir.display());
+    }
+    let config_path = dir.join("config.json");
+    if !config_path.exists() {
+        bail!("no config.json in the model folder: {}", dir.display());
+    }
+    let config = read_json(&config_path)?;
+    let model_type = config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let weights = safetensors_files(dir)?;
+    if weights.is_empty() {
+        bail!(
+            "no *.safetensors weights in the model folder (convert .bin checkpoints first): {}",
+            dir.display()
+        );
+    }
+    let names = tensor_names(&weights)?;
+    let tokenizer_file = dir.join("tokenizer.json");
+    if !tokenizer_file.exists() {
+        bail!("no tokenizer.json in the model folder: {}", dir.display());
+    }
+    let eos_token_ids = eos_ids(dir, &config);
+    let found = Found {
+        dir,
+        config: &config,
+        weights,
+        names: &names,
+        tokenizer_file,
+        eos_token_ids,
+    };
+
+    if model_type == "qwen2_5_vl" {
+        return detect_qwen2_5_vl(found);
+    }
+    if model_type == "llava" && config.get("text_config").is_some() {
+        return detect_llava_hf(found);
+    }
+    if matches!(
+        model_type.as_str(),
+        "llava_qwen2" | "llava_llama" | "llava_mistral" | "llava"
+    ) || config.get("mm_vision_tower").is_some()
+    {
+        return detect_original(found, &model_type, vision_tower_override);
+    }
+    bail!(
+        "unsupported architecture {:?} (model_type {model_type:?}); fovea reads LLaVA checkpoints (llava-hf \
+         LlavaForConditionalGeneration, llava_qwen2 (HuatuoGPT-Vision), llava_llama, llava_mistral (LLaVA-Med)) and \
+         qwen2_5_vl (Qwen2.5-VL: Lingshu, HuatuoGPT-Vision-Qwen2.5VL): {}",
+        config.get("architectures").cloned().unwrap_or(Value::Null),
+        config_path.display()
+    )
+}
+
+fn image_processor(dirs: &[&Path], size: usize, mode: Preprocess) -> ImageProcessor {
+    let mut processor = ImageProcessor::clip(size as u32, mode);
+    if let Some(config) = dirs
+        .iter()
+        .find_map(|dir| super::preprocess::processor_json(dir))
+    {
+        read_normalisation(
+            &config,
+            &mut processor.mean,
+            &mut processor.std,
+            &mut processor.rescale_factor,
+        );
+    }
+    processor
+}
+
+fn detect_llava_hf(found: Found) -> Result<Checkpoint> {
+    let Found {
+        dir,
+        config,
+        weights,
+        names,
+        tokenizer_file,
+        eos_token_ids,
+    } = found;
+    let text_obj = &config["text_config"];
+    let text_type = text_obj
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("llama");
+    let Some(arch) = text_arch(text_type) else {
+        bail!(
+            "unsupported text model {text_type:?} inside llava: {}",
+            dir.join("config.json").display()
+        );
+    };
+    let text = text_config(text_obj, arch)?;
+    let vision: VisionConfig =
+        serde_json::from_value(config.get("vision_config").cloned().unwrap_or(Value::Null))
+            .or_else(|_| serde_json::from_value(Value::Object(Default::default())))
+            .context("invalid vision_config")?;
+    let text_prefix = first_with(
+        names,
+        &["language_model.model.", "model.language_model.", "model."],
+        "embed_tokens.weight",
+    )
+    .with_context(|| {
+        format!(
+            "cannot find the text decoder's embed_tokens in {}",
+            dir.display()
+        )
+    })?;
+    let lm_head = first_with(names, &["language_model.lm_head.", "lm_head."], "weight")
+        .unwrap_or_else(|| "lm_head.".into());
+    let vision_prefix = first_with(
+        names,
+        &[
+            "vision_tower.vision_model.",
+            "model.vision_tower.vision_model.",
+            "model.vision_tower.",
+            "vision_tower.",
+        ],
+        "embeddings.patch_embedding.weight",
+    )
+    .with_context(|| {
+        format!(
+            "cannot find the vision tower's patch embedding in {}",
+            dir.display()
+        )
+    })?;
+    let projector = first_with(
+        names,
+        &["multi_modal_projector.", "model.multi_modal_projector."],
+        "linear_1.weight",
+    )
+    .with_context(|| {
+        format!(
+            "cannot find multi_modal_projector.linear_1 in {}",
+            dir.display()
+        )
+    })?;
+    let layout_name = match (text_prefix.as_str(), vision_prefix.as_str()) {
+        (_, "vision_tower." | "model.vision_tower.") => {
+            "llava-hf (transformers 5: vision_tower without vision_model)"
+        }
+        ("model.language_model.", _) => "llava-hf (nested model.language_model)",
+        _ => "llava-hf (hub: language_model.model)",
+    };
+    let strategy = config
+        .get("vision_feature_select_strategy")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    if strategy != "default" {
+        bail!("vision_feature_select_strategy {strategy:?} is not supported (only \"default\": CLS dropped)");
+    }
+    let feature_layer = match config.get("vision_feature_layer") {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(-2),
+        None => -2,
+        Some(other) => bail!("vision_feature_layer {other} is not supported (a single layer is)"),
+    };
+    let image_token_id = config
+        .get("image_token_index")
+        .or_else(|| config.get("image_token_id"))
+        .and_then(Value::as_u64)
+        .map(|v| v as u32);
+    let processor = image_processor(&[dir], vision.image_size, Preprocess::ResizeCenterCrop);
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        arch: format!("llava-{}", arch.name()),
+        model_type: "llava".into(),
+        text,
+        image: ImageSpec::Clip {
+            vision,
+            feature_layer,
+            processor,
+        },
+        layout: KeyLayout {
+            name: layout_name,
+            text: text_prefix,
+            lm_head,
+            vision: vision_prefix,
+            projector_first: format!("{projector}linear_1"),
+            projector_second: format!("{projector}linear_2"),
+        },
+        weights,
+        vision_weights: None,
+        image_token_id,
+        prompt_format: PromptFormat::ChatTemplate,
+        tokenizer_file,
+        eos_token_ids,
+    })
+}
+
+fn detect_original(
+    found: Found,
+    model_type: &str,
+    vision_tower_override: Option<&Path>,
+) -> Result<Checkpoint> {
+    let Found {
+        dir,
+        config,
+        weights,
+        names,
+        tokenizer_file,
+        eos_token_ids,
+    } = found;
+    let arch = text_arch(model_type).unwrap_or(TextArch::Llama);
+    let text = text_config(config, arch)?;
+    let projector_type = config
+        .get("mm_projector_type")
+        .and_then(Value::as_str)
+        .unwrap_or("linear");
+    if projector_type != "mlp2x_gelu" {
+        bail!(
+            "mm_projector_type {projector_type:?} is not supported (mlp2x_gelu is): {}",
+            dir.join("config.json").display()
+        );
+    }
+    let select = config
+        .get("mm_vision_select_feature")
+        .and_then(Value::as_str)
+        .unwrap_or("patch");
+    if select != "patch" {
+        bail!("mm_vision_select_feature {select:?} is not supported (patch is)");
+    }
+    let feature_layer = config
+        .get("mm_vision_select_layer")
+        .and_then(Value::as_i64)
+        .unwrap_or(-2);
+    let inside = first_with(
+        names,
+        &[
+            "model.vision_tower.vision_tower.vision_model.",
+            "model.vision_tower.vision_model.",
+        ],
+        "embeddings.patch_embedding.weight",
+    );
+    let tower_name = config
+        .get("mm_vision_tower")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut looked = Vec::new();
+    let tower_dir = match vision_tower_override {
+        Some(path) => Some(path.to_path_buf()),
+        None if !tower_name.is_empty() => {
+            let candidates = [dir.join(tower_name), PathBuf::from(tower_name)];
+            let found = candidates
+                .iter()
+                .find(|c| c.join("config.json").exists())
+                .cloned();
+            looked.extend(candidates.iter().map(|c| c.display().to_string()));
+            found
+        }
+        None => None,
+    };
+    let vision_obj = match &tower_dir {
+        Some(tower) => {
+            let tower_config = read_json(&tower.join("config.json"))?;
+            tower_config
+                .get("vision_config")
+                .cloned()
+                .unwrap_or(tower_config)
+        }
+        None => config
+            .get("vision_config")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default())),
+    };
+    let vision: VisionConfig =
+        serde_json::from_value(vision_obj).context("invalid CLIP vision config")?;
+    let (vision_prefix, vision_weights) = match (inside, &tower_dir) {
+        (Some(prefix), _) if vision_tower_override.is_none() => (prefix, None),
+        (_, Some(tower)) => {
+            let files = safetensors_files(tower)?;
+            if files.is_empty() {
+                bail!("no *.safetensors weights in the vision tower folder: {}", tower.display());
+            }
+            let tower_names = tensor_names(&files)?;
+            let prefix = first_with(&tower_names, &["vision_model.", "vision_tower.vision_model.", ""], "embeddings.patch_embedding.weight")
+                .with_context(|| format!("no CLIP vision weights (vision_model.embeddings.*) in {}", tower.display()))?;
+            (prefix, Some(files))
+        }
+        _ => bail!(
+            "vision tower weights not found: no model.vision_tower.vision_tower.vision_model.* tensors in {} and no CLIP \
+             folder for mm_vision_tower {tower_name:?} (looked in {}); pass --vision-tower DIR",
+            dir.display(),
+            if looked.is_empty() { "nowhere".to_string() } else { looked.join(", ") }
+        ),
+    };
+    if !names.contains("model.mm_projector.0.weight") {
+        bail!("no model.mm_projector.0.weight in {}", dir.display());
+    }
+    let mode = match config.get("image_aspect_ratio").and_then(Value::as_str) {
+        Some("pad") => Preprocess::PadMeanResize,
+        _ => Preprocess::ResizeCenterCrop,
+    };
+    let mut processor_dirs: Vec<&Path> = Vec::new();
+    if let Some(tower) = &tower_dir {
+        processor_dirs.push(tower);
+    }
+    processor_dirs.push(dir);
+    let processor = image_processor(&processor_dirs, vision.image_size, mode);
+    let prompt_format = match arch {
+        TextArch::Mistral => PromptFormat::MistralInstruct,
+        _ => PromptFormat::Huatuo,
+    };
+    let lm_head = if names.contains("lm_head.weight") {
+        "lm_head."
+    } else {
+        "model.lm_head."
+    };
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        arch: format!("llava-{}", arch.name()),
+        model_type: model_type.to_string(),
+        text,
+        image: ImageSpec::Clip {
+            vision,
+            feature_layer,
+            processor,
+        },
+        layout: KeyLayout {
+            name: if vision_weights.is_some() {
+                "original LLaVA (separate CLIP folder)"
+            } else {
+                "original LLaVA"
+            },
+            text: "model.".into(),
+            lm_head: lm_head.into(),
+            vision: vision_prefix,
+            projector_first: "model.mm_projector.0".into(),
+            projector_second: "model.mm_projector.2".into(),
+        },
+        weights,
+        vision_weights,
+        image_token_id: None,
+        prompt_format,
+        tokenizer_file,
+        eos_token_ids,
+    })
+}
+
+/// Detect a Qwen2.5-VL checkpoint (config keys flat as on the hub, or under `text_config`;
+/// tensors flat `model.layers.*` + `visual.*`, or nested `model.language_model.*` +
+/// `model.visual.*`).
+fn detect_qwen2_5_vl(found: Found) -> Result<Checkpoint> {
+    let Found {
+        dir,
+        config,
+        weights,
+        names,
+        tokenizer_file,
+        eos_token_ids,
+    } = found;
+    let config_path = dir.join("config.json");
+    let text_obj = match config.get("text_config") {
+        Some(Value::Object(text)) => {
+            // transformers 5 keeps text keys under text_config; older files repeat some at
+            // the top level. Top-level keys fill what text_config lacks.
+            let mut merged = config.as_object().cloned().unwrap_or_default();
+            merged.remove("vision_config");
+            for (key, value) in text {
+                merged.insert(key.clone(), value.clone());
+            }
+            Value::Object(merged)
+        }
+        _ => config.clone(),
+    };
+    let mut text = text_config(&text_obj, TextArch::Qwen2)
+        .with_context(|| format!("in {}", config_path.display()))?;
+    if text.rope == RopeAxes::Sequential {
+        bail!(
+            "no mrope_section in rope_scaling / rope_parameters: a Qwen2.5-VL decoder needs M-RoPE: {}",
+            config_path.display()
+        );
+    }
+    text.tie_word_embeddings = text_obj
+        .get("tie_word_embeddings")
+        .or_else(|| config.get("tie_word_embeddings"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if text_obj
+        .get("use_sliding_window")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        bail!(
+            "use_sliding_window is set: sliding-window attention in the decoder is not supported: {}",
+            config_path.display()
+        );
+    }
+    let vision = QwenVisionConfig::from_json(config.get("vision_config").unwrap_or(&Value::Null))
+        .map_err(|e| anyhow::anyhow!("{e}: {}", config_path.display()))?;
+    if vision.out_hidden_size != text.hidden_size {
+        bail!(
+            "vision out_hidden_size {} differs from the decoder's hidden_size {}: {}",
+            vision.out_hidden_size,
+            text.hidden_size,
+            config_path.display()
+        );
+    }
+    let id = |key: &str, default: u32| -> u32 {
+        config
+            .get(key)
+            .and_then(Value::as_u64)
+            .map_or(default, |v| v as u32)
+    };
+    let tokens = QwenTokens {
+        image_pad: id("image_token_id", 151655),
+        vision_start: id("vision_start_token_id", 151652),
+        vision_end: id("vision_end_token_id", 151653),
+    };
+    let text_prefix = first_with(
+        names,
+        &["model.language_model.", "model."],
+        "embed_tokens.weight",
+    )
+    .with_context(|| {
+        format!(
+            "cannot find the decoder's embed_tokens in {}",
+            dir.display()
+        )
+    })?;
+    let vision_prefix = first_with(
+        names,
+        &["model.visual.", "visual."],
+        "patch_embed.proj.weight",
+    )
+    .with_context(|| {
+        format!(
+            "cannot find the vision tower (visual.patch_embed.proj.weight) in {}",
+            dir.display()
+        )
+    })?;
+    let layout_name = if text_prefix == "model.language_model." {
+        "qwen2.5-vl (nested model.language_model, model.visual)"
+    } else {
+        "qwen2.5-vl (flat model.layers, visual)"
+    };
+    let processor = qwen_vl::processor_config(dir, &vision);
+    if processor.patch_size != vision.patch_size
+        || processor.merge_size != vision.spatial_merge_size
+        || processor.temporal_patch_size != vision.temporal_patch_size
+    {
+        bail!(
+            "preprocessor_config.json (patch {}, merge {}, temporal {}) disagrees with vision_config (patch {}, merge {}, temporal {}): {}",
+            processor.patch_size, processor.merge_size, processor.temporal_patch_size,
+            vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size,
+            dir.display()
+        );
+    }
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        arch: "qwen2.5-vl".into(),
+        model_type: "qwen2_5_vl".into(),
+        text,
+        image: ImageSpec::Qwen {
+            vision,
+            processor,
+            tokens,
+        },
+        layout: KeyLayout {
+            name: layout_name,
+            text: text_prefix,
+            lm_head: "lm_head.".into(),
+            vision: vision_prefix,
+            projector_first: String::new(),
+            projector_second: String::new(),
+        },
+        weights,
+        vision_weights: None,
+        image_token_id: Some(tokens.image_pad),
+        prompt_format: PromptFormat::ChatTemplate,
+        tokenizer_file,
+        eos_token_ids,
+    })
+}

@@ -1,0 +1,397 @@
+//! A loaded model: the vision side (CLIP tower and projector, or the Qwen-VL ViT), the decoder
+//! and the tokenizer, with what turns an image and a question into the model's inputs.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::config::{Checkpoint, ImageSpec};
+use super::decoder::Decoder;
+use super::linear::{LoadPlan, LoadProgress, Quantize};
+use super::preprocess::PixelMapping;
+use super::prompt::{self, ImageSlot, PromptFormat, TokenisedPrompt};
+use super::qwen_vl::{self, QwenVision};
+use super::rope::Position;
+use super::vision::{Projector, VisionTower};
+use super::weights::{self, WeightFiles};
+use super::{detect, memory};
+
+/// The image side of a loaded model.
+pub enum ImageEncoder {
+    /// LLaVA: CLIP tower and projector.
+    Clip {
+        tower: VisionTower,
+        projector: Projector,
+    },
+    /// Qwen2.5-VL: the ViT with its merger.
+    Qwen(QwenVision),
+}
+
+/// An image ready for the vision tower, and what it becomes.
+#[derive(Clone, Debug)]
+pub struct PixelInput {
+    /// CLIP: (1, 3, S, S). Qwen-VL: (patches, patch_dim), patches in merge-block order.
+    pub values: Tensor,
+    /// Image tokens (rows, cols).
+    pub grid: (usize, usize),
+    /// Qwen-VL: patches (rows, cols) before merging; CLIP: the token grid.
+    pub patch_grid: (usize, usize),
+    pub mapping: PixelMapping,
+}
+
+/// A loaded model: vision tower, projector, decoder and tokenizer, immutable and shareable.
+pub struct Model {
+    pub checkpoint: Checkpoint,
+    pub image: ImageEncoder,
+    pub decoder: Decoder,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub chat_template: Option<String>,
+    pub device: Device,
+    /// How the weights are kept, and what fell back to another precision while loading.
+    pub quantize: Quantize,
+    pub load_notes: Vec<String>,
+}
+
+fn prefixed<'a>(vb: &VarBuilder<'a>, prefix: &str) -> VarBuilder<'a> {
+    let prefix = prefix.trim_end_matches('.');
+    if prefix.is_empty() {
+        vb.clone()
+    } else {
+        vb.pp(prefix)
+    }
+}
+
+impl Model {
+    /// Load the checkpoint in `dir` on `device` at storage precision. `vision_tower` overrides
+    /// `mm_vision_tower`.
+    pub fn load(dir: &Path, vision_tower: Option<&Path>, device: &Device) -> Result<Self> {
+        Model::load_with(dir, vision_tower, device, Quantize::None)
+    }
+
+    /// Load with the language model's linear layers and head quantized as `quantize` says.
+    pub fn load_with(
+        dir: &Path,
+        vision_tower: Option<&Path>,
+        device: &Device,
+        quantize: Quantize,
+    ) -> Result<Self> {
+        Model::load_with_progress(dir, vision_tower, device, quantize, None)
+    }
+
+    /// As [`Model::load_with`], reporting each loaded layer to `progress` (which may cancel).
+    /// Refuses, before reading any weight, a model that cannot fit in the memory available.
+    pub fn load_with_progress(
+        dir: &Path,
+        vision_tower: Option<&Path>,
+        device: &Device,
+        quantize: Quantize,
+        progress: Option<LoadProgress>,
+    ) -> Result<Self> {
+        let checkpoint = detect::detect(dir, vision_tower)?;
+        let files = WeightFiles::open(&checkpoint.weights)?;
+        let vision_files = match &checkpoint.vision_weights {
+            Some(paths) => Some(WeightFiles::open(paths)?),
+            None => None,
+        };
+        if device.is_cpu() {
+            memory::check_fits(&checkpoint, &files, vision_files.as_deref(), quantize)?;
+        }
+        let vb = weights::var_builder(&files, device);
+        let plan = LoadPlan {
+            files: Some(files),
+            quantize,
+            progress,
+            ..LoadPlan::default()
+        };
+        let (vision_vb, vision_plan) = match vision_files {
+            Some(files) => {
+                let vb = weights::var_builder(&files, device);
+                let plan = LoadPlan {
+                    files: Some(files),
+                    ..plan.clone()
+                };
+                (vb, plan)
+            }
+            None => (vb.clone(), plan.clone()),
+        };
+        let missing = |part: &str| {
+            let part = part.to_string();
+            let layout = checkpoint.layout.name;
+            move |err: candle_core::Error| -> anyhow::Error {
+                if err.to_string().contains("loading cancelled") {
+                    return anyhow::anyhow!("loading cancelled: {}", dir.display());
+                }
+                anyhow::Error::new(err).context(format!(
+                    "{part} weights do not match the config ({layout} layout) in {}",
+                    dir.display()
+                ))
+            }
+        };
+        let image = match &checkpoint.image {
+            ImageSpec::Clip {
+                vision,
+                feature_layer,
+                ..
+            } => ImageEncoder::Clip {
+                tower: VisionTower::new(
+                    vision,
+                    *feature_layer,
+                    prefixed(&vision_vb, &checkpoint.layout.vision),
+                    &vision_plan,
+                )
+                .map_err(missing("vision tower"))?,
+                projector: Projector::new(
+                    vision.hidden_size,
+                    checkpoint.text.hidden_size,
+                    prefixed(&vb, &checkpoint.layout.projector_first),
+                    prefixed(&vb, &checkpoint.layout.projector_second),
+                    &plan,
+                )
+                .map_err(missing("projector"))?,
+            },
+            ImageSpec::Qwen { vision, .. } => ImageEncoder::Qwen(
+                QwenVision::new(
+                    vision,
+                    prefixed(&vision_vb, &checkpoint.layout.vision),
+                    &vision_plan,
+                )
+                .map_err(missing("vision tower"))?,
+            ),
+        };
+        let decoder = Decoder::new(
+            &checkpoint.text,
+            prefixed(&vb, &checkpoint.layout.text),
+            prefixed(&vb, &checkpoint.layout.lm_head),
+            &plan,
+        )
+        .map_err(missing("text decoder"))?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(&checkpoint.tokenizer_file).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the tokenizer ({e}): {}",
+                    checkpoint.tokenizer_file.display()
+                )
+            })?;
+        let chat_template = prompt::find_chat_template(dir);
+        Ok(Model {
+            checkpoint,
+            image,
+            decoder,
+            tokenizer,
+            chat_template,
+            device: device.clone(),
+            quantize,
+            load_notes: plan.notes.lock().map(|n| n.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// The token grid when it is the same for every image (LLaVA), else `None` (Qwen-VL: it
+    /// follows each image's shape; see [`Model::grid_for`]).
+    pub fn fixed_grid(&self) -> Option<(usize, usize)> {
+        self.checkpoint.fixed_grid()
+    }
+
+    /// The token grid (rows, cols) an image of `width` x `height` pixels becomes.
+    pub fn grid_for(&self, width: u32, height: u32) -> Result<(usize, usize)> {
+        self.checkpoint.grid_for(width, height)
+    }
+
+    /// The prompt for `question` with `image_tokens` image positions: in the checkpoint's own
+    /// format, or raw (`<image>` marks the image span, no special tokens added).
+    pub fn prompt(
+        &self,
+        question: &str,
+        raw: bool,
+        image_tokens: usize,
+    ) -> Result<TokenisedPrompt> {
+        let format = if raw {
+            PromptFormat::Raw
+        } else {
+            self.checkpoint.prompt_format
+        };
+        let text = prompt::prompt_text(format, question, self.chat_template.as_deref())?;
+        let slot = match &self.checkpoint.image {
+            ImageSpec::Clip { .. } => ImageSlot::llava(image_tokens),
+            ImageSpec::Qwen { tokens, .. } => ImageSlot {
+                count: image_tokens,
+                template_marker: "<|image_pad|>",
+                raw_frame: Some((tokens.vision_start, tokens.vision_end)),
+            },
+        };
+        prompt::tokenise(&self.tokenizer, &text, format, slot)
+    }
+
+    /// An RGB image as the vision tower's input, and how it maps to the original pixels.
+    pub fn pixel_values(&self, img: &image::RgbImage) -> Result<PixelInput> {
+        self.pixel_values_with(img, None)
+    }
+
+    /// As [`Model::pixel_values`], with Qwen-VL's (min_pixels, max_pixels) for this image
+    /// only (ignored by fixed-grid models).
+    pub fn pixel_values_with(
+        &self,
+        img: &image::RgbImage,
+        limits: Option<(u64, u64)>,
+    ) -> Result<PixelInput> {
+        match &self.checkpoint.image {
+            ImageSpec::Clip { processor, .. } => {
+                let (prepared, mapping) = processor.prepare(img);
+                let values = processor.normalise(&prepared);
+                let size = processor.size as usize;
+                let grid = self.fixed_grid().unwrap_or((0, 0));
+                Ok(PixelInput {
+                    values: Tensor::from_vec(values, (1, 3, size, size), &self.device)?,
+                    grid,
+                    patch_grid: grid,
+                    mapping,
+                })
+            }
+            ImageSpec::Qwen { processor, .. } => {
+                let mut processor = processor.clone();
+                if let Some((min, max)) = limits {
+                    (processor.min_pixels, processor.max_pixels) = (min, max);
+                }
+                let pixels = processor.prepare(img)?;
+                let patches = pixels.grid_h * pixels.grid_w;
+                let m = processor.merge_size;
+                Ok(PixelInput {
+                    values: Tensor::from_vec(
+                        pixels.patches,
+                        (patches, pixels.patch_dim),
+                        &self.device,
+                    )?,
+                    grid: (pixels.grid_h / m, pixels.grid_w / m),
+                    patch_grid: (pixels.grid_h, pixels.grid_w),
+                    mapping: pixels.mapping,
+                })
+            }
+        }
+    }
+
+    /// Input pixels per image-token side (28 for Qwen2.5-VL, 14 for CLIP-L/14).
+    pub fn token_side_px(&self) -> u32 {
+        match &self.checkpoint.image {
+            ImageSpec::Clip { vision, .. } => vision.patch_size as u32,
+            ImageSpec::Qwen { processor, .. } => processor.factor(),
+        }
+    }
+
+    /// The Qwen-VL processor's (min_pixels, max_pixels); `None` for fixed-grid models.
+    pub fn pixel_limits(&self) -> Option<(u64, u64)> {
+        match &self.checkpoint.image {
+            ImageSpec::Clip { .. } => None,
+            ImageSpec::Qwen { processor, .. } => Some((processor.min_pixels, processor.max_pixels)),
+        }
+    }
+
+    /// Replace the Qwen-VL processor's pixel limits (`None` keeps the checkpoint's).
+    pub fn set_pixel_limits(&mut self, min: Option<u64>, max: Option<u64>) -> Result<()> {
+        let arch = self.checkpoint.arch.clone();
+        match &mut self.checkpoint.image {
+            ImageSpec::Clip { vision, .. } => bail!(
+                "--min-pixels / --max-pixels apply to models whose token grid follows the image (Qwen2.5-VL); \
+                 {arch} always sees {0} x {0} tokens",
+                vision.grid_side()
+            ),
+            ImageSpec::Qwen { processor, .. } => {
+                let min = min.unwrap_or(processor.min_pixels);
+                let max = max.unwrap_or(processor.max_pixels);
+                let one_token = u64::from(processor.factor()).pow(2);
+                if max < one_token || min > max {
+                    bail!(
+                        "pixel limits {min}..{max} are impossible: max_pixels must be at least {one_token} \
+                         (one image token) and not below min_pixels"
+                    );
+                }
+                processor.min_pixels = min;
+                processor.max_pixels = max;
+                Ok(())
+            }
+        }
+    }
+
+    /// One line saying what an image of `width` x `height` becomes: tokens, the model input's
+    /// pixels and, for Qwen-VL, the limits and the cost of encoding it.
+    pub fn describe_image_plan(&self, width: u32, height: u32) -> Result<String> {
+        let (rows, cols) = self.grid_for(width, height)?;
+        let flops = self.image_flops((rows, cols));
+        Ok(match &self.checkpoint.image {
+            ImageSpec::Clip { processor, .. } => format!(
+                "image tokens      {rows} x {cols} = {} ({width}x{height} px -> {1}x{1} px)",
+                rows * cols,
+                processor.size
+            ),
+            ImageSpec::Qwen { processor, .. } => {
+                let side = processor.factor() as usize;
+                format!(
+                    "image tokens      {rows} x {cols} = {} ({width}x{height} px -> {}x{} px; min_pixels {}, \
+                     max_pixels {}); the vision tower costs {:.1} GFLOP",
+                    rows * cols,
+                    cols * side,
+                    rows * side,
+                    processor.min_pixels,
+                    processor.max_pixels,
+                    flops / 1e9
+                )
+            }
+        })
+    }
+
+    /// The RGB8 image the tower sees (padded, resized, cropped) and its mapping.
+    pub fn prepare_image(&self, img: &image::RgbImage) -> Result<(image::RgbImage, PixelMapping)> {
+        match &self.checkpoint.image {
+            ImageSpec::Clip { processor, .. } => Ok(processor.prepare(img)),
+            ImageSpec::Qwen { processor, .. } => {
+                let pixels = processor.prepare(img)?;
+                Ok((pixels.resized, pixels.mapping))
+            }
+        }
+    }
+
+    /// Projected image features (N, D_text), one per image token, row-major.
+    pub fn image_embeddings(&self, pixels: &PixelInput) -> Result<Tensor> {
+        Ok(match &self.image {
+            ImageEncoder::Clip { tower, projector } => {
+                projector.forward(&tower.forward(&pixels.values)?)?
+            }
+            ImageEncoder::Qwen(vision) => {
+                vision.forward(&pixels.values, pixels.patch_grid.0, pixels.patch_grid.1)?
+            }
+        })
+    }
+
+    /// Multiply-adds x 2 of encoding one image of this grid (tower and projector).
+    pub fn image_flops(&self, pixels_grid: (usize, usize)) -> f64 {
+        let text = self.checkpoint.text.hidden_size as f64;
+        match &self.checkpoint.image {
+            ImageSpec::Clip {
+                vision,
+                feature_layer,
+                ..
+            } => {
+                let n = (pixels_grid.0 * pixels_grid.1) as f64;
+                let v = vision.hidden_size as f64;
+                vision.flops(*feature_layer) + 2.0 * n * (v * text + text * text)
+            }
+            ImageSpec::Qwen { vision, .. } => {
+                let m = vision.spatial_merge_size;
+                vision.flops(pixels_grid.0 * m * pixels_grid.1 * m)
+            }
+        }
+    }
+
+    /// Rotary positions of `before` text tokens and a `grid` image, where they are not simply
+    /// sequential (M-RoPE); `None` for 1-D RoPE.
+    pub fn prefix_positions(&self, before: usize, grid: (usize, usize)) -> Option<Vec<Position>> {
+        match &self.checkpoint.image {
+            ImageSpec::Clip { .. } => None,
+            ImageSpec::Qwen { .. } => Some(qwen_vl::prefix_positions(before, grid.0, grid.1)),
+        }
+    }
+
+    pub fn decode_text(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, true).unwrap_or_default()
+    }
+}

@@ -1,0 +1,225 @@
+//! Helpers the parity tests share: reference tensors written by tools/make_*_fixtures.py and
+//! the comparisons with their bounds.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, IndexOp, Tensor};
+use fovea::model::{
+    AttentionProbe, EdgeMask, ImageSession, QueryRows, RunOptions, TokenisedPrompt,
+};
+use serde_json::Value;
+
+pub struct Expected {
+    pub json: Value,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl Expected {
+    pub fn load(dir: &Path, name: &str) -> Self {
+        let json: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        let tensors = candle_core::safetensors::load(
+            dir.join(format!("{name}.expected.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        Expected { json, tensors }
+    }
+    pub fn f32(&self, key: &str) -> Tensor {
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture lacks {key}"))
+            .clone()
+    }
+    pub fn ids(&self, key: &str) -> Vec<i64> {
+        self.tensors[key].to_vec1::<i64>().unwrap()
+    }
+}
+
+/// Where the models run: the CPU, or the GPU `FOVEA_DEVICE` names (tools/gpu_check.sh).
+pub fn device() -> Device {
+    fovea::model::device::from_env().expect("FOVEA_DEVICE names a device")
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len(), "shapes differ");
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn max_abs(a: &Tensor) -> f32 {
+    a.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn assert_logits_close(ours: &Tensor, theirs: &Tensor, what: &str) {
+    let relative = max_abs_diff(ours, theirs) / max_abs(theirs).max(1e-6);
+    eprintln!("  {what}: max |diff| / max |logit| = {relative:.2e}");
+    assert!(
+        relative <= 1e-4,
+        "{what}: relative logit error {relative:e} > 1e-4"
+    );
+}
+
+pub fn assert_attention_close(maps: &[Vec<f32>], theirs: &Tensor, what: &str) {
+    let ours: Vec<f32> = maps.iter().flatten().copied().collect();
+    let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(ours.len(), theirs.len(), "{what}: L x H x N differs");
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    eprintln!("  {what}: max |diff| = {worst:.2e}");
+    assert!(worst <= 1e-5, "{what}: attention error {worst:e} > 1e-5");
+}
+
+/// A JSON list of non-negative integers.
+pub fn usizes(value: &Value) -> Vec<usize> {
+    value
+        .as_array()
+        .expect("a JSON list")
+        .iter()
+        .map(|v| v.as_u64().expect("a non-negative integer") as usize)
+        .collect()
+}
+
+/// The session checks every fixture shares: the full forward (logits, last-token and
+/// question-mean attention), knockout in one and two layers, the shared-prefix path (first
+/// logits, attention, greedy tokens with and without knockout) and the general prompt.
+pub fn check_session(
+    name: &str,
+    session: &mut ImageSession,
+    prompt: &TokenisedPrompt,
+    general: &TokenisedPrompt,
+    expected: &Expected,
+) {
+    let prompt = prompt.clone();
+    // Full forward without the cache: logits and attention.
+    let mut last = AttentionProbe::new(QueryRows::Last, prompt.image_span.clone());
+    let logits = session
+        .logits_unshared(&prompt, None, Some(&mut last))
+        .unwrap();
+    assert_logits_close(&logits, &expected.f32("logits"), "logits");
+    assert_attention_close(&last.maps, &expected.f32("attn_last"), "attn_last");
+    let mut mean = AttentionProbe::new(
+        QueryRows::MeanFrom(prompt.image_span.end),
+        prompt.image_span.clone(),
+    );
+    session
+        .logits_unshared(&prompt, None, Some(&mut mean))
+        .unwrap();
+    assert_attention_close(
+        &mean.maps,
+        &expected.f32("attn_question_mean"),
+        "attn_question_mean",
+    );
+
+    // Knockout in layer 1, then layers 1 and 2.
+    let keys = usizes(&expected.json["knockout"]["key_positions"]);
+    let knockout = |layers: Vec<usize>| EdgeMask {
+        layers,
+        queries_from: prompt.image_span.end,
+        blocked_keys: keys.clone(),
+    };
+    let mut knocked_probe = AttentionProbe::new(QueryRows::Last, prompt.image_span.clone());
+    let knocked = session
+        .logits_unshared(&prompt, Some(&knockout(vec![1])), Some(&mut knocked_probe))
+        .unwrap();
+    assert_logits_close(
+        &knocked,
+        &expected.f32("knockout_logits"),
+        "knockout_logits (layer 1)",
+    );
+    assert_attention_close(
+        &knocked_probe.maps,
+        &expected.f32("knockout_attn_last"),
+        "knockout_attn_last",
+    );
+    let knocked2 = session
+        .logits_unshared(&prompt, Some(&knockout(vec![1, 2])), None)
+        .unwrap();
+    assert_logits_close(
+        &knocked2,
+        &expected.f32("knockout2_logits"),
+        "knockout2_logits (layers 1, 2)",
+    );
+
+    // The shared-prefix path: same first-token logits, attention and greedy tokens.
+    let options = RunOptions {
+        max_new_tokens: 5,
+        stop_at_eos: false,
+        ..RunOptions::default()
+    };
+    let answer = session.run(&prompt, &options).unwrap();
+    let t = prompt.input_ids.len();
+    let reference_last = expected.f32("logits").i(t - 1).unwrap();
+    let ours_last = Tensor::new(answer.first_token_logits.as_slice(), &Device::Cpu).unwrap();
+    assert_logits_close(
+        &ours_last,
+        &reference_last,
+        "first-token logits via shared prefix",
+    );
+    assert_attention_close(
+        &answer.attention,
+        &expected.f32("attn_last"),
+        "attn_last via shared prefix",
+    );
+    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
+    assert_eq!(
+        generated,
+        expected.ids("generated_ids"),
+        "{name}: greedy tokens"
+    );
+
+    let knocked_options = RunOptions {
+        knockout: Some(knockout(vec![1])),
+        ..options.clone()
+    };
+    let answer = session.run(&prompt, &knocked_options).unwrap();
+    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
+    assert_eq!(
+        generated,
+        expected.ids("knockout_generated_ids"),
+        "{name}: greedy tokens with prefill knockout"
+    );
+    let all_steps = RunOptions {
+        knockout_decode: true,
+        ..knocked_options
+    };
+    let answer = session.run(&prompt, &all_steps).unwrap();
+    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
+    assert_eq!(
+        generated,
+        expected.ids("knockout_all_steps_generated_ids"),
+        "{name}: knockout in every step"
+    );
+
+    let answer = session
+        .run(
+            general,
+            &RunOptions {
+                max_new_tokens: 1,
+                ..options
+            },
+        )
+        .unwrap();
+    assert_attention_close(
+        &answer.attention,
+        &expected.f32("general_attn_last"),
+        "general attn_last via shared prefix",
+    );
+}

@@ -1,0 +1,174 @@
+//! Qwen2.5-VL against HF transformers (eager attention, f32) on tiny random checkpoints in both
+//! key layouts (transformers 5's flat save with an untied head; the nested in-memory layout
+//! with a hub-style flat config.json and a tied head), on a non-square 190x110 image that
+//! becomes a 4 x 7 token grid: more than one vision window, ragged edge windows, two
+//! full-attention blocks.
+//!
+//! `tools/make_qwen_vl_fixtures.py` recorded what transformers computes: pixel values from
+//! `Qwen2VLImageProcessorPil`, the merged image features, M-RoPE position ids, logits,
+//! last-token and question-mean attention over the image span, knockout logits (queries from
+//! `<|vision_end|>` on), greedy generations. Bounds as for LLaVA: pixels 1e-5, vision 1e-4,
+//! logits 1e-4 of max |logit|, attention 1e-5, ids exact.
+
+use std::path::PathBuf;
+
+use fovea::model::qwen_vl::smart_resize;
+use fovea::model::{ImageSession, Model};
+
+mod common;
+use common::{check_session, device, max_abs_diff, Expected};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen_vl")
+}
+
+#[test]
+fn smart_resize_grids_match_the_processor() {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("smart_resize.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let (min, max) = (
+        json["min_pixels"].as_u64().unwrap(),
+        json["max_pixels"].as_u64().unwrap(),
+    );
+    let sizes = json["sizes"].as_array().unwrap();
+    assert!(sizes.len() >= 12);
+    for size in sizes {
+        let (h, w) = (
+            size["height"].as_u64().unwrap() as u32,
+            size["width"].as_u64().unwrap() as u32,
+        );
+        let resized: Vec<u32> = size["resized"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let ours = smart_resize(h, w, 28, min, max).unwrap();
+        assert_eq!(
+            [ours.0, ours.1],
+            [resized[0], resized[1]],
+            "{w}x{h} (width x height)"
+        );
+    }
+}
+
+fn check(name: &str) {
+    eprintln!("{name}");
+    let expected = Expected::load(&fixtures(), name);
+    let model = Model::load(&fixtures().join(name), None, &device())
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert_eq!(model.checkpoint.arch, "qwen2.5-vl");
+    assert!(model.fixed_grid().is_none());
+
+    let img = image::open(fixtures().join("test_image.png"))
+        .unwrap()
+        .to_rgb8();
+    let pixels = model.pixel_values(&img).unwrap();
+    let thw = expected.ids("image_grid_thw");
+    assert_eq!(
+        pixels.patch_grid,
+        (thw[1] as usize, thw[2] as usize),
+        "{name}: patch grid"
+    );
+    assert_eq!(
+        pixels.grid,
+        (4, 7),
+        "{name}: a 110x190 image is 4 x 7 tokens"
+    );
+    assert_eq!(model.grid_for(190, 110).unwrap(), (4, 7));
+    let reference_pixels = expected.f32("pixel_values").to_device(&device()).unwrap();
+    let pixel_error = max_abs_diff(&pixels.values, &reference_pixels);
+    eprintln!("  pixel_values: max |diff| = {pixel_error:.2e}");
+    assert!(
+        pixel_error <= 1e-5,
+        "{name}: pixel values differ by {pixel_error}"
+    );
+
+    // The ViT on the reference pixels.
+    let pixels = fovea::model::PixelInput {
+        values: reference_pixels,
+        ..pixels
+    };
+    let features = model.image_embeddings(&pixels).unwrap();
+    let vision_error = max_abs_diff(&features, &expected.f32("image_features"));
+    eprintln!("  image_features: max |diff| = {vision_error:.2e}");
+    assert!(
+        vision_error <= 1e-4,
+        "{name}: vision differs by {vision_error}"
+    );
+
+    let mut session = ImageSession::from_pixels(&model, &pixels).unwrap();
+    assert_eq!(session.grid, (4, 7));
+
+    // The prompt: the chat template rendered, <|image_pad|> expanded, ids and span.
+    let question_text = expected.json["prompts"]["question"]["text"]
+        .as_str()
+        .unwrap();
+    let question = "what abnormality is seen in the left lung ? Answer the question using a single word or phrase .";
+    let prompt = session.prompt(question, false).unwrap();
+    assert_eq!(
+        prompt.text.replace("<|image_pad|>", ""),
+        question_text.replace("<|image_pad|>", "")
+    );
+    assert_eq!(
+        prompt.input_ids,
+        expected.ids("input_ids"),
+        "{name}: input ids"
+    );
+    let span = expected.ids("image_span");
+    assert_eq!(prompt.image_span, span[0] as usize..span[1] as usize);
+
+    // M-RoPE positions as get_rope_index builds them.
+    let positions = session.prompt_positions(&prompt).unwrap();
+    let reference = expected.f32("position_ids");
+    let reference: Vec<Vec<f32>> = reference
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    for (i, position) in positions.iter().enumerate() {
+        for axis in 0..3 {
+            assert_eq!(
+                position[axis] as f32, reference[axis][i],
+                "{name}: position {i} axis {axis}"
+            );
+        }
+    }
+
+    // Forward, knockout from <|vision_end|> on, shared prefix, greedy, the general prompt.
+    let general = session
+        .prompt(
+            "write a general description of the image . Answer the question using a single word or phrase .",
+            false,
+        )
+        .unwrap();
+    assert_eq!(general.input_ids, expected.ids("general_input_ids"));
+    check_session(name, &mut session, &prompt, &general, &expected);
+}
+
+#[test]
+fn qwen2_5_vl_flat_layout_matches_transformers() {
+    check("qwen2_5_vl-flat");
+}
+
+#[test]
+fn qwen2_5_vl_nested_layout_tied_head_matches_transformers() {
+    check("qwen2_5_vl-nested");
+}
+
+#[test]
+fn raw_template_frames_the_image_with_vision_tokens() {
+    let model = Model::load(&fixtures().join("qwen2_5_vl-flat"), None, &device()).unwrap();
+    let prompt = model
+        .prompt("what is <image> the image ?", true, 6)
+        .unwrap();
+    let tokenizer = &model.tokenizer;
+    let id = |t: &str| tokenizer.token_to_id(t).unwrap() as i64;
+    assert_eq!(prompt.image_span, 3..9);
+    assert_eq!(prompt.input_ids[2], id("<|vision_start|>"));
+    assert!(prompt.input_ids[3..9].iter().all(|&v| v == -1));
+    assert_eq!(prompt.input_ids[9], id("<|vision_end|>"));
+    assert_eq!(prompt.input_ids[0], id("what"));
+}
