@@ -84,6 +84,12 @@ pub struct DataArgs {
     /// (none keeps the checkpoint's bf16/f16/f32; the vision tower is never quantized)
     #[arg(long, value_enum, default_value_t = QuantizeArg::None)]
     pub quantize: QuantizeArg,
+    /// Qwen-VL: fewest pixels each image is resized to (default: the checkpoint's)
+    #[arg(long, value_name = "N")]
+    pub min_pixels: Option<u64>,
+    /// Qwen-VL: most pixels each image is resized to (default: the checkpoint's)
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<u64>,
 }
 
 impl DataArgs {
@@ -116,6 +122,7 @@ impl DataArgs {
             shard,
             resume: self.resume,
             quantize: self.quantize.to_quantize(),
+            pixel_limits: (self.min_pixels, self.max_pixels),
         })
     }
 }

@@ -34,6 +34,8 @@ pub struct RunArgs {
     pub shard: Option<Shard>,
     pub resume: bool,
     pub quantize: crate::model::linear::Quantize,
+    /// Qwen-VL: (min_pixels, max_pixels) replacing the checkpoint's.
+    pub pixel_limits: (Option<u64>, Option<u64>),
 }
 
 fn write_run_info(out: &Path, command: &str, extra: Value) -> Result<()> {
@@ -56,8 +58,15 @@ fn for_each_sample(
         args.shard,
     );
     let device = crate::model::device::from_env()?;
-    let model = Model::load_with(&args.model, None, &device, args.quantize)?;
+    let mut model = Model::load_with(&args.model, None, &device, args.quantize)?;
+    if args.pixel_limits != (None, None) {
+        model.set_pixel_limits(args.pixel_limits.0, args.pixel_limits.1)?;
+    }
     let mut results = ResultsFile::open(&args.out, args.resume)?;
+    let mut settings = settings;
+    if let Some((min_pixels, max_pixels)) = model.pixel_limits() {
+        settings["pixel_limits"] = json!({"min_pixels": min_pixels, "max_pixels": max_pixels});
+    }
     write_run_info(&args.out, command, settings)?;
     let todo: Vec<&Sample> = samples
         .iter()
