@@ -10,10 +10,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{Device, IndexOp, Tensor};
-use fovea::model::{
-    AttentionProbe, EdgeMask, ImageEncoder, ImageSession, Model, QueryRows, RunOptions,
-};
+use candle_core::{Device, Tensor};
+use fovea::model::{AttentionProbe, EdgeMask, ImageEncoder, ImageSession, Model, QueryRows};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava")
@@ -41,12 +39,7 @@ fn check_checkpoint(name: &str) {
         .unwrap()
         .to_rgb8();
     let pixels = model.pixel_values(&img).unwrap().values;
-    let theirs_pixels = expected
-        .f32("pixel_values")
-        .unsqueeze(0)
-        .unwrap()
-        .to_device(&device())
-        .unwrap();
+    let theirs_pixels = reference_pixels(&expected);
     let pixel_error = max_abs_diff(&pixels, &theirs_pixels);
     eprintln!("  pixel_values: max |diff| = {pixel_error:.2e}");
     assert!(
@@ -127,6 +120,16 @@ fn question_text_of(name: &str, rendered: &str) -> String {
     inner[..end].to_string()
 }
 
+/// The fixture's pixel values (1, 3, S, S) on the test device.
+fn reference_pixels(expected: &common::Expected) -> Tensor {
+    expected
+        .f32("pixel_values")
+        .unsqueeze(0)
+        .unwrap()
+        .to_device(&device())
+        .unwrap()
+}
+
 fn image_tokens(model: &Model) -> usize {
     let (rows, cols) = model.fixed_grid().expect("LLaVA grids are fixed");
     rows * cols
@@ -205,12 +208,7 @@ fn quantized_weights_stay_close_to_transformers() {
         "llava-med-mistral-original",
     ] {
         let expected = Expected::load(name);
-        let pixels = expected
-            .f32("pixel_values")
-            .unsqueeze(0)
-            .unwrap()
-            .to_device(&device())
-            .unwrap();
+        let pixels = reference_pixels(&expected);
         let question = question_text_of(
             name,
             expected.json["prompts"]["question"]["text"]
@@ -330,12 +328,7 @@ fn bf16_weights_stay_bf16() {
         2 * bf16_bytes >= f32_bytes && (bf16_bytes as f64) < 0.52 * f32_bytes as f64,
         "bf16 weights take half the f32 bytes: {bf16_bytes} vs {f32_bytes}"
     );
-    let pixels = expected
-        .f32("pixel_values")
-        .unsqueeze(0)
-        .unwrap()
-        .to_device(&device())
-        .unwrap();
+    let pixels = reference_pixels(&expected);
     let session = ImageSession::from_pixel_values(&model, &pixels, dummy_mapping()).unwrap();
     let prompt = model
         .prompt(

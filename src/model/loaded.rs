@@ -343,10 +343,7 @@ impl Model {
     pub fn prepare_image(&self, img: &image::RgbImage) -> Result<(image::RgbImage, PixelMapping)> {
         match &self.checkpoint.image {
             ImageSpec::Clip { processor, .. } => Ok(processor.prepare(img)),
-            ImageSpec::Qwen { processor, .. } => {
-                let pixels = processor.prepare(img)?;
-                Ok((pixels.resized, pixels.mapping))
-            }
+            ImageSpec::Qwen { processor, .. } => processor.resize(img),
         }
     }
 

@@ -87,6 +87,12 @@ pub fn assert_attention_close(maps: &[Vec<f32>], theirs: &Tensor, what: &str) {
     assert!(worst <= 1e-5, "{what}: attention error {worst:e} > 1e-5");
 }
 
+/// Generated ids equal the reference tensor `key`.
+fn assert_ids(ids: &[u32], expected: &Expected, key: &str, what: &str) {
+    let generated: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+    assert_eq!(generated, expected.ids(key), "{what}");
+}
+
 /// A JSON list of non-negative integers.
 pub fn usizes(value: &Value) -> Vec<usize> {
     value
@@ -178,11 +184,11 @@ pub fn check_session(
         &expected.f32("attn_last"),
         "attn_last via shared prefix",
     );
-    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
-    assert_eq!(
-        generated,
-        expected.ids("generated_ids"),
-        "{name}: greedy tokens"
+    assert_ids(
+        &answer.ids,
+        expected,
+        "generated_ids",
+        &format!("{name}: greedy tokens"),
     );
 
     let knocked_options = RunOptions {
@@ -190,22 +196,22 @@ pub fn check_session(
         ..options.clone()
     };
     let answer = session.run(&prompt, &knocked_options).unwrap();
-    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
-    assert_eq!(
-        generated,
-        expected.ids("knockout_generated_ids"),
-        "{name}: greedy tokens with prefill knockout"
+    assert_ids(
+        &answer.ids,
+        expected,
+        "knockout_generated_ids",
+        &format!("{name}: greedy tokens with prefill knockout"),
     );
     let all_steps = RunOptions {
         knockout_decode: true,
         ..knocked_options
     };
     let answer = session.run(&prompt, &all_steps).unwrap();
-    let generated: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
-    assert_eq!(
-        generated,
-        expected.ids("knockout_all_steps_generated_ids"),
-        "{name}: knockout in every step"
+    assert_ids(
+        &answer.ids,
+        expected,
+        "knockout_all_steps_generated_ids",
+        &format!("{name}: knockout in every step"),
     );
 
     let answer = session

@@ -330,7 +330,7 @@ fn tile_scalar(rows: usize, k: usize, w: &Q4Tile, a: &ActRows, tile: &mut [f32; 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::gemm::tile::testing::{assert_packed_bf16, report, values};
+    use crate::model::gemm::tile::testing::{assert_widens_to_bf16, report, values};
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
@@ -369,11 +369,9 @@ mod tests {
     fn widening_to_bf16_rounds_each_dequantized_weight() {
         let (n, k) = (40, 512);
         let (packed, _) = quantize(&values(n * k, 9), n, k);
-        let weights = packed.dequantize();
-        let groups = n.div_ceil(GROUP);
-        let mut out = vec![0u16; groups * k * GROUP];
-        packed.groups_to_bf16(0..groups, &mut out);
-        assert_packed_bf16(&out, &weights, n, k);
+        assert_widens_to_bf16(n, k, &packed.dequantize(), |groups, out| {
+            packed.groups_to_bf16(groups, out)
+        });
     }
 
     /// Every kernel against the block formula in f64 over the unpacked weights and the q8_0

@@ -2,7 +2,7 @@
 //! block-wise product in f64, and each SIMD kernel against the scalar one.
 
 use super::*;
-use crate::model::gemm::tile::testing::{assert_packed_bf16, report, values};
+use crate::model::gemm::tile::testing::{assert_widens_to_bf16, report, values};
 
 fn pack(w: &[f32], n: usize, k: usize, rows_per_call: usize) -> PackedQ8 {
     PackedQ8::quantize(n, k, rows_per_call, |rows| {
@@ -187,11 +187,9 @@ fn throughput_on_a_7b_mlp_matrix() {
 fn widening_to_bf16_rounds_each_dequantized_weight() {
     let (n, k) = (40, 96);
     let packed = pack(&values(n * k, 31), n, k, 16);
-    let weights = packed.dequantize();
-    let groups = n.div_ceil(GROUP);
-    let mut out = vec![0u16; groups * k * GROUP];
-    packed.groups_to_bf16(0..groups, &mut out);
-    assert_packed_bf16(&out, &weights, n, k);
+    assert_widens_to_bf16(n, k, &packed.dequantize(), |groups, out| {
+        packed.groups_to_bf16(groups, out)
+    });
 }
 
 /// A prefill-sized product (AMX tiles where the CPU has them, else the int8 kernels) against

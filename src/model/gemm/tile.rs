@@ -238,6 +238,20 @@ pub(super) mod testing {
             .collect()
     }
 
+    /// Widen all `n` outputs of a packed matrix with `widen` (its `groups_to_bf16`) and check
+    /// every weight against `bf16(w)` of its dequantized row-major (n, k) `weights`.
+    pub fn assert_widens_to_bf16(
+        n: usize,
+        k: usize,
+        weights: &[f32],
+        widen: impl Fn(std::ops::Range<usize>, &mut [u16]),
+    ) {
+        let groups = n.div_ceil(super::GROUP);
+        let mut out = vec![0u16; groups * k * super::GROUP];
+        widen(0..groups, &mut out);
+        assert_packed_bf16(&out, weights, n, k);
+    }
+
     /// `packed` (groups of 16 outputs in the packed bf16 layout) holds `bf16(w)` for every
     /// weight of the row-major (n, k) `weights`.
     pub fn assert_packed_bf16(packed: &[u16], weights: &[f32], n: usize, k: usize) {

@@ -31,7 +31,6 @@ pub struct QwenPixels {
     pub grid_h: usize,
     pub grid_w: usize,
     pub mapping: PixelMapping,
-    pub resized: RgbImage,
 }
 
 /// transformers' `smart_resize`: (height, width) -> (resized height, resized width), both
@@ -105,8 +104,8 @@ impl QwenProcessor {
         Ok((h as usize / side, w as usize / side))
     }
 
-    /// Resize, normalise and patchify one RGB image.
-    pub fn prepare(&self, img: &RgbImage) -> Result<QwenPixels> {
+    /// The image as the ViT sees it (resized), and how it maps to the original.
+    pub fn resize(&self, img: &RgbImage) -> Result<(RgbImage, PixelMapping)> {
         let (width, height) = img.dimensions();
         let (rh, rw) = self.resized(width, height)?;
         let resized = if (rw, rh) == (width, height) {
@@ -114,6 +113,18 @@ impl QwenProcessor {
         } else {
             pil_resize_bicubic(img, rw, rh)
         };
+        let mapping = PixelMapping {
+            scale: [rw as f64 / width as f64, rh as f64 / height as f64],
+            offset_px: [0.0, 0.0],
+            input: [rw, rh],
+        };
+        Ok((resized, mapping))
+    }
+
+    /// Resize, normalise and patchify one RGB image.
+    pub fn prepare(&self, img: &RgbImage) -> Result<QwenPixels> {
+        let (resized, mapping) = self.resize(img)?;
+        let [rw, rh] = mapping.input;
         let (p, m, t) = (self.patch_size, self.merge_size, self.temporal_patch_size);
         let (rw, rh) = (rw as usize, rh as usize);
         let (grid_h, grid_w) = (rh / p, rw / p);
@@ -142,18 +153,12 @@ impl QwenProcessor {
                 }
             }
         }
-        let mapping = PixelMapping {
-            scale: [rw as f64 / width as f64, rh as f64 / height as f64],
-            offset_px: [0.0, 0.0],
-            input: [rw as u32, rh as u32],
-        };
         Ok(QwenPixels {
             patches,
             patch_dim,
             grid_h,
             grid_w,
             mapping,
-            resized,
         })
     }
 
