@@ -367,3 +367,56 @@ fn bench_reports_on_a_checkpoint() {
         assert_eq!(report["decode_tokens"], 3);
     }
 }
+
+#[test]
+fn qwen3_vl_case_on_a_non_square_image() {
+    // 190x110 -> smart_resize (factor 32) -> 192x96: 3 x 6 tokens of 32 px.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("tests/fixtures/qwen3_vl/qwen3_vl");
+    let image = root.join("tests/fixtures/qwen_vl/test_image.png");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("case.json");
+    let args: Vec<String> = [
+        "inspect",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--question",
+        "what abnormality is seen in the left lung ?",
+        "--heads",
+        "1:0,2:3",
+        "--masked-layers",
+        "1",
+        // Input x 35.4..60.6, y 34.9..61.1: token (1, 1). Input x 161.7..187.0, y 65.5..91.6:
+        // token (2, 5).
+        "--region",
+        "35,40,60,70",
+        "--region",
+        "160,75,185,105",
+        "--json",
+        json.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = fovea(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 x 6 = 18 (190x110 px -> 192x96 px"),
+        "the image plan is announced: {stderr}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(record["model"]["arch"], "qwen3-vl");
+    assert_eq!(record["model"]["grid"], serde_json::json!([3, 6]));
+    assert_eq!(record["regions"][0]["tokens"], serde_json::json!([7]));
+    assert_eq!(record["regions"][1]["tokens"], serde_json::json!([17]));
+    let span: Vec<usize> = serde_json::from_value(record["image_span"].clone()).unwrap();
+    assert_eq!(span[1] - span[0], 18);
+    let ids: Vec<i64> = serde_json::from_value(record["input_ids"].clone()).unwrap();
+    assert_eq!(ids.iter().filter(|&&id| id == -1).count(), 18);
+    let question = record["attention"]["question"].as_array().unwrap();
+    assert_eq!(question.len(), 3, "layers");
+    assert_eq!(question[0][0].as_array().unwrap().len(), 18);
+}

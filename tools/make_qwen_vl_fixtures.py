@@ -158,6 +158,18 @@ def image_processor() -> Qwen2VLImageProcessorPil:
                                     temporal_patch_size=TEMPORAL)
 
 
+def smart_resize_grids(processor, sizes, patch: int) -> list[dict]:
+    """The processor's own grids for random images of each (height, width)."""
+    rng = np.random.default_rng(7)
+    grids = []
+    for h, w in sizes:
+        im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+        thw = processor(images=im, return_tensors="pt")["image_grid_thw"][0].tolist()
+        grids.append({"height": h, "width": w, "grid_thw": thw,
+                      "resized": [thw[1] * patch, thw[2] * patch]})
+    return grids
+
+
 def preprocessor_config() -> dict:
     return {
         "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
@@ -359,14 +371,7 @@ def main() -> None:
     img = Image.open(OUT / "test_image.png").convert("RGB")
 
     # ---- smart_resize grids from the processor itself
-    proc_img = image_processor()
-    rng = np.random.default_rng(7)
-    grids = []
-    for h, w in SMART_RESIZE_SIZES:
-        im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
-        thw = proc_img(images=im, return_tensors="pt")["image_grid_thw"][0].tolist()
-        grids.append({"height": h, "width": w, "grid_thw": thw,
-                      "resized": [thw[1] * PATCH, thw[2] * PATCH]})
+    grids = smart_resize_grids(image_processor(), SMART_RESIZE_SIZES, PATCH)
     base.write_json(OUT / "smart_resize.expected.json", {
         "min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS, "patch_size": PATCH,
         "merge_size": MERGE, "processor": "transformers Qwen2VLImageProcessorPil",

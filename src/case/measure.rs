@@ -23,6 +23,11 @@ pub struct ModelReport {
     pub quantize: String,
     pub load_notes: Vec<String>,
     pub load_ms: f64,
+    /// The bench image (width, height) in pixels, its token grid (rows, cols) and, where the
+    /// grid follows the image (Qwen-VL), the (min_pixels, max_pixels) used.
+    pub image_size: (u32, u32),
+    pub image_grid: (usize, usize),
+    pub pixel_limits: Option<(u64, u64)>,
     /// Bytes of the language model's linear layers and head as kept, and of the embeddings.
     pub linear_bytes: usize,
     pub embedding_bytes: usize,
@@ -56,20 +61,26 @@ pub fn run(
     dir: &Path,
     vision_tower: Option<&Path>,
     quantize: Quantize,
+    pixel_limits: (Option<u64>, Option<u64>),
     decode_tokens: usize,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ModelReport> {
     progress(&format!("loading {} ({})", dir.display(), quantize.name()));
     let started = Instant::now();
     let device = crate::model::device::from_env()?;
-    let model = Model::load_with(dir, vision_tower, &device, quantize)?;
+    let mut model = Model::load_with(dir, vision_tower, &device, quantize)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    if pixel_limits != (None, None) {
+        model.set_pixel_limits(pixel_limits.0, pixel_limits.1)?;
+    }
+    let model = model;
     let (linear_bytes, embedding_bytes) = model.decoder.weight_bytes();
     let img = image::RgbImage::from_fn(512, 448, |x, y| {
         let v = ((x as f32 / 512.0) * 200.0 + (y % 64) as f32) as u8;
         image::Rgb([v, v, v])
     });
     let question = "is there an abnormality in the left lung";
+    progress(&model.describe_image_plan(img.width(), img.height())?);
 
     progress("vision tower and the shared prefix");
     let mut session = ImageSession::new(&model, &img)?;
@@ -139,6 +150,9 @@ pub fn run(
         quantize: quantize.name().to_string(),
         load_notes: model.load_notes.clone(),
         load_ms,
+        image_size: img.dimensions(),
+        image_grid: fresh.grid,
+        pixel_limits: model.pixel_limits(),
         linear_bytes,
         embedding_bytes,
         peak_rss_bytes: peak_rss_bytes(),

@@ -315,6 +315,9 @@ pub enum ShapeArg {
     /// Qwen2.5-VL-7B's shapes (Lingshu-7B, HuatuoGPT-Vision-7B-Qwen2.5VL), zero bf16, sparse
     #[value(name = "qwen2.5-vl-7b")]
     Qwen25Vl7b,
+    /// Qwen3-VL-8B's shapes (DeepStack, Qwen3 decoder), zero bf16, sparse
+    #[value(name = "qwen3-vl-8b")]
+    Qwen3Vl8b,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -359,6 +362,14 @@ pub struct BenchArgs {
     /// With --model: quantize the language model in memory while loading
     #[arg(long, value_enum, default_value_t = QuantizeArg::None)]
     pub quantize: QuantizeArg,
+    /// With --model, Qwen-VL: fewest pixels the 512x448 bench image is resized to (default:
+    /// the checkpoint's)
+    #[arg(long, value_name = "N", requires = "model")]
+    pub min_pixels: Option<u64>,
+    /// With --model, Qwen-VL: most pixels the bench image is resized to (default: the
+    /// checkpoint's); fewer pixels, fewer image tokens
+    #[arg(long, value_name = "N", requires = "model")]
+    pub max_pixels: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -118,6 +118,7 @@ fn bench_model(dir: &Path, args: &BenchArgs) -> Result<()> {
         dir,
         args.vision_tower.as_deref(),
         args.quantize.to_quantize(),
+        (args.min_pixels, args.max_pixels),
         args.decode_tokens,
         &mut |step| eprintln!("bench: {step}"),
     )?;
@@ -130,6 +131,21 @@ fn bench_model(dir: &Path, args: &BenchArgs) -> Result<()> {
         println!("  fallback       {note}");
     }
     println!("load             {:>10.0} ms", report.load_ms);
+    let (rows, cols) = report.image_grid;
+    match report.pixel_limits {
+        Some((min, max)) => println!(
+            "image            {}x{} px -> {rows} x {cols} = {} tokens (min_pixels {min}, max_pixels {max})",
+            report.image_size.0,
+            report.image_size.1,
+            rows * cols
+        ),
+        None => println!(
+            "image            {}x{} px -> {rows} x {cols} = {} tokens",
+            report.image_size.0,
+            report.image_size.1,
+            rows * cols
+        ),
+    }
     println!(
         "weights          {:>10.2} GiB linear layers + head, {:.2} GiB embeddings",
         gib(report.linear_bytes as f64),
@@ -183,6 +199,9 @@ fn bench(args: &BenchArgs) -> Result<()> {
             }
             ShapeArg::Qwen25Vl7b => {
                 write_published_shape(dir, PublishedShape::Qwen25Vl7b, fill).map(Some)
+            }
+            ShapeArg::Qwen3Vl8b => {
+                write_published_shape(dir, PublishedShape::Qwen3Vl8b, fill).map(Some)
             }
         };
         let parameters =

@@ -56,7 +56,7 @@ pub enum ImageSpec {
         feature_layer: i64,
         processor: ImageProcessor,
     },
-    /// Qwen2.5-VL: a native-resolution ViT; the grid follows each image's shape.
+    /// Qwen2.5-VL and Qwen3-VL: a native-resolution ViT; the grid follows each image's shape.
     Qwen {
         vision: QwenVisionConfig,
         processor: QwenProcessor,
@@ -111,13 +111,18 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
         TextArch::Llama => (32000, 4096, 11008, 32, 32, None, 1e-6),
         TextArch::Mistral => (32000, 4096, 14336, 32, 32, Some(8), 1e-6),
         TextArch::Qwen2 => (151936, 4096, 22016, 32, 32, None, 1e-6),
+        TextArch::Qwen3 => (151936, 4096, 22016, 32, 32, None, 1e-6),
     };
     let hidden_size = get_usize(obj, "hidden_size").unwrap_or(defaults.1);
     let num_attention_heads = get_usize(obj, "num_attention_heads").unwrap_or(defaults.4);
     let num_key_value_heads = get_usize(obj, "num_key_value_heads")
         .or(defaults.5)
         .unwrap_or(num_attention_heads);
-    let head_dim = get_usize(obj, "head_dim").unwrap_or(hidden_size / num_attention_heads.max(1));
+    // Qwen3 sets head_dim apart from hidden / heads (128 in Qwen3VLTextConfig).
+    let head_dim = get_usize(obj, "head_dim").unwrap_or(match arch {
+        TextArch::Qwen3 => 128,
+        _ => hidden_size / num_attention_heads.max(1),
+    });
     let rope_theta = get_f64(obj, "rope_theta")
         .or_else(|| {
             obj.get("rope_parameters")
@@ -206,6 +211,7 @@ pub fn text_arch(model_type: &str) -> Option<TextArch> {
         "llama" | "llava_llama" | "llava" => Some(TextArch::Llama),
         "mistral" | "llava_mistral" => Some(TextArch::Mistral),
         "qwen2" | "llava_qwen2" => Some(TextArch::Qwen2),
+        "qwen3" | "qwen3_vl_text" => Some(TextArch::Qwen3),
         _ => None,
     }
 }

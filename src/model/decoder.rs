@@ -1,10 +1,13 @@
-//! The language model of a LLaVA-family MLLM: a LLaMA, Mistral or Qwen2 decoder that can
-//! report where its heads look and can be told not to look somewhere.
+//! The language model of an MLLM: a LLaMA, Mistral, Qwen2 or Qwen3 decoder that can report
+//! where its heads look and can be told not to look somewhere.
 //!
 //! candle-transformers' llama and qwen2 keep their attention probabilities and masks
 //! private, so fovea has its own decoder, numerically the eager attention of HF
 //! transformers (`LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`: rotate-half
-//! RoPE, GQA with head j reading KV head j / (H / KV), RMSNorm, SwiGLU, Qwen2's q/k/v bias).
+//! RoPE, GQA with head j reading KV head j / (H / KV), RMSNorm, SwiGLU, Qwen2's q/k/v bias,
+//! Qwen3's per-head q/k RMSNorm before the rotation). Qwen3-VL's DeepStack (vision features
+//! added to the image positions' hidden states after the first layers) is an input of the
+//! forward pass ([`Deepstack`]).
 //!
 //! Two hooks make it an instrument rather than a black box:
 //! - [`AttentionProbe`] keeps, per layer and head, the attention of chosen query rows (the last
@@ -29,6 +32,8 @@ pub enum TextArch {
     Llama,
     Mistral,
     Qwen2,
+    /// Qwen3 (the decoder of Qwen3-VL): RMSNorm on each query and key head, no biases.
+    Qwen3,
 }
 
 impl TextArch {
@@ -37,6 +42,7 @@ impl TextArch {
             TextArch::Llama => "llama",
             TextArch::Mistral => "mistral",
             TextArch::Qwen2 => "qwen2",
+            TextArch::Qwen3 => "qwen3",
         }
     }
 }
@@ -138,6 +144,14 @@ impl EdgeMask {
     }
 }
 
+/// Qwen3-VL's DeepStack input for one forward pass: `features[i]` (N, D) is added to the
+/// hidden states of the N image rows starting at row `start` of the pass, after layer i.
+#[derive(Clone, Copy, Debug)]
+pub struct Deepstack<'a> {
+    pub start: usize,
+    pub features: &'a [Tensor],
+}
+
 /// Optional instruments for one forward pass.
 #[derive(Default)]
 pub struct Hooks<'a> {
@@ -151,6 +165,9 @@ struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// Qwen3: RMSNorm over each query / key head before the rotation.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -164,11 +181,22 @@ impl Attention {
             cfg.head_dim,
         );
         let bias = cfg.attention_bias;
+        // Qwen2 has q/k/v biases but none on o_proj; LLaMA, Mistral and Qwen3 put
+        // `attention_bias` on all four.
+        let out_bias = bias && cfg.arch != TextArch::Qwen2;
+        let head_norm = |name: &str| -> Result<Option<RmsNorm>> {
+            match cfg.arch {
+                TextArch::Qwen3 => Ok(Some(rms_norm(d, cfg.rms_norm_eps, vb.pp(name))?)),
+                _ => Ok(None),
+            }
+        };
         Ok(Attention {
             q_proj: Linear::load(cfg.hidden_size, h * d, bias, vb.pp("q_proj"), plan)?,
             k_proj: Linear::load(cfg.hidden_size, kv * d, bias, vb.pp("k_proj"), plan)?,
             v_proj: Linear::load(cfg.hidden_size, kv * d, bias, vb.pp("v_proj"), plan)?,
-            o_proj: Linear::load(h * d, cfg.hidden_size, false, vb.pp("o_proj"), plan)?,
+            o_proj: Linear::load(h * d, cfg.hidden_size, out_bias, vb.pp("o_proj"), plan)?,
+            q_norm: head_norm("q_norm")?,
+            k_norm: head_norm("k_norm")?,
             num_heads: h,
             num_kv_heads: kv,
             head_dim: d,
@@ -186,14 +214,25 @@ impl Attention {
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let (batch, len, _) = x.dims3()?;
-        let shape = |t: Tensor, heads: usize| -> Result<Tensor> {
-            t.reshape((batch, len, heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+        let shape = |t: Tensor, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+            let t = t.reshape((batch, len, heads, self.head_dim))?;
+            let t = match norm {
+                Some(norm) => norm.forward(&t)?,
+                None => t,
+            };
+            t.transpose(1, 2)?.contiguous()
         };
-        let q = shape(self.q_proj.forward(x)?, self.num_heads)?;
-        let k = shape(self.k_proj.forward(x)?, self.num_kv_heads)?;
-        let v = shape(self.v_proj.forward(x)?, self.num_kv_heads)?;
+        let q = shape(
+            self.q_proj.forward(x)?,
+            self.num_heads,
+            self.q_norm.as_ref(),
+        )?;
+        let k = shape(
+            self.k_proj.forward(x)?,
+            self.num_kv_heads,
+            self.k_norm.as_ref(),
+        )?;
+        let v = shape(self.v_proj.forward(x)?, self.num_kv_heads, None)?;
         let q = candle_nn::rotary_emb::rope(&q, rope.0, rope.1)?;
         let k = candle_nn::rotary_emb::rope(&k, rope.0, rope.1)?;
         let (k, v) = match cache.take() {
@@ -276,6 +315,22 @@ fn attention_mask(
         }
     }
     Tensor::from_vec(mask, (len, total), device)
+}
+
+/// `x` (1, T, D) with `rows` (N, D) added to rows `start..start + N`.
+fn add_rows(x: &Tensor, start: usize, rows: &Tensor) -> Result<Tensor> {
+    let (_, len, _) = x.dims3()?;
+    let n = rows.dim(0)?;
+    let mut parts = Vec::with_capacity(3);
+    if start > 0 {
+        parts.push(x.narrow(1, 0, start)?);
+    }
+    let image = x.narrow(1, start, n)?;
+    parts.push(image.broadcast_add(&rows.to_dtype(x.dtype())?.unsqueeze(0)?)?);
+    if start + n < len {
+        parts.push(x.narrow(1, start + n, len - start - n)?);
+    }
+    Tensor::cat(&parts, 1)
 }
 
 fn repeat_kv(x: Tensor, groups: usize) -> Result<Tensor> {
@@ -430,19 +485,40 @@ impl Decoder {
     /// Run `embeds` (1, T, D) as text at rotary positions `cache.next_position()..`, extend the
     /// cache and return the final hidden states (1, T, D) after the last norm.
     pub fn forward(&self, embeds: &Tensor, cache: &mut Cache, hooks: &mut Hooks) -> Result<Tensor> {
-        self.forward_at(embeds, None, cache, hooks)
+        self.forward_at(embeds, None, None, cache, hooks)
     }
 
     /// As [`Decoder::forward`], with explicit 3-D rotary positions (one per row of `embeds`)
-    /// where the sequence holds an image under M-RoPE.
+    /// where the sequence holds an image under M-RoPE, and Qwen3-VL's DeepStack features for
+    /// the image rows.
     pub fn forward_at(
         &self,
         embeds: &Tensor,
         positions: Option<&[Position]>,
+        deepstack: Option<Deepstack>,
         cache: &mut Cache,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let (_, len, _) = embeds.dims3()?;
+        if let Some(stack) = &deepstack {
+            if stack.features.len() > self.layers.len() {
+                candle_core::bail!(
+                    "{} DeepStack features for {} decoder layers",
+                    stack.features.len(),
+                    self.layers.len()
+                );
+            }
+            for feature in stack.features {
+                let (n, d) = feature.dims2()?;
+                if stack.start + n > len || d != self.cfg.hidden_size {
+                    candle_core::bail!(
+                        "a DeepStack feature of {n} x {d} does not fit rows {}.. of a {len}-token pass of width {}",
+                        stack.start,
+                        self.cfg.hidden_size
+                    );
+                }
+            }
+        }
         let start = cache.len;
         let (cos, sin) = match positions {
             Some(positions) => {
@@ -480,6 +556,9 @@ impl Decoder {
             let residual = x.clone();
             let normed = layer.post_attention_layernorm.forward(&x)?;
             x = (residual + layer.mlp.forward(&normed)?)?;
+            if let Some(feature) = deepstack.as_ref().and_then(|s| s.features.get(index)) {
+                x = add_rows(&x, deepstack.map_or(0, |s| s.start), feature)?;
+            }
         }
         cache.len += len;
         cache.next_position = next_position;

@@ -11,9 +11,10 @@
 //!   (`llava_mistral`): text fields at the top level, `model.mm_projector.{0,2}`, the vision
 //!   tower inside the checkpoint (`model.vision_tower.vision_tower.vision_model.*`) or in the
 //!   CLIP folder named by `mm_vision_tower`.
-//! - Qwen2.5-VL (`qwen2_5_vl`): config keys flat as on the hub or under `text_config` /
-//!   `vision_config`; tensors flat (`model.layers.*`, `visual.*`) or nested
-//!   (`model.language_model.*`, `model.visual.*`).
+//! - Qwen2.5-VL (`qwen2_5_vl`) and Qwen3-VL (`qwen3_vl`): config keys flat as on the
+//!   Qwen2.5-VL hub or under `text_config` / `vision_config` (Qwen3-VL's hub, transformers 5);
+//!   tensors flat (`model.layers.*`, `visual.*`) or nested (`model.language_model.*`,
+//!   `model.visual.*`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use super::config::{
 use super::decoder::TextArch;
 use super::preprocess::{read_normalisation, ImageProcessor, Preprocess};
 use super::prompt::PromptFormat;
-use super::qwen_vl::{self, QwenTokens, QwenVisionConfig};
+use super::qwen_vl::{self, QwenTokens, QwenVisionConfig, QwenVisionKind};
 use super::rope::RopeAxes;
 use super::vision::VisionConfig;
 
@@ -80,7 +81,10 @@ pub fn detect(dir: &Path, vision_tower_override: Option<&Path>) -> Result<Checkp
     };
 
     if model_type == "qwen2_5_vl" {
-        return detect_qwen2_5_vl(found);
+        return detect_qwen_vl(found, QwenVisionKind::Qwen25);
+    }
+    if model_type == "qwen3_vl" {
+        return detect_qwen_vl(found, QwenVisionKind::Qwen3);
     }
     if model_type == "llava" && config.get("text_config").is_some() {
         return detect_llava_hf(found);
@@ -95,7 +99,7 @@ pub fn detect(dir: &Path, vision_tower_override: Option<&Path>) -> Result<Checkp
     bail!(
         "unsupported architecture {:?} (model_type {model_type:?}); fovea reads LLaVA checkpoints (llava-hf \
          LlavaForConditionalGeneration, llava_qwen2 (HuatuoGPT-Vision), llava_llama, llava_mistral (LLaVA-Med)) and \
-         qwen2_5_vl (Qwen2.5-VL: Lingshu, HuatuoGPT-Vision-Qwen2.5VL): {}",
+         qwen2_5_vl (Qwen2.5-VL: Lingshu, HuatuoGPT-Vision-Qwen2.5VL) and qwen3_vl (Qwen3-VL): {}",
         config.get("architectures").cloned().unwrap_or(Value::Null),
         config_path.display()
     )
@@ -383,10 +387,10 @@ fn detect_original(
     })
 }
 
-/// Detect a Qwen2.5-VL checkpoint (config keys flat as on the hub, or under `text_config`;
-/// tensors flat `model.layers.*` + `visual.*`, or nested `model.language_model.*` +
-/// `model.visual.*`).
-fn detect_qwen2_5_vl(found: Found) -> Result<Checkpoint> {
+/// Detect a Qwen2.5-VL or Qwen3-VL checkpoint (config keys flat as on the Qwen2.5-VL hub, or
+/// under `text_config`; tensors flat `model.layers.*` + `visual.*`, or nested
+/// `model.language_model.*` + `model.visual.*`).
+fn detect_qwen_vl(found: Found, kind: QwenVisionKind) -> Result<Checkpoint> {
     let Found {
         dir,
         config,
@@ -409,14 +413,26 @@ fn detect_qwen2_5_vl(found: Found) -> Result<Checkpoint> {
         }
         _ => config.clone(),
     };
-    let mut text = text_config(&text_obj, TextArch::Qwen2)
-        .with_context(|| format!("in {}", config_path.display()))?;
-    if text.rope == RopeAxes::Sequential {
-        bail!(
-            "no mrope_section in rope_scaling / rope_parameters: a Qwen2.5-VL decoder needs M-RoPE: {}",
+    let (arch, family, model_type) = match kind {
+        QwenVisionKind::Qwen25 => (TextArch::Qwen2, "qwen2.5-vl", "qwen2_5_vl"),
+        QwenVisionKind::Qwen3 => (TextArch::Qwen3, "qwen3-vl", "qwen3_vl"),
+    };
+    let mut text =
+        text_config(&text_obj, arch).with_context(|| format!("in {}", config_path.display()))?;
+    // transformers lays the M-RoPE sections out by family, whatever `mrope_interleaved` says:
+    // contiguous for Qwen2.5-VL, interleaved for Qwen3-VL.
+    text.rope = match (&text.rope, kind) {
+        (RopeAxes::Sequential, _) => bail!(
+            "no mrope_section in rope_scaling / rope_parameters: a {family} decoder needs M-RoPE: {}",
             config_path.display()
-        );
-    }
+        ),
+        (RopeAxes::Mrope(s) | RopeAxes::InterleavedMrope(s), QwenVisionKind::Qwen25) => {
+            RopeAxes::Mrope(*s)
+        }
+        (RopeAxes::Mrope(s) | RopeAxes::InterleavedMrope(s), QwenVisionKind::Qwen3) => {
+            RopeAxes::InterleavedMrope(*s)
+        }
+    };
     text.tie_word_embeddings = text_obj
         .get("tie_word_embeddings")
         .or_else(|| config.get("tie_word_embeddings"))
@@ -432,8 +448,19 @@ fn detect_qwen2_5_vl(found: Found) -> Result<Checkpoint> {
             config_path.display()
         );
     }
-    let vision = QwenVisionConfig::from_json(config.get("vision_config").unwrap_or(&Value::Null))
-        .map_err(|e| anyhow::anyhow!("{e}: {}", config_path.display()))?;
+    let vision =
+        QwenVisionConfig::from_json(config.get("vision_config").unwrap_or(&Value::Null), kind)
+            .map_err(|e| anyhow::anyhow!("{e}: {}", config_path.display()))?;
+    if let Some(&last) = vision.deepstack_visual_indexes.last() {
+        let n = vision.deepstack_visual_indexes.len();
+        if n > text.num_hidden_layers {
+            bail!(
+                "{n} DeepStack features (deepstack_visual_indexes up to {last}) for a decoder of {} layers: {}",
+                text.num_hidden_layers,
+                config_path.display()
+            );
+        }
+    }
     if vision.out_hidden_size != text.hidden_size {
         bail!(
             "vision out_hidden_size {} differs from the decoder's hidden_size {}: {}",
@@ -475,10 +502,11 @@ fn detect_qwen2_5_vl(found: Found) -> Result<Checkpoint> {
             dir.display()
         )
     })?;
-    let layout_name = if text_prefix == "model.language_model." {
-        "qwen2.5-vl (nested model.language_model, model.visual)"
-    } else {
-        "qwen2.5-vl (flat model.layers, visual)"
+    let layout_name = match (kind, text_prefix == "model.language_model.") {
+        (QwenVisionKind::Qwen25, true) => "qwen2.5-vl (nested model.language_model, model.visual)",
+        (QwenVisionKind::Qwen25, false) => "qwen2.5-vl (flat model.layers, visual)",
+        (QwenVisionKind::Qwen3, true) => "qwen3-vl (nested model.language_model, model.visual)",
+        (QwenVisionKind::Qwen3, false) => "qwen3-vl (flat model.layers, visual)",
     };
     let processor = qwen_vl::processor_config(dir, &vision);
     if processor.patch_size != vision.patch_size
@@ -494,8 +522,8 @@ fn detect_qwen2_5_vl(found: Found) -> Result<Checkpoint> {
     }
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
-        arch: "qwen2.5-vl".into(),
-        model_type: "qwen2_5_vl".into(),
+        arch: family.into(),
+        model_type: model_type.into(),
         text,
         image: ImageSpec::Qwen {
             vision,

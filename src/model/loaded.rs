@@ -12,7 +12,7 @@ use super::decoder::Decoder;
 use super::linear::{LoadPlan, LoadProgress, Quantize};
 use super::preprocess::PixelMapping;
 use super::prompt::{self, ImageSlot, PromptFormat, TokenisedPrompt};
-use super::qwen_vl::{self, QwenVision};
+use super::qwen_vl::{self, Qwen3Vision, QwenVision, QwenVisionKind};
 use super::rope::Position;
 use super::vision::{Projector, VisionTower};
 use super::weights::{self, WeightFiles};
@@ -27,6 +27,17 @@ pub enum ImageEncoder {
     },
     /// Qwen2.5-VL: the ViT with its merger.
     Qwen(QwenVision),
+    /// Qwen3-VL: the ViT with its merger and DeepStack mergers.
+    Qwen3(Qwen3Vision),
+}
+
+/// What the vision side gives for one image.
+#[derive(Clone, Debug)]
+pub struct ImageFeatures {
+    /// The image tokens' input embeddings (N, D_text), row-major.
+    pub tokens: Tensor,
+    /// Qwen3-VL: DeepStack features (N, D_text), one per early decoder layer; else empty.
+    pub deepstack: Vec<Tensor>,
 }
 
 /// An image ready for the vision tower, and what it becomes.
@@ -151,14 +162,19 @@ impl Model {
                 )
                 .map_err(missing("projector"))?,
             },
-            ImageSpec::Qwen { vision, .. } => ImageEncoder::Qwen(
-                QwenVision::new(
-                    vision,
-                    prefixed(&vision_vb, &checkpoint.layout.vision),
-                    &vision_plan,
-                )
-                .map_err(missing("vision tower"))?,
-            ),
+            ImageSpec::Qwen { vision, .. } => {
+                let vb = prefixed(&vision_vb, &checkpoint.layout.vision);
+                match vision.kind {
+                    QwenVisionKind::Qwen25 => ImageEncoder::Qwen(
+                        QwenVision::new(vision, vb, &vision_plan)
+                            .map_err(missing("vision tower"))?,
+                    ),
+                    QwenVisionKind::Qwen3 => ImageEncoder::Qwen3(
+                        Qwen3Vision::new(vision, vb, &vision_plan)
+                            .map_err(missing("vision tower"))?,
+                    ),
+                }
+            }
         };
         let decoder = Decoder::new(
             &checkpoint.text,
@@ -270,7 +286,8 @@ impl Model {
         }
     }
 
-    /// Input pixels per image-token side (28 for Qwen2.5-VL, 14 for CLIP-L/14).
+    /// Input pixels per image-token side (28 for Qwen2.5-VL, 32 for Qwen3-VL, 14 for
+    /// CLIP-L/14).
     pub fn token_side_px(&self) -> u32 {
         match &self.checkpoint.image {
             ImageSpec::Clip { vision, .. } => vision.patch_size as u32,
@@ -291,7 +308,7 @@ impl Model {
         let arch = self.checkpoint.arch.clone();
         match &mut self.checkpoint.image {
             ImageSpec::Clip { vision, .. } => bail!(
-                "--min-pixels / --max-pixels apply to models whose token grid follows the image (Qwen2.5-VL); \
+                "--min-pixels / --max-pixels apply to models whose token grid follows the image (Qwen2.5-VL, Qwen3-VL); \
                  {arch} always sees {0} x {0} tokens",
                 vision.grid_side()
             ),
@@ -349,12 +366,27 @@ impl Model {
 
     /// Projected image features (N, D_text), one per image token, row-major.
     pub fn image_embeddings(&self, pixels: &PixelInput) -> Result<Tensor> {
+        Ok(self.image_features(pixels)?.tokens)
+    }
+
+    /// The image tokens' embeddings and, for Qwen3-VL, the DeepStack features.
+    pub fn image_features(&self, pixels: &PixelInput) -> Result<ImageFeatures> {
+        let (h, w) = pixels.patch_grid;
         Ok(match &self.image {
-            ImageEncoder::Clip { tower, projector } => {
-                projector.forward(&tower.forward(&pixels.values)?)?
-            }
-            ImageEncoder::Qwen(vision) => {
-                vision.forward(&pixels.values, pixels.patch_grid.0, pixels.patch_grid.1)?
+            ImageEncoder::Clip { tower, projector } => ImageFeatures {
+                tokens: projector.forward(&tower.forward(&pixels.values)?)?,
+                deepstack: Vec::new(),
+            },
+            ImageEncoder::Qwen(vision) => ImageFeatures {
+                tokens: vision.forward(&pixels.values, h, w)?,
+                deepstack: Vec::new(),
+            },
+            ImageEncoder::Qwen3(vision) => {
+                let out = vision.forward(&pixels.values, h, w)?;
+                ImageFeatures {
+                    tokens: out.tokens,
+                    deepstack: out.deepstack,
+                }
             }
         })
     }

@@ -26,8 +26,8 @@ pub mod vision;
 pub mod weights;
 
 pub use config::Checkpoint;
-pub use decoder::{AttentionProbe, Cache, Decoder, EdgeMask, Hooks, QueryRows};
-pub use loaded::{ImageEncoder, Model, PixelInput};
+pub use decoder::{AttentionProbe, Cache, Decoder, Deepstack, EdgeMask, Hooks, QueryRows};
+pub use loaded::{ImageEncoder, ImageFeatures, Model, PixelInput};
 pub use preprocess::{ImageProcessor, PixelMapping, Preprocess};
 pub use prompt::{PromptFormat, TokenisedPrompt};
 pub use session::{image_key_positions, Answer, ImageSession, RunOptions, Timings};

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
-use super::decoder::{self, AttentionProbe, Cache, EdgeMask, Hooks, QueryRows};
+use super::decoder::{self, AttentionProbe, Cache, Deepstack, EdgeMask, Hooks, QueryRows};
 use super::loaded::{Model, PixelInput};
 use super::preprocess::PixelMapping;
 use super::prompt::TokenisedPrompt;
@@ -64,6 +64,8 @@ impl Default for RunOptions {
 pub struct ImageSession<'m> {
     pub model: &'m Model,
     pub image_embeddings: Tensor,
+    /// Qwen3-VL: the DeepStack features of the image tokens (empty for other families).
+    pub deepstack: Vec<Tensor>,
     pub mapping: PixelMapping,
     /// Image tokens (rows, cols) of this image.
     pub grid: (usize, usize),
@@ -117,7 +119,8 @@ impl<'m> ImageSession<'m> {
     /// A session on prepared pixels.
     pub fn from_pixels(model: &'m Model, pixels: &PixelInput) -> Result<Self> {
         let started = Instant::now();
-        let image_embeddings = model.image_embeddings(pixels)?;
+        let features = model.image_features(pixels)?;
+        let image_embeddings = features.tokens;
         let tokens = pixels.grid.0 * pixels.grid.1;
         if image_embeddings.dim(0)? != tokens {
             bail!(
@@ -130,6 +133,7 @@ impl<'m> ImageSession<'m> {
         Ok(ImageSession {
             model,
             image_embeddings,
+            deepstack: features.deepstack,
             mapping: pixels.mapping,
             grid: pixels.grid,
             prefixes: HashMap::new(),
@@ -173,6 +177,7 @@ impl<'m> ImageSession<'m> {
         decoder.forward_at(
             &embeds,
             positions.as_deref(),
+            self.deepstack_at(before_image.len()),
             &mut cache,
             &mut Hooks::default(),
         )?;
@@ -266,8 +271,22 @@ impl<'m> ImageSession<'m> {
         let mut cache = Cache::new(&decoder.cfg);
         let mut hooks = Hooks { probe, edges };
         let positions = self.prompt_positions(prompt);
-        let hidden = decoder.forward_at(&embeds, positions.as_deref(), &mut cache, &mut hooks)?;
+        let hidden = decoder.forward_at(
+            &embeds,
+            positions.as_deref(),
+            self.deepstack_at(prompt.image_span.start),
+            &mut cache,
+            &mut hooks,
+        )?;
         Ok(decoder.logits(&hidden)?)
+    }
+
+    /// The DeepStack input of a pass whose image starts at row `start` (`None` without one).
+    fn deepstack_at(&self, start: usize) -> Option<Deepstack<'_>> {
+        (!self.deepstack.is_empty()).then_some(Deepstack {
+            start,
+            features: &self.deepstack,
+        })
     }
 
     /// Rotary positions of a whole prompt about this image (`None`: sequential).

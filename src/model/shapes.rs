@@ -17,6 +17,11 @@
 //!   share it): `qwen2_5_vl`, the Qwen2-7B decoder with M-RoPE sections [16, 24, 24], the
 //!   32-block ViT (1280 wide, 16 heads, MLP 3420, 112 px windows, full attention in blocks 7,
 //!   15, 23, 31) and its merger to 3584, hub layout (`model.layers.*`, `visual.*`).
+//! - Qwen3-VL-8B (`Qwen/Qwen3-VL-8B-Instruct`): `qwen3_vl`, the Qwen3-8B decoder (hidden 4096,
+//!   36 layers, 32 heads of 128, 8 KV heads, MLP 12288, vocab 151936, q/k norms, no biases,
+//!   untied head, interleaved M-RoPE [24, 20, 20]), the 27-block ViT (1152 wide, 16 heads,
+//!   MLP 4304, patch 16, a 48 x 48 learned position table), its merger and three DeepStack
+//!   mergers (blocks 8, 16, 24) to 4096; hub layout (`model.language_model.*`, `model.visual.*`).
 
 use std::io::Write;
 use std::path::Path;
@@ -30,6 +35,7 @@ pub enum PublishedShape {
     HuatuoGptVision7b,
     LlavaMed7b,
     Qwen25Vl7b,
+    Qwen3Vl8b,
 }
 
 struct Text {
@@ -40,6 +46,12 @@ struct Text {
     kv_heads: usize,
     intermediate: usize,
     qkv_bias: bool,
+    /// Where the decoder's tensors live (`model.` or `model.language_model.`).
+    prefix: &'static str,
+    /// Set apart from hidden / heads (Qwen3: 128).
+    head_dim: Option<usize>,
+    /// Qwen3: RMSNorm weights on each query and key head.
+    qk_norm: bool,
 }
 
 /// Qwen2-7B, the decoder of HuatuoGPT-Vision-7B and of Qwen2.5-VL-7B.
@@ -51,6 +63,23 @@ const QWEN2_7B: Text = Text {
     kv_heads: 4,
     intermediate: 18944,
     qkv_bias: true,
+    prefix: "model.",
+    head_dim: None,
+    qk_norm: false,
+};
+
+/// Qwen3-8B as Qwen3-VL-8B has it.
+const QWEN3_8B: Text = Text {
+    vocab: 151936,
+    hidden: 4096,
+    layers: 36,
+    heads: 32,
+    kv_heads: 8,
+    intermediate: 12288,
+    qkv_bias: false,
+    prefix: "model.language_model.",
+    head_dim: Some(128),
+    qk_norm: true,
 };
 
 /// CLIP ViT-L/14 at 336 px, every layer (a real checkpoint keeps all 24 and the post-norm).
@@ -85,12 +114,19 @@ fn clip_tensors(prefix: &str, out: &mut Vec<(String, Vec<usize>)>) {
 }
 
 fn text_tensors(t: &Text, out: &mut Vec<(String, Vec<usize>)>) {
-    let head_dim = t.hidden / t.heads;
+    let head_dim = t.head_dim.unwrap_or(t.hidden / t.heads);
     let kv = t.kv_heads * head_dim;
-    out.push(("model.embed_tokens.weight".into(), vec![t.vocab, t.hidden]));
+    let q = t.heads * head_dim;
+    let p = t.prefix;
+    out.push((format!("{p}embed_tokens.weight"), vec![t.vocab, t.hidden]));
     for i in 0..t.layers {
-        let layer = format!("model.layers.{i}.");
-        for (proj, rows) in [("q_proj", t.hidden), ("k_proj", kv), ("v_proj", kv)] {
+        let layer = format!("{p}layers.{i}.");
+        if t.qk_norm {
+            for norm in ["q_norm", "k_norm"] {
+                out.push((format!("{layer}self_attn.{norm}.weight"), vec![head_dim]));
+            }
+        }
+        for (proj, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
             out.push((
                 format!("{layer}self_attn.{proj}.weight"),
                 vec![rows, t.hidden],
@@ -100,7 +136,7 @@ fn text_tensors(t: &Text, out: &mut Vec<(String, Vec<usize>)>) {
             }
         }
         for (name, shape) in [
-            ("self_attn.o_proj", [t.hidden, t.hidden]),
+            ("self_attn.o_proj", [t.hidden, q]),
             ("mlp.gate_proj", [t.intermediate, t.hidden]),
             ("mlp.up_proj", [t.intermediate, t.hidden]),
             ("mlp.down_proj", [t.hidden, t.intermediate]),
@@ -113,7 +149,7 @@ fn text_tensors(t: &Text, out: &mut Vec<(String, Vec<usize>)>) {
             vec![t.hidden],
         ));
     }
-    out.push(("model.norm.weight".into(), vec![t.hidden]));
+    out.push((format!("{p}norm.weight"), vec![t.hidden]));
     out.push(("lm_head.weight".into(), vec![t.vocab, t.hidden]));
 }
 
@@ -153,6 +189,59 @@ fn qwen_vision_tensors(out: &mut Vec<(String, Vec<usize>)>) {
     add("merger.mlp.0.bias".into(), vec![4 * d]);
     add("merger.mlp.2.weight".into(), vec![text, 4 * d]);
     add("merger.mlp.2.bias".into(), vec![text]);
+}
+
+/// Qwen3-VL-8B's ViT, merger and DeepStack mergers (hub names under `model.visual.`).
+fn qwen3_vision_tensors(out: &mut Vec<(String, Vec<usize>)>) {
+    let (d, inner, depth, text, stacked) = (1152, 4304, 27, 4096, 3);
+    let mut add =
+        |name: String, shape: Vec<usize>| out.push((format!("model.visual.{name}"), shape));
+    add("patch_embed.proj.weight".into(), vec![d, 3, 2, 16, 16]);
+    add("patch_embed.proj.bias".into(), vec![d]);
+    add("pos_embed.weight".into(), vec![2304, d]);
+    for i in 0..depth {
+        let block = format!("blocks.{i}.");
+        for norm in ["norm1", "norm2"] {
+            add(format!("{block}{norm}.weight"), vec![d]);
+            add(format!("{block}{norm}.bias"), vec![d]);
+        }
+        for (name, rows, cols) in [
+            ("attn.qkv", 3 * d, d),
+            ("attn.proj", d, d),
+            ("mlp.linear_fc1", inner, d),
+            ("mlp.linear_fc2", d, inner),
+        ] {
+            add(format!("{block}{name}.weight"), vec![rows, cols]);
+            add(format!("{block}{name}.bias"), vec![rows]);
+        }
+    }
+    let mergers = std::iter::once(("merger.".to_string(), d))
+        .chain((0..stacked).map(|k| (format!("deepstack_merger_list.{k}."), 4 * d)));
+    for (merger, norm) in mergers {
+        add(format!("{merger}norm.weight"), vec![norm]);
+        add(format!("{merger}norm.bias"), vec![norm]);
+        add(format!("{merger}linear_fc1.weight"), vec![4 * d, 4 * d]);
+        add(format!("{merger}linear_fc1.bias"), vec![4 * d]);
+        add(format!("{merger}linear_fc2.weight"), vec![text, 4 * d]);
+        add(format!("{merger}linear_fc2.bias"), vec![text]);
+    }
+}
+
+/// A Qwen-VL checkpoint's files: config, image processor, chat template, weights.
+fn write_qwen_vl(
+    dir: &Path,
+    config: &serde_json::Value,
+    preprocessor: &serde_json::Value,
+    tensors: &[(String, Vec<usize>)],
+    fill: Fill,
+) -> Result<u64> {
+    crate::io::write_json(&dir.join("config.json"), config)?;
+    crate::io::write_json(&dir.join("preprocessor_config.json"), preprocessor)?;
+    crate::io::write_json(
+        &dir.join("chat_template.json"),
+        &json!({"chat_template": QWEN_CHAT_TEMPLATE}),
+    )?;
+    write_safetensors(&dir.join("model.safetensors"), tensors, fill)
 }
 
 /// What the tensors hold: zeros in a sparse file (no disk, no time), or small random bf16
@@ -314,6 +403,9 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape, fill: Fill) -> R
                 kv_heads: 8,
                 intermediate: 14336,
                 qkv_bias: false,
+                prefix: "model.",
+                head_dim: None,
+                qk_norm: false,
             };
             text_tensors(&text, &mut tensors);
             projector_tensors(&text, &mut tensors);
@@ -367,23 +459,54 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape, fill: Fill) -> R
                     "temporal_patch_size": 2
                 },
             });
-            crate::io::write_json(&dir.join("config.json"), &config)?;
-            crate::io::write_json(
-                &dir.join("preprocessor_config.json"),
-                &json!({
+            let preprocessor = json!({
                     "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
                     "temporal_patch_size": 2, "merge_size": 2,
                     "image_mean": [0.48145466, 0.4578275, 0.40821073],
                     "image_std": [0.26862954, 0.26130258, 0.27577711],
                     "image_processor_type": "Qwen2VLImageProcessor",
                     "processor_class": "Qwen2_5_VLProcessor"
-                }),
-            )?;
-            crate::io::write_json(
-                &dir.join("chat_template.json"),
-                &json!({"chat_template": QWEN_CHAT_TEMPLATE}),
-            )?;
-            write_safetensors(&dir.join("model.safetensors"), &tensors, fill)?
+            });
+            write_qwen_vl(dir, &config, &preprocessor, &tensors, fill)?
+        }
+        PublishedShape::Qwen3Vl8b => {
+            let text = QWEN3_8B;
+            text_tensors(&text, &mut tensors);
+            qwen3_vision_tensors(&mut tensors);
+            // The hub's config.json (transformers 4.57); token ids of write_tokenizer's specials.
+            let config = json!({
+                "architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
+                "image_token_id": 13, "video_token_id": 14,
+                "vision_start_token_id": 11, "vision_end_token_id": 12,
+                "tie_word_embeddings": false,
+                "text_config": {
+                    "model_type": "qwen3_vl_text", "vocab_size": text.vocab,
+                    "hidden_size": text.hidden, "intermediate_size": text.intermediate,
+                    "num_hidden_layers": text.layers, "num_attention_heads": text.heads,
+                    "num_key_value_heads": text.kv_heads, "head_dim": 128,
+                    "attention_bias": false, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+                    "max_position_embeddings": 262144, "rope_theta": 5000000,
+                    "rope_scaling": {"mrope_interleaved": true, "mrope_section": [24, 20, 20],
+                                     "rope_type": "default"},
+                    "dtype": "bfloat16", "bos_token_id": 3, "eos_token_id": 10,
+                    "tie_word_embeddings": false
+                },
+                "vision_config": {
+                    "model_type": "qwen3_vl", "depth": 27, "hidden_act": "gelu_pytorch_tanh",
+                    "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                    "in_channels": 3, "out_hidden_size": text.hidden, "patch_size": 16,
+                    "spatial_merge_size": 2, "temporal_patch_size": 2,
+                    "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24]
+                },
+            });
+            let preprocessor = json!({
+                    "size": {"longest_edge": 16777216, "shortest_edge": 65536},
+                    "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                    "image_processor_type": "Qwen2VLImageProcessorFast",
+                    "processor_class": "Qwen3VLProcessor"
+            });
+            write_qwen_vl(dir, &config, &preprocessor, &tensors, fill)?
         }
     };
     write_tokenizer(dir)?;

@@ -1,21 +1,25 @@
-//! Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`: Lingshu, HuatuoGPT-Vision-Qwen2.5VL):
-//! checkpoint detection, the native-resolution image processor, the windowed ViT and the
-//! 3-D rotary positions (M-RoPE) of a prompt with one image.
+//! Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`: Lingshu, HuatuoGPT-Vision-Qwen2.5VL) and
+//! Qwen3-VL (`Qwen3VLForConditionalGeneration`): the native-resolution image processor, the
+//! two ViTs (windowed for 2.5; DeepStack for 3) and the 3-D rotary positions (M-RoPE) of a
+//! prompt with one image.
 //!
-//! An image of any shape becomes `rows x cols` tokens (`smart_resize` to multiples of 28 px,
-//! 2 x 2 patches per token), framed by `<|vision_start|>` and `<|vision_end|>` in the prompt.
+//! An image of any shape becomes `rows x cols` tokens (`smart_resize` to multiples of 28 px for
+//! Qwen2.5-VL, 32 px for Qwen3-VL; 2 x 2 patches per token), framed by `<|vision_start|>` and
+//! `<|vision_end|>` in the prompt. Both generations place the image the same way.
 //! Text before the image has positions 0..s on all three axes; image token (r, c) has
 //! (s, s + r, s + c); text after the image resumes at s + max(rows, cols).
 
 pub mod processor;
 pub mod vision;
+pub mod vision3;
 
 use std::path::Path;
 
 use super::rope::Position;
 
 pub use processor::{smart_resize, QwenPixels, QwenProcessor};
-pub use vision::{QwenVision, QwenVisionConfig};
+pub use vision::{QwenVision, QwenVisionConfig, QwenVisionKind};
+pub use vision3::{Qwen3Vision, Qwen3VisionOutput};
 
 /// Token ids that frame an image in a Qwen-VL prompt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -43,13 +47,18 @@ pub fn after_image_position(before: usize, rows: usize, cols: usize) -> usize {
 }
 
 /// The image processor from `preprocessor_config.json` (`min_pixels`/`max_pixels`, or
-/// transformers 5's `size: {shortest_edge, longest_edge}`), with transformers' defaults.
+/// transformers 5's `size: {shortest_edge, longest_edge}`), with transformers' defaults
+/// (Qwen3-VL: the published checkpoints' values, as transformers has no defaults of its own).
 pub fn processor_config(dir: &Path, vision: &QwenVisionConfig) -> QwenProcessor {
+    let defaults = match vision.kind {
+        QwenVisionKind::Qwen25 => QwenProcessor::qwen2_defaults(),
+        QwenVisionKind::Qwen3 => QwenProcessor::qwen3_defaults(),
+    };
     let mut processor = QwenProcessor {
         patch_size: vision.patch_size,
         merge_size: vision.spatial_merge_size,
         temporal_patch_size: vision.temporal_patch_size,
-        ..QwenProcessor::qwen2_defaults()
+        ..defaults
     };
     let Some(config) = super::preprocess::processor_json(dir) else {
         return processor;

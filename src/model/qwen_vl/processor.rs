@@ -82,6 +82,19 @@ impl QwenProcessor {
         }
     }
 
+    /// What Qwen3-VL's published `preprocessor_config.json` says (patch 16, mean and std 0.5,
+    /// `size: {shortest_edge: 65536, longest_edge: 16777216}`).
+    pub fn qwen3_defaults() -> Self {
+        QwenProcessor {
+            min_pixels: 65536,
+            max_pixels: 16777216,
+            patch_size: 16,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            ..QwenProcessor::qwen2_defaults()
+        }
+    }
+
     pub fn factor(&self) -> u32 {
         (self.patch_size * self.merge_size) as u32
     }
