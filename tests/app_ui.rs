@@ -460,6 +460,48 @@ fn qwen_overlay_on_a_non_square_dicom() {
     harness.snapshot_options("overlay_qwen_non_square", &options);
 }
 
+/// A Qwen3-VL checkpoint (DeepStack) in the app on the same 800 x 350 DICOM: 32 px tokens,
+/// smart_resize under the fixture's 40,960-pixel budget to 288 x 128 px (4 x 9 tokens), a
+/// region's tokens through that resize.
+#[test]
+fn qwen3_vl_case_in_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let qwen3 = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3_vl/qwen3_vl");
+    let mut harness = harness_with(dir.path(), Arc::new(Mutex::new(Vec::new())), qwen3);
+    run_until(&mut harness, "the model", |app| app.model.is_some());
+    let dicom =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/examples_palette.dcm");
+    {
+        let app = harness.state_mut();
+        app.commands.push(fovea::app::Command::Open(dicom));
+        app.heads_text = "1:0,2:3".into();
+        app.masked_text = "1".into();
+        app.question = "what abnormality is seen in the left lung ?".into();
+    }
+    run_until(&mut harness, "the image", |app| app.image.is_some());
+    harness.state_mut().commands.push(fovea::app::Command::Ask);
+    run_until(&mut harness, "the answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+    let grid = harness.state().result.as_ref().unwrap().grid;
+    assert_eq!((grid.rows, grid.cols), (4, 9));
+    assert_eq!(grid.mapping.input, [288, 128]);
+    let xyxy_px = [40.0, 30.0, 300.0, 150.0];
+    harness.state_mut().regions.push(fovea::app::NamedRegion {
+        name: "lesion".into(),
+        region: fovea::grounding::region::Region::Box { xyxy_px },
+    });
+    // By hand: input = original x (288 / 800, 128 / 350); cells of 32 px; floor .. ceil.
+    let (sx, sy) = (288.0 / 800.0, 128.0 / 350.0);
+    let cols = ((xyxy_px[0] * sx / 32.0) as usize)..((xyxy_px[2] * sx / 32.0_f64).ceil() as usize);
+    let rows = ((xyxy_px[1] * sy / 32.0) as usize)..((xyxy_px[3] * sy / 32.0_f64).ceil() as usize);
+    assert_eq!((cols.clone(), rows.clone()), (0..4, 0..2));
+    let expected: Vec<usize> = rows
+        .flat_map(|r| cols.clone().map(move |c| r * 9 + c))
+        .collect();
+    assert_eq!(harness.state().region_tokens().unwrap(), expected);
+}
+
 /// Writes the README's screenshots (screenshots/*.png) from the real app with the bundled demo
 /// model on a bundled case: `cargo test --test app_ui -- --ignored write_screenshots`.
 #[test]
