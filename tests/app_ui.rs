@@ -395,23 +395,23 @@ fn overlay_snapshots() {
     }
 }
 
-/// A Qwen2.5-VL checkpoint on a non-square DICOM (800 x 350 ultrasound): the token grid follows
-/// the image (smart_resize to 252 x 112 px: 4 x 9 tokens), the overlay lies on the image (a
-/// committed snapshot), and a hand-drawn region covers the tokens its pixels map to.
-#[test]
-fn qwen_overlay_on_a_non_square_dicom() {
-    let dir = tempfile::tempdir().unwrap();
-    let qwen =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen_vl/qwen2_5_vl-flat");
-    let mut harness = harness_with(dir.path(), Arc::new(Mutex::new(Vec::new())), qwen);
+/// The app on `model` (a Qwen-VL fixture): open the 800 x 350 palette DICOM, ask, wait for
+/// the answer.
+fn qwen_case_on_the_palette_dicom(
+    dir: &std::path::Path,
+    model: &str,
+    heads: &str,
+) -> Harness<'static, FoveaApp> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut harness = harness_with(dir, Arc::new(Mutex::new(Vec::new())), root.join(model));
     run_until(&mut harness, "the model", |app| app.model.is_some());
     assert_eq!(harness.state().model.as_ref().unwrap().grid, None);
-    let dicom =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/examples_palette.dcm");
     {
         let app = harness.state_mut();
-        app.commands.push(fovea::app::Command::Open(dicom));
-        app.heads_text = "1:0,2:3,0:1".into();
+        app.commands.push(fovea::app::Command::Open(
+            root.join("tests/fixtures/dicom/examples_palette.dcm"),
+        ));
+        app.heads_text = heads.into();
         app.masked_text = "1".into();
         app.question = "what abnormality is seen in the left lung ?".into();
     }
@@ -422,6 +422,38 @@ fn qwen_overlay_on_a_non_square_dicom() {
     run_until(&mut harness, "the answer", |app| {
         app.result.is_some() && !app.worker.busy
     });
+    harness
+}
+
+/// Tokens a box in original pixels covers, by hand: input = original x (input / original), cells
+/// of `cell` px, floor of the min .. ceil of the max; also the (cols, rows) ranges.
+fn box_tokens_by_hand(
+    xyxy_px: [f64; 4],
+    scale: (f64, f64),
+    cell: f64,
+    grid_cols: usize,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>, Vec<usize>) {
+    let (sx, sy) = scale;
+    let cols = ((xyxy_px[0] * sx / cell) as usize)..((xyxy_px[2] * sx / cell).ceil() as usize);
+    let rows = ((xyxy_px[1] * sy / cell) as usize)..((xyxy_px[3] * sy / cell).ceil() as usize);
+    let tokens = rows
+        .clone()
+        .flat_map(|r| cols.clone().map(move |c| r * grid_cols + c))
+        .collect();
+    (cols, rows, tokens)
+}
+
+/// A Qwen2.5-VL checkpoint on a non-square DICOM (800 x 350 ultrasound): the token grid follows
+/// the image (smart_resize to 252 x 112 px: 4 x 9 tokens), the overlay lies on the image (a
+/// committed snapshot), and a hand-drawn region covers the tokens its pixels map to.
+#[test]
+fn qwen_overlay_on_a_non_square_dicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = qwen_case_on_the_palette_dicom(
+        dir.path(),
+        "tests/fixtures/qwen_vl/qwen2_5_vl-flat",
+        "1:0,2:3,0:1",
+    );
     let grid = harness.state().result.as_ref().unwrap().grid;
     assert_eq!((grid.rows, grid.cols), (4, 9));
     assert_eq!(grid.mapping.input, [252, 112]);
@@ -437,13 +469,9 @@ fn qwen_overlay_on_a_non_square_dicom() {
         app.session_dirty = None;
     }
     // By hand: input = original x (252 / 800, 112 / 350); cells of 28 px; floor .. ceil.
-    let (sx, sy) = (252.0 / 800.0, 112.0 / 350.0);
-    let cols = ((xyxy_px[0] * sx / 28.0) as usize)..((xyxy_px[2] * sx / 28.0_f64).ceil() as usize);
-    let rows = ((xyxy_px[1] * sy / 28.0) as usize)..((xyxy_px[3] * sy / 28.0_f64).ceil() as usize);
-    assert_eq!((cols.clone(), rows.clone()), (0..4, 0..2));
-    let expected: Vec<usize> = rows
-        .flat_map(|r| cols.clone().map(move |c| r * 9 + c))
-        .collect();
+    let (cols, rows, expected) =
+        box_tokens_by_hand(xyxy_px, (252.0 / 800.0, 112.0 / 350.0), 28.0, 9);
+    assert_eq!((cols, rows), (0..4, 0..2));
     assert_eq!(harness.state().region_tokens().unwrap(), expected);
 
     {
@@ -466,23 +494,8 @@ fn qwen_overlay_on_a_non_square_dicom() {
 #[test]
 fn qwen3_vl_case_in_the_app() {
     let dir = tempfile::tempdir().unwrap();
-    let qwen3 = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3_vl/qwen3_vl");
-    let mut harness = harness_with(dir.path(), Arc::new(Mutex::new(Vec::new())), qwen3);
-    run_until(&mut harness, "the model", |app| app.model.is_some());
-    let dicom =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/examples_palette.dcm");
-    {
-        let app = harness.state_mut();
-        app.commands.push(fovea::app::Command::Open(dicom));
-        app.heads_text = "1:0,2:3".into();
-        app.masked_text = "1".into();
-        app.question = "what abnormality is seen in the left lung ?".into();
-    }
-    run_until(&mut harness, "the image", |app| app.image.is_some());
-    harness.state_mut().commands.push(fovea::app::Command::Ask);
-    run_until(&mut harness, "the answer", |app| {
-        app.result.is_some() && !app.worker.busy
-    });
+    let mut harness =
+        qwen_case_on_the_palette_dicom(dir.path(), "tests/fixtures/qwen3_vl/qwen3_vl", "1:0,2:3");
     let grid = harness.state().result.as_ref().unwrap().grid;
     assert_eq!((grid.rows, grid.cols), (4, 9));
     assert_eq!(grid.mapping.input, [288, 128]);
@@ -492,13 +505,9 @@ fn qwen3_vl_case_in_the_app() {
         region: fovea::grounding::region::Region::Box { xyxy_px },
     });
     // By hand: input = original x (288 / 800, 128 / 350); cells of 32 px; floor .. ceil.
-    let (sx, sy) = (288.0 / 800.0, 128.0 / 350.0);
-    let cols = ((xyxy_px[0] * sx / 32.0) as usize)..((xyxy_px[2] * sx / 32.0_f64).ceil() as usize);
-    let rows = ((xyxy_px[1] * sy / 32.0) as usize)..((xyxy_px[3] * sy / 32.0_f64).ceil() as usize);
-    assert_eq!((cols.clone(), rows.clone()), (0..4, 0..2));
-    let expected: Vec<usize> = rows
-        .flat_map(|r| cols.clone().map(move |c| r * 9 + c))
-        .collect();
+    let (cols, rows, expected) =
+        box_tokens_by_hand(xyxy_px, (288.0 / 800.0, 128.0 / 350.0), 32.0, 9);
+    assert_eq!((cols, rows), (0..4, 0..2));
     assert_eq!(harness.state().region_tokens().unwrap(), expected);
 }
 
