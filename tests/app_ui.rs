@@ -402,10 +402,20 @@ fn qwen_case_on_the_palette_dicom(
     model: &str,
     heads: &str,
 ) -> Harness<'static, FoveaApp> {
+    case_on_the_palette_dicom(dir, model, heads, None)
+}
+
+/// The 800 x 350 palette DICOM asked about with `model` (whose fixed grid, if any, is `grid`).
+fn case_on_the_palette_dicom(
+    dir: &std::path::Path,
+    model: &str,
+    heads: &str,
+    grid: Option<(usize, usize)>,
+) -> Harness<'static, FoveaApp> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut harness = harness_with(dir, Arc::new(Mutex::new(Vec::new())), root.join(model));
     run_until(&mut harness, "the model", |app| app.model.is_some());
-    assert_eq!(harness.state().model.as_ref().unwrap().grid, None);
+    assert_eq!(harness.state().model.as_ref().unwrap().grid, grid);
     {
         let app = harness.state_mut();
         app.commands.push(fovea::app::Command::Open(
@@ -457,8 +467,29 @@ fn qwen_overlay_on_a_non_square_dicom() {
     let grid = harness.state().result.as_ref().unwrap().grid;
     assert_eq!((grid.rows, grid.cols), (4, 9));
     assert_eq!(grid.mapping.input, [252, 112]);
+    // A box over the upper left of the image, in original pixels; by hand: input = original x
+    // (252 / 800, 112 / 350); cells of 28 px; floor .. ceil.
+    let (cols, rows) = box_region_then_snapshot(
+        &mut harness,
+        (252.0 / 800.0, 112.0 / 350.0),
+        28.0,
+        9,
+        "overlay_qwen_non_square",
+    );
+    assert_eq!((cols, rows), (0..4, 0..2));
+}
 
-    // A box over the upper left of the image, in original pixels.
+/// Draw a box over the upper left of the 800 x 350 image, check the tokens it covers against
+/// the by-hand computation (`scale` original -> input, `cell` px tokens, `grid_cols`), show the
+/// triage map and compare the window with the committed snapshot `name`; returns the box's
+/// (cols, rows).
+fn box_region_then_snapshot(
+    harness: &mut Harness<'static, FoveaApp>,
+    scale: (f64, f64),
+    cell: f64,
+    grid_cols: usize,
+    name: &str,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
     let xyxy_px = [40.0, 30.0, 300.0, 150.0];
     {
         let app = harness.state_mut();
@@ -468,12 +499,8 @@ fn qwen_overlay_on_a_non_square_dicom() {
         });
         app.session_dirty = None;
     }
-    // By hand: input = original x (252 / 800, 112 / 350); cells of 28 px; floor .. ceil.
-    let (cols, rows, expected) =
-        box_tokens_by_hand(xyxy_px, (252.0 / 800.0, 112.0 / 350.0), 28.0, 9);
-    assert_eq!((cols, rows), (0..4, 0..2));
+    let (cols, rows, expected) = box_tokens_by_hand(xyxy_px, scale, cell, grid_cols);
     assert_eq!(harness.state().region_tokens().unwrap(), expected);
-
     {
         let app = harness.state_mut();
         app.layer = OverlayLayer::Triage;
@@ -485,7 +512,8 @@ fn qwen_overlay_on_a_non_square_dicom() {
     let options = egui_kittest::SnapshotOptions::new()
         .threshold(1.0)
         .max_failed_pixels(40);
-    harness.snapshot_options("overlay_qwen_non_square", &options);
+    harness.snapshot_options(name, &options);
+    (cols, rows)
 }
 
 /// A Qwen3-VL checkpoint (DeepStack) in the app on the same 800 x 350 DICOM: 32 px tokens,
@@ -509,6 +537,33 @@ fn qwen3_vl_case_in_the_app() {
         box_tokens_by_hand(xyxy_px, (288.0 / 800.0, 128.0 / 350.0), 32.0, 9);
     assert_eq!((cols, rows), (0..4, 0..2));
     assert_eq!(harness.state().region_tokens().unwrap(), expected);
+}
+
+/// A Gemma 3 checkpoint (MedGemma's family) on the same 800 x 350 DICOM: the image is resized
+/// to the square 112 x 112 px input whatever its aspect ratio (as Gemma 3's processor does), so
+/// each of the 4 x 4 tokens covers 28 x 28 input px = 200 x 87.5 original px; the overlay
+/// stretches back over the whole image (a committed snapshot), and a region's tokens follow.
+#[test]
+fn gemma3_overlay_on_a_non_square_dicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = case_on_the_palette_dicom(
+        dir.path(),
+        "tests/fixtures/gemma3/gemma3-hub",
+        "1:0,2:3,3:1",
+        Some((4, 4)),
+    );
+    let grid = harness.state().result.as_ref().unwrap().grid;
+    assert_eq!((grid.rows, grid.cols), (4, 4));
+    assert_eq!(grid.mapping.input, [112, 112]);
+    // By hand: input = original x (112 / 800, 112 / 350); cells of 28 px; floor .. ceil.
+    let (cols, rows) = box_region_then_snapshot(
+        &mut harness,
+        (112.0 / 800.0, 112.0 / 350.0),
+        28.0,
+        4,
+        "overlay_gemma3_non_square",
+    );
+    assert_eq!((cols, rows), (0..2, 0..2));
 }
 
 /// Writes the README's screenshots (screenshots/*.png) from the real app with the bundled demo

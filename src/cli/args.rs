@@ -318,6 +318,9 @@ pub enum ShapeArg {
     /// Qwen3-VL-8B's shapes (DeepStack, Qwen3 decoder), zero bf16, sparse
     #[value(name = "qwen3-vl-8b")]
     Qwen3Vl8b,
+    /// MedGemma-4B's shapes (Gemma 3 4B + SigLIP-400M at 896 px, hub layout), zero bf16, sparse
+    #[value(name = "medgemma-4b")]
+    Medgemma4b,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

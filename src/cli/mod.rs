@@ -203,6 +203,9 @@ fn bench(args: &BenchArgs) -> Result<()> {
             ShapeArg::Qwen3Vl8b => {
                 write_published_shape(dir, PublishedShape::Qwen3Vl8b, fill).map(Some)
             }
+            ShapeArg::Medgemma4b => {
+                write_published_shape(dir, PublishedShape::MedGemma4b, fill).map(Some)
+            }
         };
         let parameters =
             written.with_context(|| format!("cannot write the checkpoint to {}", dir.display()))?;

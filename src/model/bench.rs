@@ -65,6 +65,7 @@ fn text_config(vocab: usize) -> TextConfig {
         attention_bias: true,
         tie_word_embeddings: false,
         rope: crate::model::rope::RopeAxes::Sequential,
+        gemma: None,
     }
 }
 

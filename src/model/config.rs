@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::decoder::{TextArch, TextConfig};
+use super::gemma3::GemmaTokens;
 use super::preprocess::ImageProcessor;
 use super::prompt::PromptFormat;
 use super::qwen_vl::{QwenProcessor, QwenTokens, QwenVisionConfig};
@@ -62,6 +63,13 @@ pub enum ImageSpec {
         processor: QwenProcessor,
         tokens: QwenTokens,
     },
+    /// Gemma 3 (MedGemma): SigLIP on a square input, pooled to a fixed square token grid.
+    Gemma3 {
+        vision: VisionConfig,
+        processor: ImageProcessor,
+        tokens: GemmaTokens,
+        mm_tokens_per_image: usize,
+    },
 }
 
 impl Checkpoint {
@@ -70,14 +78,23 @@ impl Checkpoint {
         match &self.image {
             ImageSpec::Clip { vision, .. } => Some((vision.grid_side(), vision.grid_side())),
             ImageSpec::Qwen { .. } => None,
+            ImageSpec::Gemma3 {
+                mm_tokens_per_image,
+                ..
+            } => {
+                let side = (*mm_tokens_per_image as f64).sqrt().round() as usize;
+                Some((side, side))
+            }
         }
     }
 
     /// The token grid an image of `width` x `height` pixels becomes.
     pub fn grid_for(&self, width: u32, height: u32) -> Result<(usize, usize)> {
         match &self.image {
-            ImageSpec::Clip { vision, .. } => Ok((vision.grid_side(), vision.grid_side())),
             ImageSpec::Qwen { processor, .. } => processor.token_grid(width, height),
+            ImageSpec::Clip { .. } | ImageSpec::Gemma3 { .. } => {
+                Ok(self.fixed_grid().unwrap_or((0, 0)))
+            }
         }
     }
 
@@ -86,6 +103,14 @@ impl Checkpoint {
         match &self.image {
             ImageSpec::Clip { processor, .. } => processor.mode.name(processor.size),
             ImageSpec::Qwen { processor, .. } => processor.describe(),
+            ImageSpec::Gemma3 { processor, .. } => format!(
+                "{}-{}",
+                processor.mode.name(processor.size),
+                match processor.resample {
+                    super::preprocess::Resample::Bilinear => "bilinear",
+                    super::preprocess::Resample::Bicubic => "bicubic",
+                }
+            ),
         }
     }
 }
@@ -112,6 +137,7 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
         TextArch::Mistral => (32000, 4096, 14336, 32, 32, Some(8), 1e-6),
         TextArch::Qwen2 => (151936, 4096, 22016, 32, 32, None, 1e-6),
         TextArch::Qwen3 => (151936, 4096, 22016, 32, 32, None, 1e-6),
+        TextArch::Gemma3 => (262208, 2304, 9216, 26, 8, Some(4), 1e-6),
     };
     let hidden_size = get_usize(obj, "hidden_size").unwrap_or(defaults.1);
     let num_attention_heads = get_usize(obj, "num_attention_heads").unwrap_or(defaults.4);
@@ -121,6 +147,7 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
     // Qwen3 sets head_dim apart from hidden / heads (128 in Qwen3VLTextConfig).
     let head_dim = get_usize(obj, "head_dim").unwrap_or(match arch {
         TextArch::Qwen3 => 128,
+        TextArch::Gemma3 => 256,
         _ => hidden_size / num_attention_heads.max(1),
     });
     let rope_theta = get_f64(obj, "rope_theta")
@@ -191,6 +218,7 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         rope,
+        gemma: None,
     };
     if cfg.num_attention_heads == 0
         || cfg.num_key_value_heads == 0

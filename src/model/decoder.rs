@@ -18,9 +18,14 @@
 //!
 //! The KV cache lives outside the model ([`Cache`]), so the model stays immutable and shared,
 //! and one image's prefix cache can be reused by every prompt about that image.
+//!
+//! Long because one decoder serves the LLaMA, Mistral, Qwen2, Qwen3 and Gemma 3 families: their
+//! differences are a few branches in shared code (norms, scales, rotary per layer, masks),
+//! not five copies of it.
 
-use std::ops::Range;
-
+use super::attention::{attention_mask, probe_row_range, probe_rows, query_blocks, Visibility};
+pub use super::attention::{set_score_block_elements, AttentionProbe, EdgeMask, Hooks, QueryRows};
+use super::embedding::Embedding;
 use super::linear::{Linear, LoadPlan};
 use super::rope::{Position, RopeAxes, Rotary};
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
@@ -34,6 +39,9 @@ pub enum TextArch {
     Qwen2,
     /// Qwen3 (the decoder of Qwen3-VL): RMSNorm on each query and key head, no biases.
     Qwen3,
+    /// Gemma 3 (MedGemma): `1 + w` RMSNorms (four a layer, and q/k norms), scaled
+    /// embeddings, GELU-tanh MLP, local sliding-window and global layers ([`GemmaText`]).
+    Gemma3,
 }
 
 impl TextArch {
@@ -43,6 +51,7 @@ impl TextArch {
             TextArch::Mistral => "mistral",
             TextArch::Qwen2 => "qwen2",
             TextArch::Qwen3 => "qwen3",
+            TextArch::Gemma3 => "gemma3",
         }
     }
 }
@@ -64,6 +73,23 @@ pub struct TextConfig {
     pub tie_word_embeddings: bool,
     /// Which position axis each rotary frequency reads (M-RoPE for Qwen-VL).
     pub rope: RopeAxes,
+    /// Gemma 3's own settings (`None` for the other families).
+    pub gemma: Option<GemmaText>,
+}
+
+/// What a Gemma 3 decoder reads beyond the LLaMA fields (transformers' `Gemma3TextConfig`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmaText {
+    /// Scores are scaled by `query_pre_attn_scalar^-0.5`, not `head_dim^-0.5`.
+    pub query_pre_attn_scalar: f64,
+    /// A local layer's query at position p sees keys k with `k > p - sliding_window`.
+    pub sliding_window: usize,
+    /// Per layer: `true` for a local sliding-window layer, `false` for a global one.
+    pub sliding: Vec<bool>,
+    /// The local layers' rotary base (`rope_local_base_freq`); global layers use `rope_theta`.
+    pub local_rope_theta: f64,
+    /// The global layers' linear RoPE scaling factor (positions / factor); 1 when none.
+    pub global_rope_factor: f64,
 }
 
 /// Per-layer keys and values of everything run so far. Cloning is cheap (tensors are shared),
@@ -101,62 +127,16 @@ impl Cache {
     }
 }
 
-/// Which query rows a probe keeps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueryRows {
-    /// The last position of the forward pass (the last prompt token in a prefill).
-    Last,
-    /// The mean over all positions from this absolute position to the end of the pass.
-    MeanFrom(usize),
-}
-
-/// Records attention probabilities of chosen query rows over a key span, per layer and head.
-#[derive(Clone, Debug)]
-pub struct AttentionProbe {
-    pub rows: QueryRows,
-    pub key_span: Range<usize>,
-    /// Per layer: H x N probabilities, head-major (`maps[layer][head * N + token]`).
-    pub maps: Vec<Vec<f32>>,
-}
-
-impl AttentionProbe {
-    pub fn new(rows: QueryRows, key_span: Range<usize>) -> Self {
-        AttentionProbe {
-            rows,
-            key_span,
-            maps: Vec::new(),
-        }
-    }
-}
-
-/// Attention edges to forbid: in `layers`, from every query at an absolute position
-/// `>= queries_from` to each key position in `blocked_keys`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct EdgeMask {
-    pub layers: Vec<usize>,
-    pub queries_from: usize,
-    pub blocked_keys: Vec<usize>,
-}
-
-impl EdgeMask {
-    fn applies_to(&self, layer: usize) -> bool {
-        self.layers.contains(&layer) && !self.blocked_keys.is_empty()
-    }
-}
-
-/// Qwen3-VL's DeepStack input for one forward pass: `features[i]` (N, D) is added to the
-/// hidden states of the N image rows starting at row `start` of the pass, after layer i.
+/// Where one image's `len` tokens sit in a forward pass (from row `start` of the pass), and what
+/// the family does with them there: Qwen3-VL adds DeepStack feature i (len, D) to their hidden
+/// states after layer i; Gemma 3 lets them attend to each other both ways (transformers'
+/// `token_type_ids` block mask), in every layer, local ones within the window.
 #[derive(Clone, Copy, Debug)]
-pub struct Deepstack<'a> {
+pub struct ImageRows<'a> {
     pub start: usize,
-    pub features: &'a [Tensor],
-}
-
-/// Optional instruments for one forward pass.
-#[derive(Default)]
-pub struct Hooks<'a> {
-    pub probe: Option<&'a mut AttentionProbe>,
-    pub edges: Option<&'a EdgeMask>,
+    pub len: usize,
+    /// Qwen3-VL's DeepStack features (empty for the other families).
+    pub deepstack: &'a [Tensor],
 }
 
 #[derive(Clone, Debug)]
@@ -171,6 +151,22 @@ struct Attention {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
+    /// Multiplies the scores: head_dim^-0.5, or Gemma's query_pre_attn_scalar^-0.5.
+    scale: f64,
+}
+
+/// Gemma's RMSNorm: `x / rms(x) * (1 + w)`, all in f32.
+fn gemma_rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
+    let weight = (vb.get(size, "weight")?.to_dtype(DType::F32)? + 1.0)?;
+    Ok(RmsNorm::new(weight, eps))
+}
+
+/// The family's RMSNorm (Gemma's `1 + w`, else `w`).
+fn family_rms_norm(cfg: &TextConfig, size: usize, vb: VarBuilder) -> Result<RmsNorm> {
+    match cfg.arch {
+        TextArch::Gemma3 => gemma_rms_norm(size, cfg.rms_norm_eps, vb),
+        _ => rms_norm(size, cfg.rms_norm_eps, vb),
+    }
 }
 
 impl Attention {
@@ -186,9 +182,15 @@ impl Attention {
         let out_bias = bias && cfg.arch != TextArch::Qwen2;
         let head_norm = |name: &str| -> Result<Option<RmsNorm>> {
             match cfg.arch {
-                TextArch::Qwen3 => Ok(Some(rms_norm(d, cfg.rms_norm_eps, vb.pp(name))?)),
+                TextArch::Qwen3 | TextArch::Gemma3 => {
+                    Ok(Some(family_rms_norm(cfg, d, vb.pp(name))?))
+                }
                 _ => Ok(None),
             }
+        };
+        let scale = match &cfg.gemma {
+            Some(gemma) => gemma.query_pre_attn_scalar.powf(-0.5),
+            None => 1.0 / (d as f64).sqrt(),
         };
         Ok(Attention {
             q_proj: Linear::load(cfg.hidden_size, h * d, bias, vb.pp("q_proj"), plan)?,
@@ -200,6 +202,7 @@ impl Attention {
             num_heads: h,
             num_kv_heads: kv,
             head_dim: d,
+            scale,
         })
     }
 
@@ -210,6 +213,7 @@ impl Attention {
         layer: usize,
         start: usize,
         rope: (&Tensor, &Tensor),
+        visibility: &Visibility,
         cache: &mut Option<(Tensor, Tensor)>,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
@@ -248,73 +252,51 @@ impl Attention {
         let k = repeat_kv(k, groups)?;
         let v = repeat_kv(v, groups)?;
 
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let mask = attention_mask(len, start, total, layer, hooks.edges, x.device())?;
-        let scores = scores.broadcast_add(&mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-
-        if let Some(probe) = hooks.probe.as_deref_mut() {
-            record(probe, &probs, start, len)?;
+        let scale = self.scale;
+        let k_t = k.t()?;
+        // Query rows a block at a time, so the scores of a long prefill (16k image tokens)
+        // never exist whole; each row's softmax is the same whatever the block.
+        let mut outputs = Vec::new();
+        let mut probe_sum: Option<Tensor> = None;
+        for (row0, rows) in query_blocks(len, self.num_heads, total) {
+            let scores = (q.narrow(2, row0, rows)?.matmul(&k_t)? * scale)?;
+            let mask = attention_mask(
+                row0..row0 + rows,
+                start,
+                total,
+                visibility,
+                layer,
+                hooks.edges,
+                x.device(),
+            )?;
+            let scores = scores.broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            if let Some(probe) = hooks.probe.as_deref() {
+                if let Some(part) = probe_rows(probe, &probs, start, len, row0)? {
+                    probe_sum = Some(match probe_sum {
+                        Some(sum) => (sum + part)?,
+                        None => part,
+                    });
+                }
+            }
+            outputs.push(probs.matmul(&v)?);
         }
-        let out = probs.matmul(&v)?;
+        if let (Some(probe), Some(sum)) = (hooks.probe.as_deref_mut(), probe_sum) {
+            let count = probe_row_range(probe, start, len).len();
+            probe
+                .maps
+                .push((sum / count as f64)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let out = if outputs.len() == 1 {
+            outputs.pop().expect("one block")
+        } else {
+            Tensor::cat(&outputs, 2)?
+        };
         let out = out
             .transpose(1, 2)?
             .reshape((batch, len, self.num_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
-}
-
-/// Keep the probe's rows of `probs` (1, H, T, S) over its key span, as (H, N).
-fn record(probe: &mut AttentionProbe, probs: &Tensor, start: usize, len: usize) -> Result<()> {
-    let span = probe.key_span.clone();
-    let rows = match probe.rows {
-        QueryRows::Last => (len - 1)..len,
-        QueryRows::MeanFrom(from) => from.saturating_sub(start).min(len)..len,
-    };
-    let map = if rows.is_empty() || span.end > probs.dim(3)? {
-        // Nothing to record in this pass (e.g. the span is not visible yet).
-        return Ok(());
-    } else {
-        probs
-            .i((0, .., rows.clone(), span.clone()))?
-            .mean(1)?
-            .flatten_all()?
-            .to_vec1::<f32>()?
-    };
-    probe.maps.push(map);
-    Ok(())
-}
-
-/// Additive mask (T, S): causal, plus `f32::MIN` on knocked-out edges in this layer.
-fn attention_mask(
-    len: usize,
-    start: usize,
-    total: usize,
-    layer: usize,
-    edges: Option<&EdgeMask>,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut mask = vec![0f32; len * total];
-    for row in 0..len {
-        let position = start + row;
-        for key in position + 1..total {
-            mask[row * total + key] = f32::NEG_INFINITY;
-        }
-    }
-    if let Some(edges) = edges.filter(|e| e.applies_to(layer)) {
-        for row in 0..len {
-            if start + row < edges.queries_from {
-                continue;
-            }
-            for &key in &edges.blocked_keys {
-                if key < total && key <= start + row {
-                    mask[row * total + key] = f32::MIN;
-                }
-            }
-        }
-    }
-    Tensor::from_vec(mask, (len, total), device)
 }
 
 /// `x` (1, T, D) with `rows` (N, D) added to rows `start..start + N`.
@@ -348,6 +330,8 @@ struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    /// Gemma: GELU with the tanh approximation on the gate; else SiLU.
+    gelu_tanh: bool,
 }
 
 impl Mlp {
@@ -357,11 +341,17 @@ impl Mlp {
             gate_proj: Linear::load(hidden, inner, false, vb.pp("gate_proj"), plan)?,
             up_proj: Linear::load(hidden, inner, false, vb.pp("up_proj"), plan)?,
             down_proj: Linear::load(inner, hidden, false, vb.pp("down_proj"), plan)?,
+            gelu_tanh: cfg.arch == TextArch::Gemma3,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        let gate = self.gate_proj.forward(x)?;
+        let gate = if self.gelu_tanh {
+            gate.gelu()?
+        } else {
+            candle_nn::ops::silu(&gate)?
+        };
         self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
     }
 }
@@ -371,33 +361,63 @@ struct DecoderLayer {
     self_attn: Attention,
     mlp: Mlp,
     input_layernorm: RmsNorm,
+    /// LLaMA / Qwen: the norm before the MLP. Gemma: the norm of the attention output.
     post_attention_layernorm: RmsNorm,
+    /// Gemma: the norms before and after the MLP.
+    feedforward_norms: Option<(RmsNorm, RmsNorm)>,
 }
 
 impl DecoderLayer {
     fn new(cfg: &TextConfig, vb: VarBuilder, plan: &LoadPlan) -> Result<Self> {
+        let norm = |name: &str| family_rms_norm(cfg, cfg.hidden_size, vb.pp(name));
+        let feedforward_norms = match cfg.arch {
+            TextArch::Gemma3 => Some((
+                norm("pre_feedforward_layernorm")?,
+                norm("post_feedforward_layernorm")?,
+            )),
+            _ => None,
+        };
         Ok(DecoderLayer {
             self_attn: Attention::new(cfg, vb.pp("self_attn"), plan)?,
             mlp: Mlp::new(cfg, vb.pp("mlp"), plan)?,
-            input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
-            post_attention_layernorm: rms_norm(
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-                vb.pp("post_attention_layernorm"),
-            )?,
+            input_layernorm: norm("input_layernorm")?,
+            post_attention_layernorm: norm("post_attention_layernorm")?,
+            feedforward_norms,
         })
+    }
+
+    /// The layer after its attention: LLaMA's `x + mlp(norm(x + attn))`, or Gemma's
+    /// sandwich `h = x + norm(attn)`, `h + norm(mlp(norm(h)))`.
+    fn finish(&self, residual: Tensor, attn: Tensor) -> Result<Tensor> {
+        match &self.feedforward_norms {
+            None => {
+                let x = (residual + attn)?;
+                let normed = self.post_attention_layernorm.forward(&x)?;
+                x.clone() + self.mlp.forward(&normed)?
+            }
+            Some((pre, post)) => {
+                let x = (residual + self.post_attention_layernorm.forward(&attn)?)?;
+                let hidden = self.mlp.forward(&pre.forward(&x)?)?;
+                x + post.forward(&hidden)?
+            }
+        }
     }
 }
 
 /// The decoder with its embedding and LM head.
 #[derive(Clone, Debug)]
 pub struct Decoder {
-    /// (vocab, hidden) in the checkpoint's dtype; rows are looked up, then widened to f32.
-    embed_tokens: Tensor,
+    /// (vocab, hidden): rows are looked up, then widened to f32.
+    embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
     rotary: Rotary,
+    /// Gemma 3: the local layers' rotary (the global ones use `rotary`).
+    local_rotary: Option<Rotary>,
+    /// Gemma 3: token embeddings are multiplied by sqrt(hidden), rounded to the table's dtype
+    /// as transformers does; `Some(dtype)` also rounds the product to it (bf16/f16 tables).
+    embed_scale: Option<(f64, Option<DType>)>,
     pub cfg: TextConfig,
 }
 
@@ -410,11 +430,26 @@ impl Decoder {
         lm_head_vb: VarBuilder,
         plan: &LoadPlan,
     ) -> Result<Self> {
-        let embed_tokens = plan.stored_tensor(
+        let stored = plan.stored_tensor(
             &vb.pp("embed_tokens"),
             (cfg.vocab_size, cfg.hidden_size),
             "weight",
         )?;
+        let embed_name = vb.pp("embed_tokens").prefix();
+        // A tied head is made from the stored table before the table itself is (possibly)
+        // quantized; the stored copy is then dropped.
+        let tied = cfg.tie_word_embeddings && !lm_head_vb.contains_tensor("weight");
+        let tied_head = if tied {
+            Some(Linear::tied(
+                &stored,
+                plan,
+                &format!("{embed_name} (tied)"),
+            )?)
+        } else {
+            None
+        };
+        let table_dtype = stored.dtype();
+        let embed_tokens = Embedding::new(stored, plan, tied_head.as_ref(), &embed_name)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let layer = DecoderLayer::new(cfg, vb.pp("layers").pp(i), plan)?;
@@ -422,22 +457,33 @@ impl Decoder {
                 Ok(layer)
             })
             .collect::<Result<Vec<_>>>()?;
-        let norm = rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
-        let lm_head = if cfg.tie_word_embeddings && !lm_head_vb.contains_tensor("weight") {
-            Linear::tied(
-                &embed_tokens,
-                plan,
-                &format!("{} (tied)", vb.pp("embed_tokens").prefix()),
-            )?
-        } else {
-            Linear::load(cfg.hidden_size, cfg.vocab_size, false, lm_head_vb, plan)?
+        let norm = family_rms_norm(cfg, cfg.hidden_size, vb.pp("norm"))?;
+        let lm_head = match tied_head {
+            Some(head) => head,
+            None => Linear::load(cfg.hidden_size, cfg.vocab_size, false, lm_head_vb, plan)?,
         };
         Ok(Decoder {
             embed_tokens,
             layers,
             norm,
             lm_head,
-            rotary: Rotary::new(cfg.head_dim, cfg.rope_theta, &cfg.rope)?,
+            rotary: Rotary::new(cfg.head_dim, cfg.rope_theta, &cfg.rope)?
+                .scaled(cfg.gemma.as_ref().map_or(1.0, |g| g.global_rope_factor)),
+            local_rotary: match &cfg.gemma {
+                Some(gemma) => Some(Rotary::new(
+                    cfg.head_dim,
+                    gemma.local_rope_theta,
+                    &cfg.rope,
+                )?),
+                None => None,
+            },
+            embed_scale: (cfg.arch == TextArch::Gemma3).then(|| {
+                let scale = (cfg.hidden_size as f64).sqrt();
+                match table_dtype {
+                    DType::BF16 | DType::F16 => (round_to(scale, table_dtype), Some(table_dtype)),
+                    _ => (scale as f32 as f64, None),
+                }
+            }),
             cfg: cfg.clone(),
         })
     }
@@ -446,13 +492,15 @@ impl Decoder {
         self.embed_tokens.device()
     }
 
-    /// Token embeddings (1, T, D) for `ids`, in f32.
+    /// Token embeddings (1, T, D) for `ids`, in f32 (Gemma's scaled as transformers scales
+    /// them: in the table's dtype).
     pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
-        let ids = Tensor::new(ids, self.device())?;
-        self.embed_tokens
-            .index_select(&ids, 0)?
-            .to_dtype(DType::F32)?
-            .unsqueeze(0)
+        let rows = self.embed_tokens.lookup(ids)?;
+        match self.embed_scale {
+            None => Ok(rows),
+            Some((scale, None)) => rows * scale,
+            Some((scale, Some(dtype))) => (rows.to_dtype(dtype)? * scale)?.to_dtype(DType::F32),
+        }
     }
 
     /// Bytes the weights of the linear layers and the head take in memory, and those of the
@@ -478,8 +526,10 @@ impl Decoder {
                 .sum::<usize>()
             })
             .sum();
-        let embed = self.embed_tokens.elem_count() * self.embed_tokens.dtype().size_in_bytes();
-        (layers + self.lm_head.weight_bytes(), embed)
+        (
+            layers + self.lm_head.weight_bytes(),
+            self.embed_tokens.bytes(),
+        )
     }
 
     /// Run `embeds` (1, T, D) as text at rotary positions `cache.next_position()..`, extend the
@@ -489,47 +539,59 @@ impl Decoder {
     }
 
     /// As [`Decoder::forward`], with explicit 3-D rotary positions (one per row of `embeds`)
-    /// where the sequence holds an image under M-RoPE, and Qwen3-VL's DeepStack features for
-    /// the image rows.
+    /// where the sequence holds an image under M-RoPE, and where the image's rows are in this
+    /// pass (Qwen3-VL adds its DeepStack features there; Gemma 3 lets them see each other).
     pub fn forward_at(
         &self,
         embeds: &Tensor,
         positions: Option<&[Position]>,
-        deepstack: Option<Deepstack>,
+        image: Option<ImageRows>,
         cache: &mut Cache,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let (_, len, _) = embeds.dims3()?;
-        if let Some(stack) = &deepstack {
-            if stack.features.len() > self.layers.len() {
+        if let Some(image) = &image {
+            if image.start + image.len > len {
+                candle_core::bail!(
+                    "image rows {}..{} outside a {len}-token pass",
+                    image.start,
+                    image.start + image.len
+                );
+            }
+            if image.deepstack.len() > self.layers.len() {
                 candle_core::bail!(
                     "{} DeepStack features for {} decoder layers",
-                    stack.features.len(),
+                    image.deepstack.len(),
                     self.layers.len()
                 );
             }
-            for feature in stack.features {
+            for feature in image.deepstack {
                 let (n, d) = feature.dims2()?;
-                if stack.start + n > len || d != self.cfg.hidden_size {
+                if n != image.len || d != self.cfg.hidden_size {
                     candle_core::bail!(
-                        "a DeepStack feature of {n} x {d} does not fit rows {}.. of a {len}-token pass of width {}",
-                        stack.start,
+                        "a DeepStack feature of {n} x {d} for {} image rows of width {}",
+                        image.len,
                         self.cfg.hidden_size
                     );
                 }
             }
         }
         let start = cache.len;
-        let (cos, sin) = match positions {
-            Some(positions) => {
-                if positions.len() != len {
-                    candle_core::bail!("{} rotary positions for {len} tokens", positions.len());
+        let rope = |rotary: &Rotary| -> Result<(Tensor, Tensor)> {
+            match positions {
+                Some(positions) => {
+                    if positions.len() != len {
+                        candle_core::bail!("{} rotary positions for {len} tokens", positions.len());
+                    }
+                    rotary.at(positions, embeds.device())
                 }
-                self.rotary.at(positions, embeds.device())?
+                None => rotary.sequential(cache.next_position, len, embeds.device()),
             }
-            None => self
-                .rotary
-                .sequential(cache.next_position, len, embeds.device())?,
+        };
+        let global_rope = rope(&self.rotary)?;
+        let local_rope = match &self.local_rotary {
+            Some(rotary) => Some(rope(rotary)?),
+            None => None,
         };
         let next_position = match positions {
             Some(positions) => positions
@@ -540,24 +602,46 @@ impl Decoder {
                 .max(cache.next_position),
             None => cache.next_position + len,
         };
+        // Gemma 3: the image block (absolute positions) and the local layers' window.
+        let image_block = match (&self.cfg.gemma, &image) {
+            (Some(_), Some(image)) => Some(start + image.start..start + image.start + image.len),
+            _ => None,
+        };
+        let global = Visibility {
+            window: None,
+            image_block: image_block.clone(),
+        };
+        let local = Visibility {
+            window: self.cfg.gemma.as_ref().map(|g| g.sliding_window),
+            image_block,
+        };
         let mut x = embeds.to_dtype(DType::F32)?;
         for (index, layer) in self.layers.iter().enumerate() {
+            let sliding = self
+                .cfg
+                .gemma
+                .as_ref()
+                .is_some_and(|g| g.sliding.get(index).copied().unwrap_or(false));
+            let (visibility, (cos, sin)) = match (&local_rope, sliding) {
+                (Some(local_rope), true) => (&local, local_rope),
+                _ => (&global, &global_rope),
+            };
             let residual = x.clone();
             let normed = layer.input_layernorm.forward(&x)?;
             let attn = layer.self_attn.forward(
                 &normed,
                 index,
                 start,
-                (&cos, &sin),
+                (cos, sin),
+                visibility,
                 &mut cache.layers[index],
                 hooks,
             )?;
-            x = (residual + attn)?;
-            let residual = x.clone();
-            let normed = layer.post_attention_layernorm.forward(&x)?;
-            x = (residual + layer.mlp.forward(&normed)?)?;
-            if let Some(feature) = deepstack.as_ref().and_then(|s| s.features.get(index)) {
-                x = add_rows(&x, deepstack.map_or(0, |s| s.start), feature)?;
+            x = layer.finish(residual, attn)?;
+            if let Some(image) = &image {
+                if let Some(feature) = image.deepstack.get(index) {
+                    x = add_rows(&x, image.start, feature)?;
+                }
             }
         }
         cache.len += len;
@@ -580,6 +664,15 @@ impl Decoder {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+}
+
+/// `value` rounded to the nearest bf16 / f16 (as torch's `tensor.to(dtype)`).
+fn round_to(value: f64, dtype: DType) -> f64 {
+    match dtype {
+        DType::BF16 => half::bf16::from_f64(value).to_f64(),
+        DType::F16 => half::f16::from_f64(value).to_f64(),
+        _ => value,
     }
 }
 

@@ -15,6 +15,15 @@
 //!   Qwen2.5-VL hub or under `text_config` / `vision_config` (Qwen3-VL's hub, transformers 5);
 //!   tensors flat (`model.layers.*`, `visual.*`) or nested (`model.language_model.*`,
 //!   `model.visual.*`).
+//! - Gemma 3 (`gemma3`, MedGemma): the hub's `language_model.model.*` +
+//!   `vision_tower.vision_model.*` + `multi_modal_projector.*`, and the nested
+//!   `model.language_model.*` + `model.vision_tower.(vision_model.)*` +
+//!   `model.multi_modal_projector.*` of recent transformers; config keys in the hub's style
+//!   (`rope_scaling`, `rope_local_base_freq`, `sliding_window_pattern`) or transformers 5's
+//!   (`layer_types`, `rope_parameters` per layer type).
+//!
+//! Long because every family's detection reads the same files the same way (`Found`) and each
+//! family is one function here, next to the others it must stay consistent with.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -27,7 +36,8 @@ use super::config::{
     Checkpoint, ImageSpec, KeyLayout,
 };
 use super::decoder::TextArch;
-use super::preprocess::{read_normalisation, ImageProcessor, Preprocess};
+use super::gemma3;
+use super::preprocess::{read_normalisation, ImageProcessor, Preprocess, Resample};
 use super::prompt::PromptFormat;
 use super::qwen_vl::{self, QwenTokens, QwenVisionConfig, QwenVisionKind};
 use super::rope::RopeAxes;
@@ -86,6 +96,9 @@ pub fn detect(dir: &Path, vision_tower_override: Option<&Path>) -> Result<Checkp
     if model_type == "qwen3_vl" {
         return detect_qwen_vl(found, QwenVisionKind::Qwen3);
     }
+    if model_type == "gemma3" {
+        return detect_gemma3(found);
+    }
     if model_type == "llava" && config.get("text_config").is_some() {
         return detect_llava_hf(found);
     }
@@ -99,7 +112,8 @@ pub fn detect(dir: &Path, vision_tower_override: Option<&Path>) -> Result<Checkp
     bail!(
         "unsupported architecture {:?} (model_type {model_type:?}); fovea reads LLaVA checkpoints (llava-hf \
          LlavaForConditionalGeneration, llava_qwen2 (HuatuoGPT-Vision), llava_llama, llava_mistral (LLaVA-Med)) and \
-         qwen2_5_vl (Qwen2.5-VL: Lingshu, HuatuoGPT-Vision-Qwen2.5VL) and qwen3_vl (Qwen3-VL): {}",
+         qwen2_5_vl (Qwen2.5-VL: Lingshu, HuatuoGPT-Vision-Qwen2.5VL), qwen3_vl (Qwen3-VL) and gemma3 \
+         (Gemma3ForConditionalGeneration: MedGemma): {}",
         config.get("architectures").cloned().unwrap_or(Value::Null),
         config_path.display()
     )
@@ -146,35 +160,7 @@ fn detect_llava_hf(found: Found) -> Result<Checkpoint> {
         serde_json::from_value(config.get("vision_config").cloned().unwrap_or(Value::Null))
             .or_else(|_| serde_json::from_value(Value::Object(Default::default())))
             .context("invalid vision_config")?;
-    let text_prefix = first_with(
-        names,
-        &["language_model.model.", "model.language_model.", "model."],
-        "embed_tokens.weight",
-    )
-    .with_context(|| {
-        format!(
-            "cannot find the text decoder's embed_tokens in {}",
-            dir.display()
-        )
-    })?;
-    let lm_head = first_with(names, &["language_model.lm_head.", "lm_head."], "weight")
-        .unwrap_or_else(|| "lm_head.".into());
-    let vision_prefix = first_with(
-        names,
-        &[
-            "vision_tower.vision_model.",
-            "model.vision_tower.vision_model.",
-            "model.vision_tower.",
-            "vision_tower.",
-        ],
-        "embeddings.patch_embedding.weight",
-    )
-    .with_context(|| {
-        format!(
-            "cannot find the vision tower's patch embedding in {}",
-            dir.display()
-        )
-    })?;
+    let (text_prefix, lm_head, vision_prefix) = conditional_generation_prefixes(dir, names)?;
     let projector = first_with(
         names,
         &["multi_modal_projector.", "model.multi_modal_projector."],
@@ -236,6 +222,46 @@ fn detect_llava_hf(found: Found) -> Result<Checkpoint> {
         tokenizer_file,
         eos_token_ids,
     })
+}
+
+/// Where llava-hf and Gemma 3 checkpoints (`*ForConditionalGeneration`) keep the decoder, the
+/// LM head and the vision tower: the hub's `language_model.model.*` +
+/// `vision_tower.vision_model.*`, the nested `model.language_model.*` + `model.vision_tower.*`,
+/// and transformers 5's `vision_tower.*` without `vision_model`.
+fn conditional_generation_prefixes(
+    dir: &Path,
+    names: &BTreeSet<String>,
+) -> Result<(String, String, String)> {
+    let text = first_with(
+        names,
+        &["language_model.model.", "model.language_model.", "model."],
+        "embed_tokens.weight",
+    )
+    .with_context(|| {
+        format!(
+            "cannot find the text decoder's embed_tokens in {}",
+            dir.display()
+        )
+    })?;
+    let lm_head = first_with(names, &["language_model.lm_head.", "lm_head."], "weight")
+        .unwrap_or_else(|| "lm_head.".into());
+    let vision = first_with(
+        names,
+        &[
+            "vision_tower.vision_model.",
+            "model.vision_tower.vision_model.",
+            "model.vision_tower.",
+            "vision_tower.",
+        ],
+        "embeddings.patch_embedding.weight",
+    )
+    .with_context(|| {
+        format!(
+            "cannot find the vision tower's patch embedding (vision_tower.vision_model.embeddings.patch_embedding.weight) in {}",
+            dir.display()
+        )
+    })?;
+    Ok((text, lm_head, vision))
 }
 
 fn detect_original(
@@ -545,4 +571,165 @@ fn detect_qwen_vl(found: Found, kind: QwenVisionKind) -> Result<Checkpoint> {
         tokenizer_file,
         eos_token_ids,
     })
+}
+
+/// Detect a Gemma 3 checkpoint (`Gemma3ForConditionalGeneration`: MedGemma).
+fn detect_gemma3(found: Found) -> Result<Checkpoint> {
+    let Found {
+        dir,
+        config,
+        weights,
+        names,
+        tokenizer_file,
+        eos_token_ids,
+    } = found;
+    let config_path = dir.join("config.json");
+    let in_config = |e: anyhow::Error| anyhow::anyhow!("{e}: {}", config_path.display());
+    let text_obj = config.get("text_config").cloned().unwrap_or(Value::Null);
+    if !text_obj.is_object() {
+        bail!(
+            "a gemma3 config.json needs a text_config: {}",
+            config_path.display()
+        );
+    }
+    // The rotary settings are Gemma's own (per layer type): parse the rest without them.
+    let mut plain = text_obj.clone();
+    if let Some(obj) = plain.as_object_mut() {
+        obj.remove("rope_scaling");
+        obj.remove("rope_parameters");
+        obj.remove("rope_theta");
+    }
+    let mut text = text_config(&plain, TextArch::Gemma3).map_err(in_config)?;
+    text.rope_theta = gemma3::global_rope_theta(&text_obj);
+    let gemma = gemma3::gemma_text(&text_obj, text.num_hidden_layers).map_err(in_config)?;
+    text.gemma = Some(gemma);
+    // Gemma 3 ties its head to the embeddings unless the config says otherwise.
+    text.tie_word_embeddings = text_obj
+        .get("tie_word_embeddings")
+        .or_else(|| config.get("tie_word_embeddings"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let vision = gemma3::siglip_config(config.get("vision_config").unwrap_or(&Value::Null))
+        .map_err(in_config)?;
+    let mm_tokens_per_image =
+        super::config::get_usize(config, "mm_tokens_per_image").unwrap_or(256);
+    gemma3::token_grid(mm_tokens_per_image, vision.grid_side()).map_err(in_config)?;
+    let id = |keys: &[&str], default: u32| -> u32 {
+        keys.iter()
+            .find_map(|key| config.get(*key).and_then(Value::as_u64))
+            .map_or(default, |v| v as u32)
+    };
+    let tokens = gemma3::GemmaTokens {
+        boi: id(&["boi_token_index", "boi_token_id"], 255_999),
+        eoi: id(&["eoi_token_index", "eoi_token_id"], 256_000),
+        image_soft: id(&["image_token_index", "image_token_id"], 262_144),
+    };
+    let (text_prefix, lm_head, vision_prefix) = conditional_generation_prefixes(dir, names)?;
+    if !text.tie_word_embeddings && !names.contains(&format!("{lm_head}weight")) {
+        bail!(
+            "tie_word_embeddings is false but there is no lm_head.weight in {}",
+            dir.display()
+        );
+    }
+    let projector = first_with(
+        names,
+        &["multi_modal_projector.", "model.multi_modal_projector."],
+        "mm_input_projection_weight",
+    )
+    .with_context(|| {
+        format!(
+            "cannot find multi_modal_projector.mm_input_projection_weight in {}",
+            dir.display()
+        )
+    })?;
+    let layout_name = match (text_prefix.as_str(), vision_prefix.as_str()) {
+        ("language_model.model.", "vision_tower.vision_model.") => {
+            "gemma3 (hub: language_model.model, vision_tower.vision_model)"
+        }
+        ("language_model.model.", _) => {
+            "gemma3 (transformers 5 save: language_model.model, vision_tower without vision_model)"
+        }
+        _ => "gemma3 (nested model.language_model, model.vision_tower)",
+    };
+    let processor = gemma3_processor(dir, &vision)?;
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        arch: "gemma3".into(),
+        model_type: "gemma3".into(),
+        text,
+        image: ImageSpec::Gemma3 {
+            vision,
+            processor,
+            tokens,
+            mm_tokens_per_image,
+        },
+        layout: KeyLayout {
+            name: layout_name,
+            text: text_prefix,
+            lm_head,
+            vision: vision_prefix,
+            projector_first: projector.trim_end_matches('.').to_string(),
+            projector_second: String::new(),
+        },
+        weights,
+        vision_weights: None,
+        image_token_id: Some(tokens.image_soft),
+        prompt_format: PromptFormat::ChatTemplate,
+        tokenizer_file,
+        eos_token_ids,
+    })
+}
+
+/// Gemma 3's image processor: resize to the square input (Pillow, `resample`: bilinear in
+/// MedGemma's files), rescale, normalise (mean/std 0.5 unless the file says otherwise).
+fn gemma3_processor(dir: &Path, vision: &VisionConfig) -> Result<ImageProcessor> {
+    let side = vision.image_size as u32;
+    let mut processor = ImageProcessor {
+        size: side,
+        mean: [0.5; 3],
+        std: [0.5; 3],
+        rescale_factor: 1.0 / 255.0,
+        mode: Preprocess::Resize,
+        resample: Resample::Bilinear,
+    };
+    let Some(config) = super::preprocess::processor_json(dir) else {
+        return Ok(processor);
+    };
+    read_normalisation(
+        &config,
+        &mut processor.mean,
+        &mut processor.std,
+        &mut processor.rescale_factor,
+    );
+    if let Some(value) = config.get("resample").and_then(Value::as_u64) {
+        processor.resample = Resample::from_pil(value).with_context(|| {
+            format!(
+                "preprocessor resample {value} is not supported (2 bilinear, 3 bicubic are): {}",
+                dir.display()
+            )
+        })?;
+    }
+    if config
+        .get("do_pan_and_scan")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        bail!(
+            "do_pan_and_scan is set: Gemma 3's pan-and-scan crops are not supported: {}",
+            dir.display()
+        );
+    }
+    if let Some(size) = config.get("size") {
+        let height = size.get("height").and_then(Value::as_u64);
+        let width = size.get("width").and_then(Value::as_u64);
+        if let (Some(h), Some(w)) = (height, width) {
+            if h != w || h as u32 != side {
+                bail!(
+                    "the image processor resizes to {w} x {h} but the SigLIP tower takes {side} x {side}: {}",
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(processor)
 }

@@ -112,7 +112,7 @@ impl LoadPlan {
         }
     }
 
-    fn note(&self, text: String) {
+    pub(crate) fn note(&self, text: String) {
         if let Ok(mut notes) = self.notes.lock() {
             notes.push(text);
         }
@@ -216,6 +216,15 @@ impl Linear {
                 })
             }
             None => Linear::from_weight(embeddings.clone(), None),
+        }
+    }
+
+    /// The q8_0 weights in fovea's layout, when that is how this layer is kept (a tied head
+    /// shares them with the embedding table).
+    pub fn packed_q8(&self) -> Option<Arc<PackedQ8>> {
+        match &self.weight {
+            Weight::Q8(packed) => Some(packed.clone()),
+            _ => None,
         }
     }
 

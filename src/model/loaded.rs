@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 
 use super::config::{Checkpoint, ImageSpec};
 use super::decoder::Decoder;
+use super::gemma3::{GemmaProjector, GemmaVision, SiglipTower};
 use super::linear::{LoadPlan, LoadProgress, Quantize};
 use super::preprocess::PixelMapping;
 use super::prompt::{self, ImageSlot, PromptFormat, TokenisedPrompt};
@@ -29,6 +30,8 @@ pub enum ImageEncoder {
     Qwen(QwenVision),
     /// Qwen3-VL: the ViT with its merger and DeepStack mergers.
     Qwen3(Qwen3Vision),
+    /// Gemma 3: SigLIP and the pooling projector.
+    Gemma3(GemmaVision),
 }
 
 /// What the vision side gives for one image.
@@ -59,6 +62,8 @@ pub struct Model {
     pub decoder: Decoder,
     pub tokenizer: tokenizers::Tokenizer,
     pub chat_template: Option<String>,
+    /// The tokenizer's (BOS, EOS) strings the chat template is rendered with.
+    pub special_tokens: (String, String),
     pub device: Device,
     /// How the weights are kept, and what fell back to another precision while loading.
     pub quantize: Quantize,
@@ -175,6 +180,25 @@ impl Model {
                     ),
                 }
             }
+            ImageSpec::Gemma3 {
+                vision,
+                mm_tokens_per_image,
+                ..
+            } => ImageEncoder::Gemma3(GemmaVision {
+                tower: SiglipTower::new(
+                    vision,
+                    prefixed(&vision_vb, &checkpoint.layout.vision),
+                    &vision_plan,
+                )
+                .map_err(missing("SigLIP vision tower"))?,
+                projector: GemmaProjector::new(
+                    vision,
+                    checkpoint.text.hidden_size,
+                    *mm_tokens_per_image,
+                    prefixed(&vb, &checkpoint.layout.projector_first),
+                )
+                .map_err(missing("multi-modal projector"))?,
+            }),
         };
         let decoder = Decoder::new(
             &checkpoint.text,
@@ -197,6 +221,7 @@ impl Model {
             decoder,
             tokenizer,
             chat_template,
+            special_tokens: prompt::special_tokens(dir),
             device: device.clone(),
             quantize,
             load_notes: plan.notes.lock().map(|n| n.clone()).unwrap_or_default(),
@@ -227,14 +252,50 @@ impl Model {
         } else {
             self.checkpoint.prompt_format
         };
-        let text = prompt::prompt_text(format, question, self.chat_template.as_deref())?;
+        let (bos, eos) = &self.special_tokens;
+        let text = prompt::prompt_text(
+            format,
+            question,
+            self.chat_template.as_deref(),
+            (bos.as_str(), eos.as_str()),
+        )?;
+        let gemma_expansion;
         let slot = match &self.checkpoint.image {
             ImageSpec::Clip { .. } => ImageSlot::llava(image_tokens),
             ImageSpec::Qwen { tokens, .. } => ImageSlot {
                 count: image_tokens,
                 template_marker: "<|image_pad|>",
                 raw_frame: Some((tokens.vision_start, tokens.vision_end)),
+                template_expansion: None,
+                bos: None,
             },
+            ImageSpec::Gemma3 { tokens, .. } => {
+                let token = |id: u32| -> Result<String> {
+                    self.tokenizer.id_to_token(id).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "the tokenizer has no token {id} (config.json's image token ids): {}",
+                            self.checkpoint.tokenizer_file.display()
+                        )
+                    })
+                };
+                let (boi, soft, eoi) = (
+                    token(tokens.boi)?,
+                    token(tokens.image_soft)?,
+                    token(tokens.eoi)?,
+                );
+                gemma_expansion = (boi.clone(), format!("\n\n{boi}{soft}{eoi}\n\n"), soft);
+                ImageSlot {
+                    count: image_tokens,
+                    template_marker: &gemma_expansion.2,
+                    raw_frame: Some((tokens.boi, tokens.eoi)),
+                    template_expansion: Some((&gemma_expansion.0, &gemma_expansion.1)),
+                    bos: None,
+                }
+            }
+        };
+        let slot = ImageSlot {
+            bos: Some(bos.as_str()),
+            ..slot
         };
         prompt::tokenise(&self.tokenizer, &text, format, slot)
     }
@@ -261,6 +322,22 @@ impl Model {
                     values: Tensor::from_vec(values, (1, 3, size, size), &self.device)?,
                     grid,
                     patch_grid: grid,
+                    mapping,
+                })
+            }
+            ImageSpec::Gemma3 { processor, .. } => {
+                let (prepared, mapping) = processor.prepare(img);
+                let values = processor.normalise(&prepared);
+                let size = processor.size as usize;
+                let grid = self.fixed_grid().unwrap_or((0, 0));
+                let patches = match &self.image {
+                    ImageEncoder::Gemma3(vision) => vision.tower.cfg.grid_side(),
+                    _ => 0,
+                };
+                Ok(PixelInput {
+                    values: Tensor::from_vec(values, (1, 3, size, size), &self.device)?,
+                    grid,
+                    patch_grid: (patches, patches),
                     mapping,
                 })
             }
@@ -292,13 +369,17 @@ impl Model {
         match &self.checkpoint.image {
             ImageSpec::Clip { vision, .. } => vision.patch_size as u32,
             ImageSpec::Qwen { processor, .. } => processor.factor(),
+            ImageSpec::Gemma3 { processor, .. } => {
+                let side = self.fixed_grid().map_or(1, |g| g.0.max(1)) as u32;
+                processor.size / side
+            }
         }
     }
 
     /// The Qwen-VL processor's (min_pixels, max_pixels); `None` for fixed-grid models.
     pub fn pixel_limits(&self) -> Option<(u64, u64)> {
         match &self.checkpoint.image {
-            ImageSpec::Clip { .. } => None,
+            ImageSpec::Clip { .. } | ImageSpec::Gemma3 { .. } => None,
             ImageSpec::Qwen { processor, .. } => Some((processor.min_pixels, processor.max_pixels)),
         }
     }
@@ -311,6 +392,12 @@ impl Model {
                 "--min-pixels / --max-pixels apply to models whose token grid follows the image (Qwen2.5-VL, Qwen3-VL); \
                  {arch} always sees {0} x {0} tokens",
                 vision.grid_side()
+            ),
+            ImageSpec::Gemma3 { .. } => bail!(
+                "--min-pixels / --max-pixels apply to models whose token grid follows the image (Qwen2.5-VL, Qwen3-VL); \
+                 {arch} always sees {} x {} tokens",
+                self.checkpoint.fixed_grid().map_or(0, |g| g.0),
+                self.checkpoint.fixed_grid().map_or(0, |g| g.1)
             ),
             ImageSpec::Qwen { processor, .. } => {
                 let min = min.unwrap_or(processor.min_pixels);
@@ -340,6 +427,14 @@ impl Model {
                 rows * cols,
                 processor.size
             ),
+            ImageSpec::Gemma3 { processor, .. } => format!(
+                "image tokens      {rows} x {cols} = {} ({width}x{height} px -> {1}x{1} px, resized whatever the \
+                 aspect ratio; {2} px a token); the vision tower costs {3:.1} GFLOP",
+                rows * cols,
+                processor.size,
+                processor.size as usize / rows.max(1),
+                flops / 1e9
+            ),
             ImageSpec::Qwen { processor, .. } => {
                 let side = processor.factor() as usize;
                 format!(
@@ -359,7 +454,9 @@ impl Model {
     /// The RGB8 image the tower sees (padded, resized, cropped) and its mapping.
     pub fn prepare_image(&self, img: &image::RgbImage) -> Result<(image::RgbImage, PixelMapping)> {
         match &self.checkpoint.image {
-            ImageSpec::Clip { processor, .. } => Ok(processor.prepare(img)),
+            ImageSpec::Clip { processor, .. } | ImageSpec::Gemma3 { processor, .. } => {
+                Ok(processor.prepare(img))
+            }
             ImageSpec::Qwen { processor, .. } => processor.resize(img),
         }
     }
@@ -388,6 +485,10 @@ impl Model {
                     deepstack: out.deepstack,
                 }
             }
+            ImageEncoder::Gemma3(vision) => ImageFeatures {
+                tokens: vision.forward(&pixels.values)?,
+                deepstack: Vec::new(),
+            },
         })
     }
 
@@ -408,6 +509,10 @@ impl Model {
                 let m = vision.spatial_merge_size;
                 vision.flops(pixels_grid.0 * m * pixels_grid.1 * m)
             }
+            ImageSpec::Gemma3 { vision, .. } => {
+                let n = (pixels_grid.0 * pixels_grid.1) as f64;
+                SiglipTower::flops(vision) + 2.0 * n * vision.hidden_size as f64 * text
+            }
         }
     }
 
@@ -415,7 +520,7 @@ impl Model {
     /// sequential (M-RoPE); `None` for 1-D RoPE.
     pub fn prefix_positions(&self, before: usize, grid: (usize, usize)) -> Option<Vec<Position>> {
         match &self.checkpoint.image {
-            ImageSpec::Clip { .. } => None,
+            ImageSpec::Clip { .. } | ImageSpec::Gemma3 { .. } => None,
             ImageSpec::Qwen { .. } => Some(qwen_vl::prefix_positions(before, grid.0, grid.1)),
         }
     }

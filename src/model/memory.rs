@@ -3,8 +3,8 @@
 //! kernel's OOM killer gives the user nothing to act on.
 //!
 //! The estimate counts what the loader keeps: the text decoder's linear layers and head at
-//! 8.5 bits (q8_0) or 4.5 bits (q4k) per weight when quantized, everything else (embeddings,
-//! norms, the projector, the vision tower) as stored; plus the working set of one pass: a block
+//! 8.5 bits (q8_0) or 4.5 bits (q4k) per weight when quantized, the embedding table then at
+//! 8.5 bits, everything else (norms, the projector, the vision tower) as stored; plus the working set of one pass: a block
 //! of a bf16 matrix widened to f32 for one matmul (candle's CPU matmul has no bf16) and 1 GiB
 //! of activations, KV cache and allocator slack. Set `FOVEA_SKIP_MEMORY_CHECK=1` to load anyway
 //! (with swap, say), or `FOVEA_MEMORY_LIMIT=12G` to keep fovea within less than what is free.
@@ -66,8 +66,15 @@ pub fn estimate_bytes(
             && !name.contains("embed_tokens")
             && shape[1] % 32 == 0
             && matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
-        total += match (bits_per_weight(quantize), quantizable) {
-            (Some(bits), true) => elements * bits / 8.0,
+        // The embedding table of a quantized model is kept as q8_0 rows (linear.rs).
+        let embedding = in_text(name)
+            && name.contains("embed_tokens")
+            && shape.len() == 2
+            && shape[1] % 32 == 0
+            && matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
+        total += match (bits_per_weight(quantize), quantizable, embedding) {
+            (Some(bits), true, _) => elements * bits / 8.0,
+            (Some(_), _, true) => elements * 8.5 / 8.0,
             _ => stored,
         };
         // A matrix kept as bf16/f16 is widened to f32 for each matmul on the CPU.
@@ -90,8 +97,8 @@ pub fn estimate_bytes(
             })
             .sum::<f64>();
     }
-    // A tied head is a quantized copy of the embeddings.
-    if checkpoint.text.tie_word_embeddings && !head_seen {
+    // A tied head is a quantized copy of the embeddings; at q8_0 the two share their rows.
+    if checkpoint.text.tie_word_embeddings && !head_seen && quantize == Quantize::Q4K {
         if let Some(bits) = bits_per_weight(quantize) {
             total += (checkpoint.text.vocab_size * checkpoint.text.hidden_size) as f64 * bits / 8.0;
         }

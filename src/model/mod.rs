@@ -7,12 +7,15 @@
 //! (the question, the general-description prompt, the knockout pass, later questions) runs
 //! only its own suffix.
 
+pub mod attention;
 pub mod bench;
 pub mod config;
 pub mod decoder;
 pub mod detect;
 pub mod device;
+pub mod embedding;
 pub mod gemm;
+pub mod gemma3;
 pub mod linear;
 pub mod loaded;
 pub mod memory;
@@ -26,7 +29,7 @@ pub mod vision;
 pub mod weights;
 
 pub use config::Checkpoint;
-pub use decoder::{AttentionProbe, Cache, Decoder, Deepstack, EdgeMask, Hooks, QueryRows};
+pub use decoder::{AttentionProbe, Cache, Decoder, EdgeMask, Hooks, ImageRows, QueryRows};
 pub use loaded::{ImageEncoder, ImageFeatures, Model, PixelInput};
 pub use preprocess::{ImageProcessor, PixelMapping, Preprocess};
 pub use prompt::{PromptFormat, TokenisedPrompt};

@@ -17,6 +17,47 @@ pub enum Preprocess {
     PadMeanResize,
     /// Resize the shortest edge, then centre-crop (llava-hf's CLIPImageProcessor default).
     ResizeCenterCrop,
+    /// Resize to the square input whatever the aspect ratio (Gemma 3's image processor).
+    Resize,
+}
+
+/// Pillow's resampling filter (`resample` in a processor config: 2 bilinear, 3 bicubic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Resample {
+    Bilinear,
+    Bicubic,
+}
+
+impl Resample {
+    /// PIL's enum value as processor configs write it; `None` for filters fovea lacks.
+    pub fn from_pil(value: u64) -> Option<Resample> {
+        match value {
+            2 => Some(Resample::Bilinear),
+            3 => Some(Resample::Bicubic),
+            _ => None,
+        }
+    }
+
+    fn support(self) -> f64 {
+        match self {
+            Resample::Bilinear => 1.0,
+            Resample::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Resample::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+            Resample::Bicubic => bicubic_filter(x),
+        }
+    }
 }
 
 impl Preprocess {
@@ -24,6 +65,7 @@ impl Preprocess {
         match self {
             Preprocess::PadMeanResize => format!("pad-mean-resize-{size}"),
             Preprocess::ResizeCenterCrop => format!("resize-crop-{size}"),
+            Preprocess::Resize => format!("resize-{size}"),
         }
     }
 }
@@ -36,6 +78,7 @@ pub struct ImageProcessor {
     pub std: [f32; 3],
     pub rescale_factor: f32,
     pub mode: Preprocess,
+    pub resample: Resample,
 }
 
 /// A folder's image processor settings: `preprocessor_config.json`, or the `image_processor`
@@ -105,6 +148,7 @@ impl ImageProcessor {
             std: Self::CLIP_STD,
             rescale_factor: 1.0 / 255.0,
             mode,
+            resample: Resample::Bicubic,
         }
     }
 
@@ -123,6 +167,20 @@ impl ImageProcessor {
                     PixelMapping {
                         scale: [scale, scale],
                         offset_px: [-(offset.0 as f64), -(offset.1 as f64)],
+                        input: [self.size, self.size],
+                    },
+                )
+            }
+            Preprocess::Resize => {
+                let resized = pil_resize(img, self.size, self.size, self.resample);
+                (
+                    resized,
+                    PixelMapping {
+                        scale: [
+                            self.size as f64 / img.width() as f64,
+                            self.size as f64 / img.height() as f64,
+                        ],
+                        offset_px: [0.0, 0.0],
                         input: [self.size, self.size],
                     },
                 )
@@ -219,10 +277,14 @@ fn bicubic_filter(x: f64) -> f64 {
 
 /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`: per output pixel the first input
 /// index and fixed-point weights.
-fn precompute_coefficients(in_size: u32, out_size: u32) -> (Vec<(usize, usize)>, Vec<i32>, usize) {
+fn precompute_coefficients(
+    in_size: u32,
+    out_size: u32,
+    filter: Resample,
+) -> (Vec<(usize, usize)>, Vec<i32>, usize) {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
-    let support = 2.0 * filter_scale;
+    let support = filter.support() * filter_scale;
     let kernel_size = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size as usize);
     let mut weights = vec![0i32; out_size as usize * kernel_size];
@@ -235,7 +297,7 @@ fn precompute_coefficients(in_size: u32, out_size: u32) -> (Vec<(usize, usize)>,
         let count = max - min;
         let mut total = 0.0;
         for (k, weight) in row.iter_mut().enumerate().take(count) {
-            *weight = bicubic_filter((k as f64 + min as f64 - center + 0.5) * inverse_scale);
+            *weight = filter.weight((k as f64 + min as f64 - center + 0.5) * inverse_scale);
             total += *weight;
         }
         for k in 0..kernel_size {
@@ -271,26 +333,32 @@ fn clip8(value: i64) -> u8 {
 /// shrinks by more than twice as many pixels as the width (then the vertical one; the order
 /// changes the rounding, by up to 16 grey levels on a sharp pattern).
 pub fn pil_resize_bicubic(img: &RgbImage, out_width: u32, out_height: u32) -> RgbImage {
+    pil_resize(img, out_width, out_height, Resample::Bicubic)
+}
+
+/// Pillow's `Image.resize(size, filter)` for RGB8, with the same two passes and pass order as
+/// [`pil_resize_bicubic`].
+pub fn pil_resize(img: &RgbImage, out_width: u32, out_height: u32, filter: Resample) -> RgbImage {
     let (in_width, in_height) = img.dimensions();
     let shrink_y = in_height as i64 - out_height as i64;
     let shrink_x = in_width as i64 - out_width as i64;
     let vertical_first = shrink_y > 0 && shrink_y > 2 * shrink_x;
     if vertical_first {
-        let tall = resample_vertical(img, out_height);
-        resample_horizontal(&tall, out_width)
+        let tall = resample_vertical(img, out_height, filter);
+        resample_horizontal(&tall, out_width, filter)
     } else {
-        let wide = resample_horizontal(img, out_width);
-        resample_vertical(&wide, out_height)
+        let wide = resample_horizontal(img, out_width, filter);
+        resample_vertical(&wide, out_height, filter)
     }
 }
 
-/// One horizontal bicubic pass of Pillow's resampling (a copy when the width stays).
-fn resample_horizontal(img: &RgbImage, out_width: u32) -> RgbImage {
+/// One horizontal pass of Pillow's resampling (a copy when the width stays).
+fn resample_horizontal(img: &RgbImage, out_width: u32, filter: Resample) -> RgbImage {
     let (in_width, in_height) = img.dimensions();
     if out_width == in_width {
         return img.clone();
     }
-    let (bounds, weights, kernel) = precompute_coefficients(in_width, out_width);
+    let (bounds, weights, kernel) = precompute_coefficients(in_width, out_width, filter);
     let mut out = RgbImage::new(out_width, in_height);
     let source = img.as_raw();
     for y in 0..in_height as usize {
@@ -309,13 +377,13 @@ fn resample_horizontal(img: &RgbImage, out_width: u32) -> RgbImage {
     out
 }
 
-/// One vertical bicubic pass of Pillow's resampling (a copy when the height stays).
-fn resample_vertical(img: &RgbImage, out_height: u32) -> RgbImage {
+/// One vertical pass of Pillow's resampling (a copy when the height stays).
+fn resample_vertical(img: &RgbImage, out_height: u32, filter: Resample) -> RgbImage {
     let (width, in_height) = img.dimensions();
     if out_height == in_height {
         return img.clone();
     }
-    let (bounds, weights, kernel) = precompute_coefficients(in_height, out_height);
+    let (bounds, weights, kernel) = precompute_coefficients(in_height, out_height, filter);
     let mut out = RgbImage::new(width, out_height);
     let source = img.as_raw();
     for (y, &(min, count)) in bounds.iter().enumerate() {

@@ -8,8 +8,15 @@
 //!   tokenised separately, BOS kept only on the first (LLaVA's `tokenizer_image_token`).
 //! - Qwen-VL: the checkpoint's `chat_template`, whose `<|vision_start|><|image_pad|><|vision_end|>`
 //!   has its one `<|image_pad|>` expanded to N, as `Qwen2_5_VLProcessor` does.
+//! - Gemma 3: the checkpoint's `chat_template`, whose one `<start_of_image>` becomes
+//!   `\n\n<start_of_image>` + N x `<image_soft_token>` + `<end_of_image>\n\n`, as
+//!   `Gemma3Processor` does.
 //! - raw: the text verbatim, no added special tokens; for Qwen-VL, `<image>` becomes
-//!   `<|vision_start|>` + N x `<|image_pad|>` + `<|vision_end|>`.
+//!   `<|vision_start|>` + N x `<|image_pad|>` + `<|vision_end|>`, for Gemma 3
+//!   `<start_of_image>` + N x `<image_soft_token>` + `<end_of_image>`.
+//!
+//! A rendered template that starts with the tokenizer's BOS is tokenised without adding special
+//! tokens (as transformers' processors do), so BOS is never doubled.
 
 use std::ops::Range;
 use std::path::Path;
@@ -109,11 +116,33 @@ pub fn find_chat_template(dir: &Path) -> Option<String> {
     None
 }
 
-/// Prompt text for `question` in `format` (`<image>` included where the format puts it).
+/// The BOS and EOS strings a chat template is rendered with: `tokenizer_config.json`'s
+/// `bos_token` / `eos_token` (a string or `{"content": ...}`), else LLaMA's `<s>` / `</s>`.
+pub fn special_tokens(dir: &Path) -> (String, String) {
+    let config = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    let read = |key: &str, default: &str| -> String {
+        config
+            .as_ref()
+            .and_then(|c| c.get(key))
+            .and_then(|v| {
+                v.as_str()
+                    .or_else(|| v.get("content").and_then(|c| c.as_str()))
+            })
+            .unwrap_or(default)
+            .to_string()
+    };
+    (read("bos_token", "<s>"), read("eos_token", "</s>"))
+}
+
+/// Prompt text for `question` in `format` (`<image>` included where the format puts it);
+/// `specials` are the (BOS, EOS) strings of [`special_tokens`].
 pub fn prompt_text(
     format: PromptFormat,
     question: &str,
     chat_template: Option<&str>,
+    specials: (&str, &str),
 ) -> Result<String> {
     Ok(match format {
         PromptFormat::Huatuo => format!("<|user|>\n{IMAGE_MARKER}\n{question}\n<|assistant|>\n"),
@@ -123,7 +152,7 @@ pub fn prompt_text(
             let Some(template) = chat_template else {
                 bail!("the checkpoint has no chat_template; use --template raw");
             };
-            render_chat_template(template, question, "<s>", "</s>")?
+            render_chat_template(template, question, specials.0, specials.1)?
         }
     })
 }
@@ -137,6 +166,11 @@ pub struct ImageSlot<'a> {
     pub template_marker: &'a str,
     /// Token ids around the image span in a raw prompt (`<|vision_start|>`, `<|vision_end|>`).
     pub raw_frame: Option<(u32, u32)>,
+    /// Gemma 3: what the processor writes for the template's image token, before tokenising
+    /// (`<start_of_image>` -> `\n\n<start_of_image><image_soft_token><end_of_image>\n\n`).
+    pub template_expansion: Option<(&'a str, &'a str)>,
+    /// The tokenizer's BOS string: a rendered template starting with it adds no special tokens.
+    pub bos: Option<&'a str>,
 }
 
 impl ImageSlot<'_> {
@@ -146,6 +180,8 @@ impl ImageSlot<'_> {
             count,
             template_marker: IMAGE_MARKER,
             raw_frame: None,
+            template_expansion: None,
+            bos: None,
         }
     }
 }
@@ -159,6 +195,18 @@ pub fn tokenise(
     slot: ImageSlot,
 ) -> Result<TokenisedPrompt> {
     let image_tokens = slot.count;
+    let expanded;
+    let text = match (format, slot.template_expansion) {
+        (PromptFormat::ChatTemplate, Some((token, replacement))) => {
+            let found = text.matches(token).count();
+            if found != 1 {
+                bail!("the chat template must write exactly one {token} for the image, it wrote {found}: {text:?}");
+            }
+            expanded = text.replacen(token, replacement, 1);
+            expanded.as_str()
+        }
+        _ => text,
+    };
     let marker = match format {
         PromptFormat::ChatTemplate => slot.template_marker,
         _ => IMAGE_MARKER,
@@ -180,7 +228,9 @@ pub fn tokenise(
             let marker_id = tokenizer
                 .token_to_id(marker)
                 .with_context(|| format!("the tokenizer has no {marker} token"))?;
-            let ids = encode(text, true)?;
+            // transformers' processors add no special tokens to a template that writes BOS.
+            let add_special = !slot.bos.is_some_and(|bos| text.starts_with(bos));
+            let ids = encode(text, add_special)?;
             let at = ids
                 .iter()
                 .position(|&id| id == marker_id)

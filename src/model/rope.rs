@@ -82,6 +82,17 @@ impl Rotary {
         Ok(Rotary { inv_freq, axes })
     }
 
+    /// Linear RoPE scaling (transformers' `rope_type: linear`): the frequencies divided by
+    /// `factor`, as positions / factor.
+    pub fn scaled(mut self, factor: f64) -> Self {
+        if factor != 1.0 {
+            for freq in &mut self.inv_freq {
+                *freq /= factor as f32;
+            }
+        }
+        self
+    }
+
     /// cos and sin (len, head_dim / 2) for the sequential positions `start..start + len`.
     pub fn sequential(
         &self,

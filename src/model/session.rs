@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
-use super::decoder::{self, AttentionProbe, Cache, Deepstack, EdgeMask, Hooks, QueryRows};
+use super::decoder::{self, AttentionProbe, Cache, EdgeMask, Hooks, ImageRows, QueryRows};
 use super::loaded::{Model, PixelInput};
 use super::preprocess::PixelMapping;
 use super::prompt::TokenisedPrompt;
@@ -177,7 +177,7 @@ impl<'m> ImageSession<'m> {
         decoder.forward_at(
             &embeds,
             positions.as_deref(),
-            self.deepstack_at(before_image.len()),
+            Some(self.image_rows_at(before_image.len())),
             &mut cache,
             &mut Hooks::default(),
         )?;
@@ -274,19 +274,20 @@ impl<'m> ImageSession<'m> {
         let hidden = decoder.forward_at(
             &embeds,
             positions.as_deref(),
-            self.deepstack_at(prompt.image_span.start),
+            Some(self.image_rows_at(prompt.image_span.start)),
             &mut cache,
             &mut hooks,
         )?;
         Ok(decoder.logits(&hidden)?)
     }
 
-    /// The DeepStack input of a pass whose image starts at row `start` (`None` without one).
-    fn deepstack_at(&self, start: usize) -> Option<Deepstack<'_>> {
-        (!self.deepstack.is_empty()).then_some(Deepstack {
+    /// This image's rows in a pass where it starts at row `start`.
+    fn image_rows_at(&self, start: usize) -> ImageRows<'_> {
+        ImageRows {
             start,
-            features: &self.deepstack,
-        })
+            len: self.num_image_tokens(),
+            deepstack: &self.deepstack,
+        }
     }
 
     /// Rotary positions of a whole prompt about this image (`None`: sequential).

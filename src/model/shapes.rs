@@ -22,6 +22,15 @@
 //!   untied head, interleaved M-RoPE [24, 20, 20]), the 27-block ViT (1152 wide, 16 heads,
 //!   MLP 4304, patch 16, a 48 x 48 learned position table), its merger and three DeepStack
 //!   mergers (blocks 8, 16, 24) to 4096; hub layout (`model.language_model.*`, `model.visual.*`).
+//! - MedGemma-4B (`google/medgemma-4b-it`): `gemma3`, the Gemma 3 4B decoder (hidden 2560, 34
+//!   layers, 8 heads of 256, 4 KV heads, MLP 10240, vocab 262208, q/k norms, four norms a
+//!   layer, tied head, sliding window 1024 in five of every six layers), SigLIP-400M at 896 px
+//!   (1152 wide, 27 layers, 16 heads, MLP 4304, patch 14: 64 x 64 patches) and the projector
+//!   (pooled to 16 x 16 = 256 tokens); hub layout (`language_model.model.*`,
+//!   `vision_tower.vision_model.*`, `multi_modal_projector.*`).
+//!
+//! Long because each published checkpoint's tensor names, shapes and config are written out in
+//! full, as the loaders must meet them.
 
 use std::io::Write;
 use std::path::Path;
@@ -36,6 +45,7 @@ pub enum PublishedShape {
     LlavaMed7b,
     Qwen25Vl7b,
     Qwen3Vl8b,
+    MedGemma4b,
 }
 
 struct Text {
@@ -96,6 +106,17 @@ fn clip_tensors(prefix: &str, out: &mut Vec<(String, Vec<usize>)>) {
         add(format!("{norm}.weight"), vec![d]);
         add(format!("{norm}.bias"), vec![d]);
     }
+    encoder_layer_tensors(&mut add, d, inner, layers);
+}
+
+/// The encoder layers of a CLIP or SigLIP tower (same names): q/k/v/out projections with
+/// biases, two LayerNorms, fc1/fc2.
+fn encoder_layer_tensors(
+    add: &mut impl FnMut(String, Vec<usize>),
+    d: usize,
+    inner: usize,
+    layers: usize,
+) {
     for i in 0..layers {
         let layer = format!("encoder.layers.{i}.");
         for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
@@ -227,6 +248,70 @@ fn qwen3_vision_tensors(out: &mut Vec<(String, Vec<usize>)>) {
     }
 }
 
+/// Gemma 3 4B's decoder (hub names under `language_model.model.`, head tied), SigLIP-400M at
+/// 896 px (`vision_tower.vision_model.`) and the projector.
+fn medgemma_tensors(out: &mut Vec<(String, Vec<usize>)>) {
+    let (vocab, hidden, layers, heads, kv, head_dim, inner) = (262208, 2560, 34, 8, 4, 256, 10240);
+    let p = "language_model.model.";
+    out.push((format!("{p}embed_tokens.weight"), vec![vocab, hidden]));
+    for i in 0..layers {
+        let layer = format!("{p}layers.{i}.");
+        for norm in ["q_norm", "k_norm"] {
+            out.push((format!("{layer}self_attn.{norm}.weight"), vec![head_dim]));
+        }
+        for (name, shape) in [
+            ("self_attn.q_proj", [heads * head_dim, hidden]),
+            ("self_attn.k_proj", [kv * head_dim, hidden]),
+            ("self_attn.v_proj", [kv * head_dim, hidden]),
+            ("self_attn.o_proj", [hidden, heads * head_dim]),
+            ("mlp.gate_proj", [inner, hidden]),
+            ("mlp.up_proj", [inner, hidden]),
+            ("mlp.down_proj", [hidden, inner]),
+        ] {
+            out.push((format!("{layer}{name}.weight"), shape.to_vec()));
+        }
+        for norm in [
+            "input_layernorm",
+            "post_attention_layernorm",
+            "pre_feedforward_layernorm",
+            "post_feedforward_layernorm",
+        ] {
+            out.push((format!("{layer}{norm}.weight"), vec![hidden]));
+        }
+    }
+    out.push((format!("{p}norm.weight"), vec![hidden]));
+    let (d, vinner, depth, patches) = (1152, 4304, 27, 64 * 64);
+    let mut add = |name: String, shape: Vec<usize>| {
+        out.push((format!("vision_tower.vision_model.{name}"), shape))
+    };
+    add(
+        "embeddings.patch_embedding.weight".into(),
+        vec![d, 3, 14, 14],
+    );
+    add("embeddings.patch_embedding.bias".into(), vec![d]);
+    add(
+        "embeddings.position_embedding.weight".into(),
+        vec![patches, d],
+    );
+    encoder_layer_tensors(&mut add, d, vinner, depth);
+    add("post_layernorm.weight".into(), vec![d]);
+    add("post_layernorm.bias".into(), vec![d]);
+    out.push((
+        "multi_modal_projector.mm_input_projection_weight".into(),
+        vec![d, hidden],
+    ));
+    out.push((
+        "multi_modal_projector.mm_soft_emb_norm.weight".into(),
+        vec![d],
+    ));
+}
+
+/// A chat template in Gemma 3's format (BOS, one user turn, the image first).
+const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n\
+{% for content in message['content'] %}{% if content['type'] == 'image' %}<start_of_image>\
+{% elif content['type'] == 'text' %}{{ content['text'] | trim }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}\
+{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+
 /// A Qwen-VL checkpoint's files: config, image processor, chat template, weights.
 fn write_qwen_vl(
     dir: &Path,
@@ -324,6 +409,13 @@ fn write_tokenizer(dir: &Path) -> Result<()> {
         "<|vision_start|>",
         "<|vision_end|>",
         "<|image_pad|>",
+        "<bos>",
+        "<end_of_turn>",
+        "<start_of_image>",
+        "<end_of_image>",
+        "<image_soft_token>",
+        "<start_of_turn>",
+        "<eos>",
     ];
     let mut words = serde_json::Map::new();
     for (i, token) in specials.iter().enumerate() {
@@ -507,6 +599,55 @@ pub fn write_published_shape(dir: &Path, shape: PublishedShape, fill: Fill) -> R
                     "processor_class": "Qwen3VLProcessor"
             });
             write_qwen_vl(dir, &config, &preprocessor, &tensors, fill)?
+        }
+        PublishedShape::MedGemma4b => {
+            medgemma_tensors(&mut tensors);
+            // The hub's config.json (transformers 4.50); token ids of write_tokenizer's
+            // specials.
+            let config = json!({
+                "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+                "boi_token_index": 16, "eoi_token_index": 17, "image_token_index": 18,
+                "mm_tokens_per_image": 256, "eos_token_id": [15, 20],
+                "initializer_range": 0.02, "torch_dtype": "bfloat16",
+                "text_config": {
+                    "model_type": "gemma3_text", "vocab_size": 262208, "hidden_size": 2560,
+                    "intermediate_size": 10240, "num_hidden_layers": 34,
+                    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                    "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-6,
+                    "hidden_activation": "gelu_pytorch_tanh", "sliding_window": 1024,
+                    "sliding_window_pattern": 6, "rope_theta": 1000000.0,
+                    "rope_local_base_freq": 10000.0,
+                    "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                    "attention_bias": false, "attn_logit_softcapping": null,
+                    "final_logit_softcapping": null, "max_position_embeddings": 131072
+                },
+                "vision_config": {
+                    "model_type": "siglip_vision_model", "hidden_size": 1152, "image_size": 896,
+                    "intermediate_size": 4304, "num_attention_heads": 16,
+                    "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": false
+                },
+            });
+            crate::io::write_json(&dir.join("config.json"), &config)?;
+            crate::io::write_json(
+                &dir.join("preprocessor_config.json"),
+                &json!({
+                    "image_processor_type": "Gemma3ImageProcessor",
+                    "processor_class": "Gemma3Processor", "do_resize": true,
+                    "size": {"height": 896, "width": 896}, "resample": 2, "do_rescale": true,
+                    "rescale_factor": 1.0 / 255.0, "do_normalize": true,
+                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                    "do_pan_and_scan": false, "image_seq_length": 256
+                }),
+            )?;
+            crate::io::write_json(
+                &dir.join("chat_template.json"),
+                &json!({"chat_template": GEMMA_CHAT_TEMPLATE}),
+            )?;
+            crate::io::write_json(
+                &dir.join("tokenizer_config.json"),
+                &json!({"bos_token": "<bos>", "eos_token": "<eos>"}),
+            )?;
+            write_safetensors(&dir.join("model.safetensors"), &tensors, fill)?
         }
     };
     write_tokenizer(dir)?;

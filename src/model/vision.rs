@@ -4,10 +4,11 @@
 //! `hidden_states[0]` being the embeddings after `pre_layrnorm` as in transformers), CLS
 //! dropped. Layers after the feature layer and `post_layernorm` are never run.
 
+use super::attention::query_blocks;
 use super::linear::{Linear, LoadPlan};
 use candle_core::{IndexOp, Module, Result, Tensor};
 use candle_nn::{
-    conv2d_no_bias, embedding, layer_norm, Conv2dConfig, Embedding, LayerNorm, VarBuilder,
+    conv2d, conv2d_no_bias, embedding, layer_norm, Conv2dConfig, Embedding, LayerNorm, VarBuilder,
 };
 
 /// `vision_config` of a LLaVA checkpoint or the `config.json` of a CLIP folder.
@@ -124,28 +125,53 @@ impl ClipAttention {
         let k = split(self.k_proj.forward(x)?)?;
         let v = split(self.v_proj.forward(x)?)?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs
-            .matmul(&v)?
+        let k_t = k.t()?;
+        // A block of query rows at a time: SigLIP at 896 px has 4096 patches.
+        let mut outputs = Vec::new();
+        for (row0, rows) in query_blocks(len, self.heads, len) {
+            let scores = (q.narrow(2, row0, rows)?.matmul(&k_t)? * scale)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            outputs.push(probs.matmul(&v)?);
+        }
+        let out = Tensor::cat(&outputs, 2)?
             .transpose(1, 2)?
             .reshape((batch, len, dim))?;
         self.out_proj.forward(&out)
     }
 }
 
+/// The MLP activation of a CLIP / SigLIP encoder layer (`hidden_act`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Activation {
+    QuickGelu,
+    GeluErf,
+    GeluTanh,
+}
+
+impl Activation {
+    fn parse(name: &str) -> Result<Activation> {
+        match name {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::GeluErf),
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Activation::GeluTanh),
+            other => candle_core::bail!("vision hidden_act {other:?} is not supported"),
+        }
+    }
+}
+
+/// One pre-norm encoder layer of CLIP and SigLIP (same names, same shape).
 #[derive(Clone, Debug)]
-struct ClipLayer {
+pub(super) struct ClipLayer {
     self_attn: ClipAttention,
     layer_norm1: LayerNorm,
     fc1: Linear,
     fc2: Linear,
     layer_norm2: LayerNorm,
-    quick_gelu: bool,
+    activation: Activation,
 }
 
 impl ClipLayer {
-    fn new(cfg: &VisionConfig, vb: VarBuilder, plan: &LoadPlan) -> Result<Self> {
+    pub(super) fn new(cfg: &VisionConfig, vb: VarBuilder, plan: &LoadPlan) -> Result<Self> {
         Ok(ClipLayer {
             self_attn: ClipAttention::new(cfg, vb.pp("self_attn"), plan)?,
             layer_norm1: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layer_norm1"))?,
@@ -164,21 +190,58 @@ impl ClipLayer {
                 plan,
             )?,
             layer_norm2: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
-            quick_gelu: cfg.hidden_act == "quick_gelu",
+            activation: Activation::parse(&cfg.hidden_act)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let attended = self.self_attn.forward(&self.layer_norm1.forward(x)?)?;
         let x = (x + attended)?;
         let hidden = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;
-        let hidden = if self.quick_gelu {
-            (&hidden * candle_nn::ops::sigmoid(&(&hidden * 1.702)?)?)?
-        } else {
-            hidden.gelu_erf()?
+        let hidden = match self.activation {
+            Activation::QuickGelu => (&hidden * candle_nn::ops::sigmoid(&(&hidden * 1.702)?)?)?,
+            Activation::GeluErf => hidden.gelu_erf()?,
+            Activation::GeluTanh => hidden.gelu()?,
         };
         x + self.fc2.forward(&hidden)?
     }
+}
+
+/// The patch embedding (a Conv2d with kernel = stride = patch) under `embeddings`; SigLIP's has
+/// a bias, CLIP's none.
+pub(super) fn patch_embedding(
+    cfg: &VisionConfig,
+    embeddings: &VarBuilder,
+    bias: bool,
+) -> Result<candle_nn::Conv2d> {
+    let conv = Conv2dConfig {
+        stride: cfg.patch_size,
+        ..Default::default()
+    };
+    let build = if bias { conv2d } else { conv2d_no_bias };
+    build(
+        cfg.num_channels,
+        cfg.hidden_size,
+        cfg.patch_size,
+        conv,
+        embeddings.pp("patch_embedding"),
+    )
+}
+
+/// The first `total` encoder layers under `encoder.layers`, each reported to the plan.
+pub(super) fn encoder_layers(
+    cfg: &VisionConfig,
+    vb: &VarBuilder,
+    plan: &LoadPlan,
+    total: usize,
+) -> Result<Vec<ClipLayer>> {
+    (0..total)
+        .map(|i| {
+            let layer = ClipLayer::new(cfg, vb.pp("encoder").pp("layers").pp(i), plan)?;
+            plan.report("vision layers", i + 1, total)?;
+            Ok(layer)
+        })
+        .collect()
 }
 
 /// CLIP vision tower truncated at the feature layer.
@@ -203,17 +266,7 @@ impl VisionTower {
     ) -> Result<Self> {
         let plan = &plan.unquantized();
         let embeddings = vb.pp("embeddings");
-        let conv = Conv2dConfig {
-            stride: cfg.patch_size,
-            ..Default::default()
-        };
-        let patch_embedding = conv2d_no_bias(
-            cfg.num_channels,
-            cfg.hidden_size,
-            cfg.patch_size,
-            conv,
-            embeddings.pp("patch_embedding"),
-        )?;
+        let patch_embedding = patch_embedding(cfg, &embeddings, false)?;
         let class_embedding = embeddings.get(cfg.hidden_size, "class_embedding")?;
         let positions = cfg.grid_side() * cfg.grid_side() + 1;
         let position_embedding = embedding(
@@ -222,14 +275,7 @@ impl VisionTower {
             embeddings.pp("position_embedding"),
         )?;
         let pre_layrnorm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?;
-        let total = cfg.layers_to_run(feature_layer);
-        let layers = (0..total)
-            .map(|i| {
-                let layer = ClipLayer::new(cfg, vb.pp("encoder").pp("layers").pp(i), plan)?;
-                plan.report("vision layers", i + 1, total)?;
-                Ok(layer)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = encoder_layers(cfg, &vb, plan, cfg.layers_to_run(feature_layer))?;
         Ok(VisionTower {
             patch_embedding,
             class_embedding,

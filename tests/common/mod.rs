@@ -229,3 +229,28 @@ pub fn check_session(
         "general attn_last via shared prefix",
     );
 }
+
+/// A raw prompt "what is <image> the image ?" with `n` image positions: the image span sits
+/// between `start` and `end` (the family's frame tokens), after "what is".
+pub fn assert_raw_frame(model: &fovea::model::Model, n: usize, start: &str, end: &str) {
+    let prompt = model
+        .prompt("what is <image> the image ?", true, n)
+        .unwrap();
+    let tokenizer = &model.tokenizer;
+    let id = |t: &str| tokenizer.token_to_id(t).unwrap() as i64;
+    assert_eq!(prompt.image_span, 3..3 + n);
+    assert_eq!(prompt.input_ids[2], id(start));
+    assert!(prompt.input_ids[3..3 + n].iter().all(|&v| v == -1));
+    assert_eq!(prompt.input_ids[3 + n], id(end));
+    assert_eq!(prompt.input_ids[0], id("what"));
+}
+
+/// Our pixel values against the fixture's `pixel_values` (bound 1e-5); returns the reference,
+/// on the test device, for the checks that follow.
+pub fn assert_pixels_close(name: &str, ours: &Tensor, expected: &Expected) -> Tensor {
+    let reference = expected.f32("pixel_values").to_device(&device()).unwrap();
+    let error = max_abs_diff(ours, &reference);
+    eprintln!("  pixel_values: max |diff| = {error:.2e}");
+    assert!(error <= 1e-5, "{name}: pixel values differ by {error}");
+    reference
+}

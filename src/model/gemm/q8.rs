@@ -88,17 +88,22 @@ impl PackedQ8 {
 
     /// The weights as f32 (n, k), row-major: what the kernels multiply by.
     pub fn dequantize(&self) -> Vec<f32> {
-        let blocks = self.k / BLOCK;
         let mut out = vec![0f32; self.n * self.k];
         for (row, out_row) in out.chunks_mut(self.k).enumerate() {
-            let (g, lane) = (row / GROUP, row % GROUP);
-            for (i, value) in out_row.iter_mut().enumerate() {
-                let q = self.quants[quant_index(self.k, g, lane, i)] as i32 - 128;
-                let d = self.scales[(g * blocks + i / BLOCK) * GROUP + lane].to_f32();
-                *value = q as f32 * d;
-            }
+            self.dequantize_row(row, out_row);
         }
         out
+    }
+
+    /// Row `row` (< n) as f32 into `out` (k values): an embedding lookup.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let blocks = self.k / BLOCK;
+        let (g, lane) = (row / GROUP, row % GROUP);
+        for (i, value) in out[..self.k].iter_mut().enumerate() {
+            let q = self.quants[quant_index(self.k, g, lane, i)] as i32 - 128;
+            let d = self.scales[(g * blocks + i / BLOCK) * GROUP + lane].to_f32();
+            *value = q as f32 * d;
+        }
     }
 
     /// `x (m, k) -> x W^T (m, n)`, row-major f32, with the best kernel: for a prefill on a CPU

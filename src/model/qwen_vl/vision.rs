@@ -22,6 +22,7 @@ use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{rms_norm, RmsNorm, VarBuilder};
 use serde_json::Value;
 
+use crate::model::attention::query_blocks;
 use crate::model::linear::{Linear, LoadPlan};
 
 /// Which generation of the Qwen-VL vision tower.
@@ -313,12 +314,16 @@ pub(super) fn attend(
     let scale = (head_dim as f64).powf(-0.5);
     let mut outputs = Vec::with_capacity(segments.len());
     for &(start, length) in segments {
-        let q = q.narrow(2, start, length)?;
-        let k = k.narrow(2, start, length)?;
+        let k_t = k.narrow(2, start, length)?.t()?;
         let v = v.narrow(2, start, length)?;
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        outputs.push(probs.matmul(&v)?);
+        // A full-attention block over a large image (65k patches at 12.8 M pixels) is done a
+        // block of query rows at a time.
+        for (row0, rows) in query_blocks(length, heads, length) {
+            let q = q.narrow(2, start + row0, rows)?;
+            let scores = (q.matmul(&k_t)? * scale)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            outputs.push(probs.matmul(&v)?);
+        }
     }
     Tensor::cat(&outputs, 2)?
         .squeeze(0)?
