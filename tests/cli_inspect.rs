@@ -420,3 +420,63 @@ fn qwen3_vl_case_on_a_non_square_image() {
     assert_eq!(question.len(), 3, "layers");
     assert_eq!(question[0][0].as_array().unwrap().len(), 18);
 }
+
+#[test]
+fn gemma3_case_on_a_non_square_image() {
+    // 190x110 -> resized to the square 112x112 input (Gemma 3 ignores the aspect ratio):
+    // 4 x 4 tokens of 28 px, x scaled by 112/190, y by 112/110.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("tests/fixtures/gemma3/gemma3-hub");
+    let image = root.join("tests/fixtures/qwen_vl/test_image.png");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("case.json");
+    let args: Vec<String> = [
+        "inspect",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--question",
+        "what abnormality is seen in the left lung ?",
+        "--heads",
+        "1:0,3:1",
+        "--masked-layers",
+        "1",
+        // Input x 58.9..82.5, y 30.5..50.9: token (1, 2). Input x 2.9..23.6, y 86.5..110.0:
+        // token (3, 0).
+        "--region",
+        "100,30,140,50",
+        "--region",
+        "5,85,40,108",
+        "--json",
+        json.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = fovea(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("4 x 4 = 16 (190x110 px -> 112x112 px"),
+        "the image plan is announced: {stderr}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(record["model"]["arch"], "gemma3");
+    assert_eq!(record["model"]["grid"], serde_json::json!([4, 4]));
+    assert_eq!(record["regions"][0]["tokens"], serde_json::json!([6]));
+    assert_eq!(record["regions"][1]["tokens"], serde_json::json!([12]));
+    let span: Vec<usize> = serde_json::from_value(record["image_span"].clone()).unwrap();
+    assert_eq!(
+        span,
+        vec![5, 21],
+        "after <bos>, the turn and <start_of_image>"
+    );
+    let ids: Vec<i64> = serde_json::from_value(record["input_ids"].clone()).unwrap();
+    assert_eq!(ids.iter().filter(|&&id| id == -1).count(), 16);
+    assert_eq!(ids[0], 2, "one <bos>, written by the chat template");
+    assert_ne!(ids[1], 2, "no second <bos>");
+    let question = record["attention"]["question"].as_array().unwrap();
+    assert_eq!(question.len(), 4, "layers");
+    assert_eq!(question[0][0].as_array().unwrap().len(), 16);
+}

@@ -75,9 +75,12 @@ pub fn inspect(request: Request) -> Result<Inspection> {
     if request.pixel_limits != (None, None) {
         model.set_pixel_limits(request.pixel_limits.0, request.pixel_limits.1)?;
     }
-    // Where the grid follows the image (Qwen-VL), say what this image costs before running.
-    if let (Some(announce), None) = (&request.announce, model.fixed_grid()) {
-        announce(&model.describe_image_plan(rgb.width(), rgb.height())?);
+    // Where the grid follows the image (Qwen-VL), say what this image costs before running;
+    // where the input is stretched to a square (Gemma 3), say so.
+    if let Some(announce) = &request.announce {
+        if model.fixed_grid().is_none() || model.stretches_image() {
+            announce(&model.describe_image_plan(rgb.width(), rgb.height())?);
+        }
     }
 
     let mut settings = request.settings.clone();

@@ -234,6 +234,11 @@ impl Model {
         self.checkpoint.fixed_grid()
     }
 
+    /// Whether any image is resized to the square input whatever its aspect ratio (Gemma 3).
+    pub fn stretches_image(&self) -> bool {
+        matches!(self.checkpoint.image, ImageSpec::Gemma3 { .. })
+    }
+
     /// The token grid (rows, cols) an image of `width` x `height` pixels becomes.
     pub fn grid_for(&self, width: u32, height: u32) -> Result<(usize, usize)> {
         self.checkpoint.grid_for(width, height)
