@@ -124,6 +124,8 @@ fn record_has_every_contract_field() {
     }
     // Shapes: L x H x N attention, image span of rows * cols tokens, input ids with -1 there.
     assert_eq!(record["model"]["arch"], "llava-qwen2");
+    assert_eq!(record["model"]["family"], "llava");
+    assert_eq!(record["model"]["quantize"], serde_json::Value::Null);
     assert_eq!(record["model"]["grid"], serde_json::json!([4, 4]));
     let question = record["attention"]["question"].as_array().unwrap();
     assert_eq!(question.len(), 3);
@@ -140,6 +142,30 @@ fn record_has_every_contract_field() {
             .unwrap()
             .len(),
         4
+    );
+    // One per-token entry per generated token, each L x H x N; the first is the last prompt
+    // row's map, i.e. attention.question under --query last. The same for the refined answer.
+    for (tokens, ids) in [
+        (&record["attention"]["tokens"], &record["answer_ids"]),
+        (
+            &record["refined"]["tokens"],
+            &record["refined"]["answer_ids"],
+        ),
+    ] {
+        let tokens = tokens.as_array().unwrap();
+        let ids = ids.as_array().unwrap();
+        assert_eq!(tokens.len(), ids.len());
+        assert!(!tokens.is_empty());
+        for (entry, id) in tokens.iter().zip(ids) {
+            assert_eq!(&entry["id"], id);
+            assert!(entry["token"].is_string());
+            assert_eq!(entry["question"].as_array().unwrap().len(), 3);
+            assert_eq!(entry["question"][2][3].as_array().unwrap().len(), 16);
+        }
+    }
+    assert_eq!(
+        record["attention"]["tokens"][0]["question"],
+        record["attention"]["question"]
     );
     // The overlay is three panels of the model input side by side.
     let picture = image::open(&overlay).unwrap();
@@ -409,6 +435,7 @@ fn qwen3_vl_case_on_a_non_square_image() {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(record["model"]["arch"], "qwen3-vl");
+    assert_eq!(record["model"]["family"], "qwen3_vl");
     assert_eq!(record["model"]["grid"], serde_json::json!([3, 6]));
     assert_eq!(record["regions"][0]["tokens"], serde_json::json!([7]));
     assert_eq!(record["regions"][1]["tokens"], serde_json::json!([17]));
@@ -463,6 +490,8 @@ fn gemma3_case_on_a_non_square_image() {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(record["model"]["arch"], "gemma3");
+    assert_eq!(record["model"]["family"], "gemma3");
+    assert_eq!(record["model"]["weights_dtype"], "f32");
     assert_eq!(record["model"]["grid"], serde_json::json!([4, 4]));
     assert_eq!(record["regions"][0]["tokens"], serde_json::json!([6]));
     assert_eq!(record["regions"][1]["tokens"], serde_json::json!([12]));

@@ -149,7 +149,12 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         "kv_heads": cfg.num_key_value_heads,
         "grid": [rows, cols],
         "layout": model.checkpoint.layout.name,
-        "quantize": model.quantize.name(),
+        "family": model.checkpoint.family(),
+        "quantize": match model.quantize {
+            Quantize::None => serde_json::Value::Null,
+            other => json!(other.name()),
+        },
+        "weights_dtype": model.weights_dtype_name(),
         "load_notes": model.load_notes,
     });
     let mut image_info = json!({

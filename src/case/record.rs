@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 
 use crate::grounding::metrics::{self, Metrics};
 use crate::grounding::refine::{Outcome, Query, Settings};
+use crate::grounding::split_heads;
+use crate::model::Answer;
 
 /// What a case record is made of (shared by `fovea inspect` and the app's export).
 pub struct CaseParts<'a> {
@@ -23,6 +25,7 @@ pub struct CaseParts<'a> {
 pub fn case_record(parts: CaseParts) -> Value {
     let outcome = parts.outcome;
     let settings = parts.settings;
+    let heads = outcome.question_maps.first().map_or(1, Vec::len);
     let mut record = json!({
         "fovea_version": env!("CARGO_PKG_VERSION"),
         "model": parts.model,
@@ -40,6 +43,7 @@ pub fn case_record(parts: CaseParts) -> Value {
             "question": outcome.question_maps,
             "general": outcome.general_maps,
             "refined": outcome.refined_maps,
+            "tokens": tokens_record(&outcome.original, heads),
         },
         "knockout": {
             "layers": settings.masked_layers,
@@ -50,6 +54,7 @@ pub fn case_record(parts: CaseParts) -> Value {
         "refined": {
             "answer": outcome.refined.text,
             "answer_ids": outcome.refined.ids,
+            "tokens": tokens_record(&outcome.refined, heads),
         },
         "regions": parts.regions,
     });
@@ -84,6 +89,21 @@ pub fn case_record(parts: CaseParts) -> Value {
         record["metrics"] = metrics_record(outcome, settings.normalize, parts.region_tokens);
     }
     record
+}
+
+/// One entry per generated token: its text, id and the L x H x N attention of the query that
+/// produced it (`tokens[0]` is the last prompt token's: `attention.question` under the default
+/// `--query last`).
+fn tokens_record(answer: &Answer, heads: usize) -> Vec<Value> {
+    answer
+        .ids
+        .iter()
+        .zip(&answer.token_texts)
+        .zip(&answer.token_attention)
+        .map(|((&id, text), maps)| {
+            json!({"token": text, "id": id, "question": split_heads(maps, heads)})
+        })
+        .collect()
 }
 
 fn top_probability(logits: &[f32]) -> f64 {

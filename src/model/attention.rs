@@ -56,7 +56,27 @@ impl EdgeMask {
 #[derive(Default)]
 pub struct Hooks<'a> {
     pub probe: Option<&'a mut AttentionProbe>,
+    /// A second probe in the same pass (the answer's per-token maps read the last row while
+    /// `probe` may average the question's rows).
+    pub token_probe: Option<&'a mut AttentionProbe>,
     pub edges: Option<&'a EdgeMask>,
+}
+
+impl Hooks<'_> {
+    /// The probes of this pass (at most two).
+    pub(super) fn probes(&self) -> impl Iterator<Item = &AttentionProbe> {
+        self.probe
+            .as_deref()
+            .into_iter()
+            .chain(self.token_probe.as_deref())
+    }
+
+    pub(super) fn probes_mut(&mut self) -> impl Iterator<Item = &mut AttentionProbe> {
+        self.probe
+            .as_deref_mut()
+            .into_iter()
+            .chain(self.token_probe.as_deref_mut())
+    }
 }
 
 /// Elements of f32 attention scores kept at once (4 Mi = 16 MiB by default): attention runs a

@@ -98,6 +98,18 @@ impl Checkpoint {
         }
     }
 
+    /// The family, as the record names it: llava, qwen2_5_vl, qwen3_vl or gemma3.
+    pub fn family(&self) -> &'static str {
+        match &self.image {
+            ImageSpec::Clip { .. } => "llava",
+            ImageSpec::Qwen { vision, .. } => match vision.kind {
+                super::qwen_vl::QwenVisionKind::Qwen25 => "qwen2_5_vl",
+                super::qwen_vl::QwenVisionKind::Qwen3 => "qwen3_vl",
+            },
+            ImageSpec::Gemma3 { .. } => "gemma3",
+        }
+    }
+
     /// What the image processor does, for the record.
     pub fn preprocess_name(&self) -> String {
         match &self.image {

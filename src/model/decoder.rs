@@ -257,7 +257,7 @@ impl Attention {
         // Query rows a block at a time, so the scores of a long prefill (16k image tokens)
         // never exist whole; each row's softmax is the same whatever the block.
         let mut outputs = Vec::new();
-        let mut probe_sum: Option<Tensor> = None;
+        let mut probe_sums: [Option<Tensor>; 2] = [None, None];
         for (row0, rows) in query_blocks(len, self.num_heads, total) {
             let scores = (q.narrow(2, row0, rows)?.matmul(&k_t)? * scale)?;
             let mask = attention_mask(
@@ -271,9 +271,9 @@ impl Attention {
             )?;
             let scores = scores.broadcast_add(&mask)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            if let Some(probe) = hooks.probe.as_deref() {
+            for (probe, total) in hooks.probes().zip(probe_sums.iter_mut()) {
                 if let Some(part) = probe_rows(probe, &probs, start, len, row0)? {
-                    probe_sum = Some(match probe_sum {
+                    *total = Some(match total.take() {
                         Some(sum) => (sum + part)?,
                         None => part,
                     });
@@ -281,11 +281,13 @@ impl Attention {
             }
             outputs.push(probs.matmul(&v)?);
         }
-        if let (Some(probe), Some(sum)) = (hooks.probe.as_deref_mut(), probe_sum) {
-            let count = probe_row_range(probe, start, len).len();
-            probe
-                .maps
-                .push((sum / count as f64)?.flatten_all()?.to_vec1::<f32>()?);
+        for (probe, total) in hooks.probes_mut().zip(probe_sums) {
+            if let Some(sum) = total {
+                let count = probe_row_range(probe, start, len).len();
+                probe
+                    .maps
+                    .push((sum / count as f64)?.flatten_all()?.to_vec1::<f32>()?);
+            }
         }
         let out = if outputs.len() == 1 {
             outputs.pop().expect("one block")
@@ -418,6 +420,8 @@ pub struct Decoder {
     /// Gemma 3: token embeddings are multiplied by sqrt(hidden), rounded to the table's dtype
     /// as transformers does; `Some(dtype)` also rounds the product to it (bf16/f16 tables).
     embed_scale: Option<(f64, Option<DType>)>,
+    /// The checkpoint's dtype of the decoder's weights (that of its embedding table).
+    pub weights_dtype: DType,
     pub cfg: TextConfig,
 }
 
@@ -484,6 +488,7 @@ impl Decoder {
                     _ => (scale as f32 as f64, None),
                 }
             }),
+            weights_dtype: table_dtype,
             cfg: cfg.clone(),
         })
     }

@@ -234,6 +234,15 @@ impl Model {
         self.checkpoint.fixed_grid()
     }
 
+    /// The checkpoint's storage dtype of the decoder's weights: "bf16", "f16" or "f32".
+    pub fn weights_dtype_name(&self) -> &'static str {
+        match self.decoder.weights_dtype {
+            candle_core::DType::BF16 => "bf16",
+            candle_core::DType::F16 => "f16",
+            _ => "f32",
+        }
+    }
+
     /// Whether any image is resized to the square input whatever its aspect ratio (Gemma 3).
     pub fn stretches_image(&self) -> bool {
         matches!(self.checkpoint.image, ImageSpec::Gemma3 { .. })

@@ -32,6 +32,11 @@ pub struct Answer {
     pub first_token_logits: Vec<f32>,
     /// Attention of the probe rows over the image span: per layer, H x N.
     pub attention: Vec<Vec<f32>>,
+    /// For each generated token k, the attention over the image span of the query that
+    /// produced it (the last prompt token for k = 0, token k - 1 after that): per layer, H x N.
+    pub token_attention: Vec<Vec<Vec<f32>>>,
+    /// Each generated token decoded on its own (for per-token views).
+    pub token_texts: Vec<String>,
     pub suffix_ms: f64,
     pub decode_ms: f64,
 }
@@ -207,9 +212,12 @@ impl<'m> ImageSession<'m> {
         let decoder = &self.model.decoder;
         let started = Instant::now();
         let mut probe = AttentionProbe::new(options.query.clone(), span.clone());
+        // The first answer token's map is the last prompt row's, whatever `options.query`.
+        let mut last = AttentionProbe::new(QueryRows::Last, span.clone());
         let hidden = {
             let mut hooks = Hooks {
                 probe: Some(&mut probe),
+                token_probe: (options.query != QueryRows::Last).then_some(&mut last),
                 edges: options.knockout.as_ref(),
             };
             decoder.forward(&decoder.embed(&suffix)?, &mut cache, &mut hooks)?
@@ -217,26 +225,43 @@ impl<'m> ImageSession<'m> {
         let first_logits = decoder.last_logits(&hidden)?.to_vec1::<f32>()?;
         let suffix_ms = ms(started);
         let started = Instant::now();
-        let ids = self.decode_greedy(&first_logits, &mut cache, options)?;
+        let first_map = if options.query == QueryRows::Last {
+            probe.maps.clone()
+        } else {
+            last.maps
+        };
+        let (ids, token_attention) =
+            self.decode_greedy(&first_logits, first_map, &span, &mut cache, options)?;
         Ok(Answer {
             text: self.model.decode_text(&ids),
+            token_texts: ids
+                .iter()
+                .map(|&id| self.model.decode_text(&[id]))
+                .collect(),
             ids,
             first_token_logits: first_logits,
             attention: probe.maps,
+            token_attention,
             suffix_ms,
             decode_ms: ms(started),
         })
     }
 
+    /// Greedy decoding from the first token's logits; with each generated token, the map of
+    /// the query that produced it (`first_map` for the first, then each step's own: no extra
+    /// pass).
     fn decode_greedy(
         &self,
         first_logits: &[f32],
+        first_map: Vec<Vec<f32>>,
+        span: &Range<usize>,
         cache: &mut Cache,
         options: &RunOptions,
-    ) -> Result<Vec<u32>> {
+    ) -> Result<(Vec<u32>, Vec<Vec<Vec<f32>>>)> {
         let decoder = &self.model.decoder;
         let stops = &self.model.checkpoint.eos_token_ids;
         let mut ids = Vec::new();
+        let mut maps = vec![first_map];
         let mut next = decoder::argmax(first_logits) as u32;
         for step in 0..options.max_new_tokens {
             if options.stop_at_eos && stops.contains(&next) {
@@ -251,11 +276,19 @@ impl<'m> ImageSession<'m> {
             } else {
                 None
             };
-            let mut hooks = Hooks { probe: None, edges };
+            let mut probe = AttentionProbe::new(QueryRows::Last, span.clone());
+            let mut hooks = Hooks {
+                probe: Some(&mut probe),
+                token_probe: None,
+                edges,
+            };
             let hidden = decoder.forward(&decoder.embed(&[next])?, cache, &mut hooks)?;
+            maps.push(probe.maps);
             next = decoder::argmax(&decoder.last_logits(&hidden)?.to_vec1::<f32>()?) as u32;
         }
-        Ok(ids)
+        // A map whose token was a stop token (not kept) goes with it.
+        maps.truncate(ids.len());
+        Ok((ids, maps))
     }
 
     /// Full-sequence logits (T, V) of `prompt` computed without the prefix cache, for tests
@@ -269,7 +302,11 @@ impl<'m> ImageSession<'m> {
         let decoder = &self.model.decoder;
         let embeds = self.embed_prompt(prompt)?;
         let mut cache = Cache::new(&decoder.cfg);
-        let mut hooks = Hooks { probe, edges };
+        let mut hooks = Hooks {
+            probe,
+            token_probe: None,
+            edges,
+        };
         let positions = self.prompt_positions(prompt);
         let hidden = decoder.forward_at(
             &embeds,

@@ -1,0 +1,123 @@
+//! Per-generated-token attention against HF transformers: for each of 8 greedy tokens, the
+//! attention over the image span of the query that produced it (the last prompt row for the
+//! first, each decode step's single query after that), every layer and head, plain, with the
+//! knockout in the prefill only, and with the knockout in every step (`--knockout-decode`).
+//!
+//! `tools/make_per_token_fixtures.py` ran transformers (eager, f32) on four committed parity
+//! checkpoints (llava-hf nested Qwen2, original LLaVA-Med with its CLIP folder, Qwen2.5-VL,
+//! Gemma 3), on the committed reference pixels and prompt ids, with a manual cached loop checked
+//! against `generate(output_attentions=True)`. Bounds: attention 1e-5, ids exact.
+
+use std::path::PathBuf;
+
+use fovea::model::{EdgeMask, ImageSession, Model, RunOptions, TokenisedPrompt};
+
+mod common;
+use common::{device, usizes, Expected};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check(name: &str, family_dir: &str) {
+    eprintln!("{name}");
+    let reference = Expected::load(&root().join("tests/fixtures/per_token"), name);
+    let committed = Expected::load(&root().join(family_dir), name);
+    let model = Model::load(&root().join(family_dir).join(name), None, &device())
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    // The model's own input for the test image, with the committed reference pixels in it.
+    let img = image::open(root().join("tests/fixtures/qwen_vl/test_image.png"))
+        .unwrap()
+        .to_rgb8();
+    let input = model.pixel_values(&img).unwrap();
+    let values = committed
+        .f32("pixel_values")
+        .reshape(input.values.shape())
+        .unwrap()
+        .to_device(&device())
+        .unwrap();
+    let pixels = fovea::model::PixelInput { values, ..input };
+    let mut session = ImageSession::from_pixels(&model, &pixels).unwrap();
+    let span = usizes(&reference.json["image_span"]);
+    let prompt = TokenisedPrompt {
+        text: String::new(),
+        input_ids: committed.ids("input_ids"),
+        image_span: span[0]..span[1],
+    };
+    let knockout = EdgeMask {
+        layers: usizes(&reference.json["knockout"]["layers"]),
+        queries_from: span[1],
+        blocked_keys: usizes(&reference.json["knockout"]["key_positions"]),
+    };
+    let plain = RunOptions {
+        max_new_tokens: 8,
+        stop_at_eos: false,
+        ..RunOptions::default()
+    };
+    let prefill_knockout = RunOptions {
+        knockout: Some(knockout),
+        ..plain.clone()
+    };
+    let every_step = RunOptions {
+        knockout_decode: true,
+        ..prefill_knockout.clone()
+    };
+    for (tag, options) in [
+        ("", &plain),
+        ("knockout_", &prefill_knockout),
+        ("knockout_all_steps_", &every_step),
+    ] {
+        let answer = session.run(&prompt, options).unwrap();
+        let ids: Vec<i64> = answer.ids.iter().map(|&id| id as i64).collect();
+        assert_eq!(
+            ids,
+            reference.ids(&format!("{tag}token_ids")),
+            "{name}: {tag}ids"
+        );
+        assert_eq!(answer.token_texts.len(), 8);
+        assert_eq!(
+            answer.token_attention[0], answer.attention,
+            "{name}: token 0 is the last prompt row"
+        );
+        let theirs = reference
+            .f32(&format!("{tag}token_attn"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let ours: Vec<f32> = answer
+            .token_attention
+            .iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(ours.len(), theirs.len(), "{name}: 8 x L x H x N");
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        eprintln!("  {tag}token_attn: max |diff| = {worst:.2e}");
+        assert!(
+            worst <= 1e-5,
+            "{name}: {tag}per-token attention differs by {worst}"
+        );
+    }
+}
+
+#[test]
+fn llava_per_token_attention_matches_transformers() {
+    check("llava-qwen2-nested", "tests/fixtures/llava");
+    check("llava-med-mistral-original", "tests/fixtures/llava");
+}
+
+#[test]
+fn qwen2_5_vl_per_token_attention_matches_transformers() {
+    check("qwen2_5_vl-flat", "tests/fixtures/qwen_vl");
+}
+
+#[test]
+fn gemma3_per_token_attention_matches_transformers() {
+    check("gemma3-hub", "tests/fixtures/gemma3");
+}
