@@ -47,6 +47,9 @@ fn record_has_every_contract_field() {
             "--region",
             "5,5,20,20",
             "--dump-logits",
+            "--faithfulness",
+            "--faithfulness-step",
+            "0.25",
             "--json",
             json.to_str().unwrap(),
             "--overlay",
@@ -167,6 +170,17 @@ fn record_has_every_contract_field() {
         record["attention"]["tokens"][0]["question"],
         record["attention"]["question"]
     );
+    // The faithfulness curve: 5 fractions, probabilities, the random band, both areas.
+    let curve = &record["faithfulness"];
+    assert_eq!(curve["order"], "triage_map");
+    assert_eq!(
+        curve["fractions"],
+        serde_json::json!([0.0, 0.25, 0.5, 0.75, 1.0])
+    );
+    for key in ["prob", "random_mean", "random_band"] {
+        assert_eq!(curve[key].as_array().unwrap().len(), 5, "{key}");
+    }
+    assert!(curve["auc"].as_f64().unwrap() >= 0.0 && curve["random_auc"].as_f64().unwrap() >= 0.0);
     // The overlay is three panels of the model input side by side.
     let picture = image::open(&overlay).unwrap();
     assert!(

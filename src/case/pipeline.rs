@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::defaults::model_defaults;
 use super::record::{case_record, CaseParts};
+use crate::grounding::faithfulness;
 use crate::grounding::refine::{self, Outcome, Settings};
 use crate::grounding::region::{Region, TokenGrid};
 use crate::grounding::triage::Rule;
@@ -40,6 +41,18 @@ pub struct Request {
     pub pixel_limits: (Option<u64>, Option<u64>),
     /// Told, before the model runs, what the image becomes (tokens, pixels, cost).
     pub announce: Option<Announce>,
+    /// Also measure the faithfulness curve of the triage map.
+    pub faithfulness: Option<FaithfulnessRequest>,
+}
+
+/// How `fovea inspect --faithfulness` measures its curve.
+#[derive(Clone, Debug)]
+pub struct FaithfulnessRequest {
+    pub step: f64,
+    /// Every decoder layer (else the masked layers).
+    pub all_layers: bool,
+    pub random_draws: usize,
+    pub seed: u64,
 }
 
 /// A finished case: the record plus what the overlay needs.
@@ -188,9 +201,36 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         region_tokens: &region_tokens,
         dump_logits: request.dump_logits,
     });
+    let mut faithfulness_ms = 0.0;
+    if let Some(wanted) = &request.faithfulness {
+        let Some(triage) = &outcome.triage else {
+            bail!("--faithfulness orders the tokens by the triage map; it cannot run with --knockout-tokens");
+        };
+        let started = Instant::now();
+        let layers = if wanted.all_layers {
+            (0..model.decoder.num_layers()).collect()
+        } else {
+            settings.masked_layers.clone()
+        };
+        let curve = faithfulness::curve(
+            &mut session,
+            &outcome.prompt,
+            &triage.score_map,
+            "triage_map",
+            &faithfulness::CurveSettings {
+                step: wanted.step,
+                layers,
+                random_draws: wanted.random_draws,
+                seed: wanted.seed,
+            },
+        )?;
+        record["faithfulness"] = serde_json::to_value(&curve)?;
+        faithfulness_ms = started.elapsed().as_secs_f64() * 1e3;
+    }
     let vision_ms = session.timings.vision_ms;
     let prefix_ms = session.timings.prefix_ms;
     record["timings_ms"] = json!({
+        "faithfulness": faithfulness_ms,
         "load": load_ms,
         "vision": vision_ms,
         "prefix": prefix_ms,

@@ -261,6 +261,22 @@ pub struct InspectArgs {
     /// Keep the knockout during decoding too (the reference blocks the prefill only)
     #[arg(long)]
     pub knockout_decode: bool,
+    /// Also measure the faithfulness curve: knock out image tokens in the triage map's order,
+    /// a growing fraction at a time, and follow the first answer token's probability (random
+    /// orders as the baseline); the record gains `faithfulness`
+    #[arg(long)]
+    pub faithfulness: bool,
+    /// Fraction of image tokens added per step of the faithfulness curve
+    #[arg(long, default_value_t = 0.05, value_name = "F")]
+    pub faithfulness_step: f64,
+    /// Knock out in every decoder layer for the curve (default: the masked layers)
+    #[arg(long)]
+    pub faithfulness_all_layers: bool,
+    /// Random orders for the curve's baseline (seeded: --faithfulness-seed)
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub faithfulness_draws: usize,
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub faithfulness_seed: u64,
     /// Region to score against, x0,y0,x1,y1 in original image pixels (repeatable)
     #[arg(long, value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
     pub region: Vec<String>,

@@ -339,6 +339,12 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         dump_logits: args.dump_logits,
         pixel_limits: (args.min_pixels, args.max_pixels),
         announce: Some(std::sync::Arc::new(|line: &str| eprintln!("{line}"))),
+        faithfulness: args.faithfulness.then(|| crate::case::FaithfulnessRequest {
+            step: args.faithfulness_step,
+            all_layers: args.faithfulness_all_layers,
+            random_draws: args.faithfulness_draws,
+            seed: args.faithfulness_seed,
+        }),
     };
     let inspection = crate::case::inspect(request)?;
     let record = &inspection.record;
@@ -356,6 +362,12 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         inspection.grid.rows * inspection.grid.cols,
         record["knockout"]["layers"]
     );
+    if let Some(auc) = record["faithfulness"]["auc"].as_f64() {
+        println!(
+            "faithfulness      AUC {auc:.3} in the triage map's order, {:.3} in random orders (lower: the answer depends more on those tokens)",
+            record["faithfulness"]["random_auc"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
     if let Some(ratio) = record["metrics"]["triage_map"]["ratio"].as_f64() {
         println!("triage map ratio  {ratio:.3} (attention ratio against the region; 1 = uniform)");
     }
