@@ -566,6 +566,105 @@ fn gemma3_overlay_on_a_non_square_dicom() {
     assert_eq!((cols, rows), (0..2, 0..2));
 }
 
+/// A 12-token answer on the bundled demo model: the Answers panel lists 12 clickable tokens
+/// per answer; each token's map is the attention of the query that produced it (they differ
+/// from token to token); clicking one shows it in the viewport and the head explorer (a
+/// committed snapshot with token 6 chosen); "whole answer" averages them.
+#[test]
+fn answer_tokens_are_clickable_and_show_their_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = fovea::demo::generate(9_800_300, &fovea::demo::Recipe::default());
+    let path = dir.path().join("phantom.png");
+    case.image.save(&path).unwrap();
+    let mut harness = harness_with(
+        dir.path(),
+        Arc::new(Mutex::new(Vec::new())),
+        fovea::demo::demo_model_dir(),
+    );
+    run_until(&mut harness, "the model", |app| app.model.is_some());
+    {
+        let app = harness.state_mut();
+        app.commands.push(fovea::app::Command::Open(path.clone()));
+        app.question = case.questions()[0].question.clone();
+        app.max_new_tokens = 12;
+        app.stop_at_eos = false;
+    }
+    run_until(&mut harness, "the image", |app| app.image.is_some());
+    harness.get_by_label("Ask").click();
+    run_until(&mut harness, "the answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+    let outcome = &harness.state().result.as_ref().unwrap().outcome;
+    assert_eq!(outcome.original.ids.len(), 12);
+    assert_eq!(outcome.original.token_texts.len(), 12);
+    assert_eq!(outcome.original.token_attention.len(), 12);
+    // Each token's map is a distribution over the image per head (mass <= 1), and the maps
+    // of the first token and of token 6 are not the same map.
+    let maps = &outcome.original.token_attention;
+    let n = 144;
+    for token in maps {
+        for layer in token {
+            for head in layer.chunks(n) {
+                let mass: f32 = head.iter().sum();
+                assert!((0.0..=1.0 + 1e-4).contains(&mass), "mass {mass}");
+            }
+        }
+    }
+    let difference = maps[0]
+        .iter()
+        .flatten()
+        .zip(maps[6].iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        difference > 1e-3,
+        "token 0 and 6 maps differ by {difference}"
+    );
+    // Two answers, each with its "whole answer" view; click the original's.
+    harness
+        .get_all_by_label("whole answer")
+        .next()
+        .unwrap()
+        .click();
+    harness.step();
+    assert_eq!(
+        harness.state().answer_view,
+        fovea::app::AnswerView::Whole { refined: false }
+    );
+    {
+        let app = harness.state_mut();
+        app.answer_view = fovea::app::AnswerView::Token {
+            refined: false,
+            index: 6,
+        };
+        app.layer = OverlayLayer::LayerMean { layer: 1 };
+        app.status.clear();
+    }
+    let token6 = fovea::app::panels::heads::layer_values(
+        harness.state(),
+        OverlayLayer::LayerMean { layer: 1 },
+    )
+    .unwrap();
+    harness.state_mut().answer_view = fovea::app::AnswerView::Question;
+    let question = fovea::app::panels::heads::layer_values(
+        harness.state(),
+        OverlayLayer::LayerMean { layer: 1 },
+    )
+    .unwrap();
+    assert_ne!(token6, question, "the viewport follows the chosen token");
+    harness.state_mut().answer_view = fovea::app::AnswerView::Token {
+        refined: false,
+        index: 6,
+    };
+    for _ in 0..3 {
+        harness.step();
+    }
+    let options = egui_kittest::SnapshotOptions::new()
+        .threshold(1.0)
+        .max_failed_pixels(40);
+    harness.snapshot_options("answer_tokens_demo", &options);
+}
+
 /// Writes the README's screenshots (screenshots/*.png) from the real app with the bundled demo
 /// model on a bundled case: `cargo test --test app_ui -- --ignored write_screenshots`.
 #[test]

@@ -20,8 +20,8 @@ use crate::imaging::{self, Study};
 use overlay::gpu_pixels;
 use state::hash;
 pub use state::{
-    Command, ExportKind, FileDialog, FoveaApp, Loading, MaskMode, NamedRegion, OpenImage,
-    OverlayLayer, Persisted, Tool, View,
+    AnswerView, Command, ExportKind, FileDialog, FoveaApp, Loading, MaskMode, NamedRegion,
+    OpenImage, OverlayLayer, Persisted, Tool, View,
 };
 use worker::{Event, Request, Worker};
 
@@ -110,6 +110,9 @@ impl FoveaApp {
             heads_text: String::new(),
             masked_text: String::new(),
             percentile: 80.0,
+            max_new_tokens: 8,
+            stop_at_eos: true,
+            answer_view: AnswerView::Question,
             max_pixels: None,
             show_phi: false,
             dialog,
@@ -368,6 +371,7 @@ impl FoveaApp {
                         }
                     );
                     self.result = Some(*result);
+                    self.answer_view = AnswerView::Question;
                     self.mark_dirty();
                 }
                 Event::Failed(message) => {

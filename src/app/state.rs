@@ -159,6 +159,18 @@ pub enum ExportKind {
     Regions,
 }
 
+/// Whose attention the maps and the head explorer show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AnswerView {
+    /// The query that produced the first answer token (the record's `attention.question`).
+    #[default]
+    Question,
+    /// The query that produced answer token `index` (of the original or the VGRefine answer).
+    Token { refined: bool, index: usize },
+    /// The mean over all of an answer's tokens' maps, each token weighted equally.
+    Whole { refined: bool },
+}
+
 pub struct FoveaApp {
     pub persisted: Persisted,
     pub worker: Worker,
@@ -180,6 +192,10 @@ pub struct FoveaApp {
     pub heads_text: String,
     pub masked_text: String,
     pub percentile: f64,
+    /// Answer tokens to generate, and whether to stop at the end-of-answer token.
+    pub max_new_tokens: usize,
+    pub stop_at_eos: bool,
+    pub answer_view: AnswerView,
     /// Qwen-VL: the user's max_pixels (None: the checkpoint's).
     pub max_pixels: Option<u64>,
     pub show_phi: bool,
@@ -226,7 +242,8 @@ impl FoveaApp {
             heads,
             masked_layers,
             rule: Rule::Percentile(self.percentile),
-            max_new_tokens: 8,
+            max_new_tokens: self.max_new_tokens.max(1),
+            stop_at_eos: self.stop_at_eos,
             ..Default::default()
         })
     }

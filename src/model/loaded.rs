@@ -539,6 +539,18 @@ impl Model {
         }
     }
 
+    /// One token as text: decoded, or its vocabulary entry where decoding drops it (`</s>`).
+    pub fn token_text(&self, id: u32) -> String {
+        let text = self.decode_text(&[id]);
+        if text.trim().is_empty() {
+            self.tokenizer
+                .id_to_token(id)
+                .unwrap_or_else(|| format!("#{id}"))
+        } else {
+            text
+        }
+    }
+
     pub fn decode_text(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, true).unwrap_or_default()
     }

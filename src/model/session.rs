@@ -234,10 +234,7 @@ impl<'m> ImageSession<'m> {
             self.decode_greedy(&first_logits, first_map, &span, &mut cache, options)?;
         Ok(Answer {
             text: self.model.decode_text(&ids),
-            token_texts: ids
-                .iter()
-                .map(|&id| self.model.decode_text(&[id]))
-                .collect(),
+            token_texts: ids.iter().map(|&id| self.model.token_text(id)).collect(),
             ids,
             first_token_logits: first_logits,
             attention: probe.maps,

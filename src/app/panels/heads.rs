@@ -4,16 +4,46 @@
 use egui::Color32;
 use egui_plot::{Heatmap, Line, Plot, PlotPoint, PlotPoints};
 
-use crate::app::state::{Command, FoveaApp, OverlayLayer};
+use crate::app::state::{AnswerView, Command, FoveaApp, OverlayLayer};
 use crate::grounding::metrics::{self, Metrics};
-use crate::grounding::{mean_map, RelativeMaps};
+use crate::grounding::{mean_map, split_heads, LayerHeadMaps, RelativeMaps};
+
+/// The question-side maps the views read (`[l][h][i]`): the first answer token's query (the
+/// question), one answer token's, or the mean over an answer's tokens.
+pub fn viewed_maps(app: &FoveaApp) -> Option<LayerHeadMaps> {
+    let outcome = &app.result.as_ref()?.outcome;
+    let heads = outcome.question_maps.first().map_or(1, Vec::len);
+    let answer = |refined: bool| {
+        if refined {
+            &outcome.refined
+        } else {
+            &outcome.original
+        }
+    };
+    Some(match app.answer_view {
+        AnswerView::Question => outcome.question_maps.clone(),
+        AnswerView::Token { refined, index } => {
+            let tokens = &answer(refined).token_attention;
+            split_heads(tokens.get(index).or(tokens.last())?, heads)
+        }
+        AnswerView::Whole { refined } => {
+            let tokens = &answer(refined).token_attention;
+            let first = tokens.first()?;
+            let mean: Vec<Vec<f32>> = (0..first.len())
+                .map(|l| mean_map(tokens.iter().map(|t| &t[l])))
+                .collect();
+            split_heads(&mean, heads)
+        }
+    })
+}
 
 /// The heat values of the current overlay layer over the token grid (unnormalised).
 pub fn layer_values(app: &FoveaApp, layer: OverlayLayer) -> Option<Vec<f32>> {
     let result = app.result.as_ref()?;
     let outcome = &result.outcome;
+    let question_maps = viewed_maps(app)?;
     let relative = RelativeMaps {
-        question: &outcome.question_maps,
+        question: &question_maps,
         general: &outcome.general_maps,
         normalize: true,
     };
@@ -24,28 +54,29 @@ pub fn layer_values(app: &FoveaApp, layer: OverlayLayer) -> Option<Vec<f32>> {
     Some(match layer {
         OverlayLayer::None | OverlayLayer::KnockedOut => return None,
         OverlayLayer::Head { layer, head } => {
-            let layer = layer.min(outcome.question_maps.len().checked_sub(1)?);
-            let head = head.min(outcome.question_maps[layer].len().checked_sub(1)?);
+            let layer = layer.min(question_maps.len().checked_sub(1)?);
+            let head = head.min(question_maps[layer].len().checked_sub(1)?);
             if relative_on {
                 relative.head(layer, head)
             } else {
-                outcome.question_maps[layer][head].clone()
+                question_maps[layer][head].clone()
             }
         }
         OverlayLayer::LayerMean { layer } => {
-            let layer = layer.min(outcome.question_maps.len().checked_sub(1)?);
+            let layer = layer.min(question_maps.len().checked_sub(1)?);
             if relative_on {
                 relative.layer(layer)
             } else {
-                mean_map(&outcome.question_maps[layer])
+                mean_map(&question_maps[layer])
             }
         }
-        OverlayLayer::Triage => outcome
-            .triage
-            .as_ref()
-            .map(|t| t.score_map.clone())
-            .unwrap_or_else(|| triage_heads_mean(&outcome.question_maps)),
-        OverlayLayer::Before => triage_heads_mean(&outcome.question_maps),
+        // The triage map of the question (what VGRefine thresholded); for an answer token, the
+        // same heads' relative maps of that token.
+        OverlayLayer::Triage => match (&outcome.triage, app.answer_view) {
+            (Some(t), AnswerView::Question) => t.score_map.clone(),
+            _ => crate::grounding::triage::score_map(&relative, heads),
+        },
+        OverlayLayer::Before => triage_heads_mean(&question_maps),
         OverlayLayer::After => triage_heads_mean(&outcome.refined_maps),
     })
 }
@@ -68,11 +99,13 @@ pub fn head_explorer_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         return;
     };
     let outcome = &result.outcome;
-    let layers = outcome.question_maps.len();
-    let heads = outcome.question_maps.first().map(|l| l.len()).unwrap_or(0);
+    // The explorer follows the answer token chosen in the Answers panel.
+    let question_maps = viewed_maps(app).unwrap_or_else(|| outcome.question_maps.clone());
+    let layers = question_maps.len();
+    let heads = question_maps.first().map(|l| l.len()).unwrap_or(0);
     let region = app.region_tokens().filter(|t| !t.is_empty());
     let relative = RelativeMaps {
-        question: &outcome.question_maps,
+        question: &question_maps,
         general: &outcome.general_maps,
         normalize: true,
     };
@@ -86,8 +119,7 @@ pub fn head_explorer_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         ),
         None => (
             "attention mass on the image",
-            outcome
-                .question_maps
+            question_maps
                 .iter()
                 .flatten()
                 .map(|m| m.iter().map(|&v| v as f64).sum())

@@ -7,7 +7,7 @@ pub mod viewport;
 use egui::{Color32, RichText};
 
 use crate::app::state::{
-    precision_label, Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool,
+    precision_label, AnswerView, Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool,
 };
 use crate::case::compose::Colormap;
 use crate::imaging::Preset;
@@ -296,6 +296,13 @@ fn question_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             app.commands.push(Command::LookHere);
         }
     });
+    ui.horizontal(|ui| {
+        let label = ui.label("answer tokens");
+        ui.add(egui::DragValue::new(&mut app.max_new_tokens).range(1..=512))
+            .labelled_by(label.id);
+        ui.checkbox(&mut app.stop_at_eos, "stop at end of answer")
+            .on_hover_text("Off: always generate the given number of tokens");
+    });
     image_tokens_ui(app, ui);
     let family_questions: &[&str] = match app
         .image
@@ -383,6 +390,63 @@ fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         result.grid.rows * result.grid.cols,
         result.settings.masked_layers
     ));
+    if let Some(view) = answer_tokens_ui(app, ui) {
+        app.answer_view = view;
+    }
+}
+
+/// The answers as clickable tokens (original and VGRefine, tokens that differ between them in
+/// orange): a click shows the map of the query that produced that token in the viewport and the
+/// head explorer; "question" goes back to the first token's query, "whole answer" averages over
+/// the answer's tokens (each weighted equally). Returns the view the user picked.
+fn answer_tokens_ui(app: &FoveaApp, ui: &mut egui::Ui) -> Option<AnswerView> {
+    let outcome = &app.result.as_ref()?.outcome;
+    let mut picked = None;
+    ui.horizontal(|ui| {
+        ui.label("maps of:");
+        if ui
+            .selectable_label(app.answer_view == AnswerView::Question, "question")
+            .clicked()
+        {
+            picked = Some(AnswerView::Question);
+        }
+    });
+    for (refined, name, answer, other) in [
+        (false, "original", &outcome.original, &outcome.refined),
+        (true, "VGRefine", &outcome.refined, &outcome.original),
+    ] {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(format!("{name}:"));
+            for (index, (text, id)) in answer.token_texts.iter().zip(&answer.ids).enumerate() {
+                let differs = other.ids.get(index) != Some(id);
+                let shown = text.trim().to_string();
+                let label = if differs {
+                    RichText::new(shown).color(Color32::from_rgb(255, 160, 60))
+                } else {
+                    RichText::new(shown)
+                };
+                let view = AnswerView::Token { refined, index };
+                if ui
+                    .selectable_label(app.answer_view == view, label)
+                    .on_hover_text(format!("answer token {index} (id {id})"))
+                    .clicked()
+                {
+                    picked = Some(view);
+                }
+            }
+            let whole = AnswerView::Whole { refined };
+            if ui
+                .selectable_label(app.answer_view == whole, "whole answer")
+                .on_hover_text(
+                    "the mean of the maps of all the answer's tokens, each weighted equally",
+                )
+                .clicked()
+            {
+                picked = Some(whole);
+            }
+        });
+    }
+    picked
 }
 
 fn image_info_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
