@@ -153,7 +153,8 @@ fn ask_draw_and_export_like_a_user() {
             pressed: true,
             modifiers: Default::default(),
         },
-        egui::Event::PointerMoved(egui::pos2(650.0, 400.0)),
+        // Along the top edge first: egui recognises the drag there, far from the press.
+        egui::Event::PointerMoved(egui::pos2(700.0, 350.0)),
         egui::Event::PointerMoved(end),
         egui::Event::PointerButton {
             pos: end,
@@ -172,6 +173,14 @@ fn ask_draw_and_export_like_a_user() {
         1,
         "the drag should have drawn one box"
     );
+    // The box spans the whole 120 x 120 px drag from the press (square pixels on screen):
+    // had it started where the drag was recognised, it would be 20 x 120.
+    let fovea::grounding::region::Region::Box { xyxy_px } = harness.state().regions[0].region
+    else {
+        panic!("a box");
+    };
+    let aspect = (xyxy_px[2] - xyxy_px[0]) / (xyxy_px[3] - xyxy_px[1]);
+    assert!((aspect - 1.0).abs() < 0.05, "box {xyxy_px:?}");
     let tokens = harness.state().region_tokens().unwrap();
     assert!(!tokens.is_empty(), "the box covers image tokens");
     harness.get_by_label("attention ratio");

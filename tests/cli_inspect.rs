@@ -523,3 +523,37 @@ fn gemma3_case_on_a_non_square_image() {
     assert_eq!(question.len(), 4, "layers");
     assert_eq!(question[0][0].as_array().unwrap().len(), 16);
 }
+
+/// Words the model's vocabulary lacks are named before the run (the bundled demo model would
+/// read them as <unk> silently) and kept in the record.
+#[test]
+fn words_the_vocabulary_lacks_are_named() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("case.json");
+    let image = root.join("assets/cases/02-chest-9000489.png");
+    let args: Vec<String> = [
+        "inspect",
+        "--image",
+        image.to_str().unwrap(),
+        "--question",
+        "Is there a zebra or a xylophone in the left lung?",
+        "--json",
+        json.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = fovea(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("vocabulary lacks \"zebra\", \"xylophone\" (read as <unk>)"),
+        "{stderr}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        record["unknown_words"],
+        serde_json::json!(["zebra", "xylophone"])
+    );
+}

@@ -71,6 +71,8 @@ pub struct CaseResult {
     pub look_here: Option<Answer>,
     pub reused_session: bool,
     pub total_ms: f64,
+    /// Words of the question the model's vocabulary lacks (read as `<unk>`).
+    pub unknown_words: Vec<String>,
 }
 
 /// What the worker reports.
@@ -297,6 +299,7 @@ fn run(
                 look_here,
                 reused_session: reused,
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
+                unknown_words: current.model.unknown_words(&ask.question),
             })));
         }
     }

@@ -96,6 +96,18 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         }
     }
 
+    let unknown = model.unknown_words(&request.question);
+    if let (Some(announce), false) = (&request.announce, unknown.is_empty()) {
+        announce(&format!(
+            "warning: the model's vocabulary lacks {} (read as <unk>)",
+            unknown
+                .iter()
+                .map(|w| format!("{w:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+
     let mut settings = request.settings.clone();
     let defaults = model_defaults(&model)?;
     if !request.heads_given && settings.knockout_tokens.is_none() {
@@ -201,6 +213,9 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         region_tokens: &region_tokens,
         dump_logits: request.dump_logits,
     });
+    if !unknown.is_empty() {
+        record["unknown_words"] = json!(unknown);
+    }
     let mut faithfulness_ms = 0.0;
     if let Some(wanted) = &request.faithfulness {
         let Some(triage) = &outcome.triage else {

@@ -539,6 +539,28 @@ impl Model {
         }
     }
 
+    /// The words of `text` the tokenizer maps to its unknown token (`<unk>`), in order, once
+    /// each; empty for tokenizers that never produce it (byte-level BPE).
+    pub fn unknown_words(&self, text: &str) -> Vec<String> {
+        let Some(unk) = ["<unk>", "[UNK]", "<|unk|>"]
+            .iter()
+            .find_map(|t| self.tokenizer.token_to_id(t))
+        else {
+            return Vec::new();
+        };
+        let Ok(encoding) = self.tokenizer.encode(text, false) else {
+            return Vec::new();
+        };
+        let mut words: Vec<String> = Vec::new();
+        for (&id, &(start, end)) in encoding.get_ids().iter().zip(encoding.get_offsets()) {
+            let word = text.get(start..end).unwrap_or("").to_string();
+            if id == unk && !word.is_empty() && !words.contains(&word) {
+                words.push(word);
+            }
+        }
+        words
+    }
+
     /// One token as text: decoded, or its vocabulary entry where decoding drops it (`</s>`).
     pub fn token_text(&self, id: u32) -> String {
         let text = self.decode_text(&[id]);

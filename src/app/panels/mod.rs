@@ -390,6 +390,15 @@ fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         result.grid.rows * result.grid.cols,
         result.settings.masked_layers
     ));
+    if !result.unknown_words.is_empty() {
+        ui.colored_label(
+            Color32::from_rgb(255, 160, 60),
+            format!(
+                "The model's vocabulary lacks {} (read as <unk>).",
+                result.unknown_words.join(", ")
+            ),
+        );
+    }
     if let Some(view) = answer_tokens_ui(app, ui) {
         app.answer_view = view;
     }

@@ -367,7 +367,12 @@ fn interact(app: &mut FoveaApp, ui: &egui::Ui, rect: Rect, response: &egui::Resp
         Tool::Navigate => {}
         Tool::Box | Tool::Ellipse | Tool::Brush => {
             if response.drag_started_by(egui::PointerButton::Primary) {
+                // The shape starts where the button went down, not where egui recognised the
+                // drag (a few pixels, or a whole quick move, later).
                 app.drawing.clear();
+                if let Some(origin) = ui.input(|i| i.pointer.press_origin()) {
+                    app.drawing.push(to_image(&app.view, rect, origin));
+                }
             }
             if response.dragged_by(egui::PointerButton::Primary) {
                 if let Some(p) = pointer_image {
