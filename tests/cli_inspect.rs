@@ -416,7 +416,7 @@ fn qwen3_vl_case_on_a_non_square_image() {
     let image = root.join("tests/fixtures/qwen_vl/test_image.png");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("case.json");
-    let args: Vec<String> = [
+    let args = [
         "inspect",
         "--model",
         model.to_str().unwrap(),
@@ -434,20 +434,12 @@ fn qwen3_vl_case_on_a_non_square_image() {
         "35,40,60,70",
         "--region",
         "160,75,185,105",
-        "--json",
-        json.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let run = fovea(&args);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
+    ];
+    let (stderr, record) = inspect_ok(&args, &json);
     assert!(
         stderr.contains("3 x 6 = 18 (190x110 px -> 192x96 px"),
         "the image plan is announced: {stderr}"
     );
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(record["model"]["arch"], "qwen3-vl");
     assert_eq!(record["model"]["family"], "qwen3_vl");
     assert_eq!(record["model"]["grid"], serde_json::json!([3, 6]));
@@ -471,7 +463,7 @@ fn gemma3_case_on_a_non_square_image() {
     let image = root.join("tests/fixtures/qwen_vl/test_image.png");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("case.json");
-    let args: Vec<String> = [
+    let args = [
         "inspect",
         "--model",
         model.to_str().unwrap(),
@@ -489,20 +481,12 @@ fn gemma3_case_on_a_non_square_image() {
         "100,30,140,50",
         "--region",
         "5,85,40,108",
-        "--json",
-        json.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let run = fovea(&args);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
+    ];
+    let (stderr, record) = inspect_ok(&args, &json);
     assert!(
         stderr.contains("4 x 4 = 16 (190x110 px -> 112x112 px"),
         "the image plan is announced: {stderr}"
     );
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(record["model"]["arch"], "gemma3");
     assert_eq!(record["model"]["family"], "gemma3");
     assert_eq!(record["model"]["weights_dtype"], "f32");
@@ -532,28 +516,31 @@ fn words_the_vocabulary_lacks_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("case.json");
     let image = root.join("assets/cases/02-chest-9000489.png");
-    let args: Vec<String> = [
+    let args = [
         "inspect",
         "--image",
         image.to_str().unwrap(),
         "--question",
         "Is there a zebra or a xylophone in the left lung?",
-        "--json",
-        json.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let run = fovea(&args);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
+    ];
+    let (stderr, record) = inspect_ok(&args, &json);
     assert!(
         stderr.contains("vocabulary lacks \"zebra\", \"xylophone\" (read as <unk>)"),
         "{stderr}"
     );
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(
         record["unknown_words"],
         serde_json::json!(["zebra", "xylophone"])
     );
+}
+
+/// Run `fovea` with `args` and `--json json`; it must succeed. Returns stderr and the record.
+fn inspect_ok(args: &[&str], json: &std::path::Path) -> (String, serde_json::Value) {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.extend(["--json".to_string(), json.to_str().unwrap().to_string()]);
+    let run = fovea(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{stderr}");
+    let record = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (stderr, record)
 }
