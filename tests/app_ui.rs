@@ -219,8 +219,21 @@ fn ask_draw_and_export_like_a_user() {
     assert!(record["metrics"]["per_layer"]["ratio"]
         .as_array()
         .is_some_and(|a| a.len() == 3));
-    let png = image::open(&saved[1]).unwrap();
-    assert_eq!((png.width(), png.height()), (40, 28));
+    // The 40 x 28 image with the overlay, then (8 px on) the colour bar of the shown map: the
+    // colormap's maximum at its top, its minimum at its bottom.
+    let png = image::open(&saved[1]).unwrap().to_rgb8();
+    assert_eq!(png.height(), 28);
+    assert!(png.width() > 48 + 10, "{}", png.width());
+    let colour = |t: f32| {
+        harness
+            .state()
+            .persisted
+            .colormap
+            .color(t)
+            .map(|c| (c * 255.0).round() as u8)
+    };
+    assert_eq!(png.get_pixel(49, 0).0, colour(1.0));
+    assert_eq!(png.get_pixel(49, 27).0, colour(0.0));
     let coco: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&saved[2]).unwrap()).unwrap();
     assert_eq!(coco["annotations"].as_array().unwrap().len(), 1);

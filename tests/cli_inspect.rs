@@ -182,9 +182,36 @@ fn record_has_every_contract_field() {
     }
     assert!(curve["auc"].as_f64().unwrap() >= 0.0 && curve["random_auc"].as_f64().unwrap() >= 0.0);
     // The overlay is three panels of the model input side by side.
-    let picture = image::open(&overlay).unwrap();
+    // The overlay: three square panels of the model input side by side under a title band,
+    // then a colour bar whose top is the colormap's maximum and bottom its minimum.
+    let picture = image::open(&overlay).unwrap().to_rgb8();
+    let (width, height) = picture.dimensions();
+    let band = 3 * 14 + 7; // three and a half lines of the 5 x 7 font at scale 2
+    let side = height - band;
+    assert!(width > 3 * side, "{width} x {height}");
+    let title_pixels = (0..band)
+        .flat_map(|y| (0..side).map(move |x| (x, y)))
+        .filter(|&(x, y)| picture.get_pixel(x, y)[0] > 200)
+        .count();
+    assert!(title_pixels > 100, "the first panel has a title");
+    let colour = |t: f32| {
+        fovea::case::compose::Colormap::Inferno
+            .color(t)
+            .map(|c| (c * 255.0).round() as u8)
+    };
+    let bar_x = (3 * side..width)
+        .find(|&x| picture.get_pixel(x, 0).0 == colour(1.0))
+        .expect("a colour bar right of the panels");
+    assert_eq!(picture.get_pixel(bar_x, height - 1).0, colour(0.0));
+    // Halfway down, the colormap's middle (within a grey level of rounding).
+    let middle = picture.get_pixel(bar_x, (height - 1) / 2).0;
+    let expected = colour(1.0 - ((height - 1) / 2) as f32 / (height - 1) as f32);
     assert!(
-        picture.width() > 3 * picture.height() - 40 && picture.width() < 3 * picture.height() + 40
+        middle
+            .iter()
+            .zip(expected)
+            .all(|(&a, b)| a.abs_diff(b) <= 1),
+        "{middle:?} vs {expected:?}"
     );
 }
 

@@ -4,6 +4,8 @@
 
 use image::{Rgb, RgbImage};
 
+use super::font;
+
 /// Colormaps for attention heatmaps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Colormap {
@@ -164,6 +166,92 @@ pub fn side_by_side(panels: &[RgbImage], gap_px: u32) -> RgbImage {
         image::imageops::replace(&mut out, panel, x as i64, 0);
         x += panel.width() + gap_px;
     }
+    out
+}
+
+/// A value as a label: 3 significant digits, scientific outside 0.01..1000.
+pub fn label_value(value: f32) -> String {
+    let magnitude = value.abs();
+    if value == 0.0 || (0.01..1000.0).contains(&magnitude) {
+        format!("{value:.3}")
+    } else {
+        format!("{value:.2e}")
+    }
+}
+
+/// Font scale for a picture `width` px wide.
+fn font_scale(width: u32) -> u32 {
+    if width >= 300 {
+        2
+    } else {
+        1
+    }
+}
+
+/// `panel` under a title band: `title` and, on a second line, `subtitle`.
+pub fn titled(panel: &RgbImage, title: &str, subtitle: &str) -> RgbImage {
+    let scale = font_scale(panel.width());
+    let line = font::line_height(scale);
+    let band = 3 * line + line / 2;
+    let width = panel
+        .width()
+        .max(font::text_width(title, scale).max(font::text_width(subtitle, scale)) + 2 * scale);
+    let mut out = RgbImage::from_pixel(width, panel.height() + band, Rgb([24, 24, 24]));
+    font::draw_text(
+        &mut out,
+        scale,
+        line / 2,
+        title,
+        scale,
+        Rgb([235, 235, 235]),
+    );
+    font::draw_text(
+        &mut out,
+        scale,
+        2 * line,
+        subtitle,
+        scale,
+        Rgb([170, 170, 170]),
+    );
+    image::imageops::replace(&mut out, panel, 0, band as i64);
+    out
+}
+
+/// A vertical colour bar for values `lo..hi` (top: `hi`), `height` px tall, with the two values
+/// beside it and `caption` under them.
+pub fn colour_bar(colormap: Colormap, height: u32, lo: &str, hi: &str, caption: &str) -> RgbImage {
+    let scale = font_scale(height);
+    let line = font::line_height(scale);
+    let bar = 6 * scale + 4;
+    let text = [lo, hi, caption]
+        .iter()
+        .map(|t| font::text_width(t, scale))
+        .max()
+        .unwrap_or(0);
+    let height = height.max(4 * line);
+    let width = bar + 3 * scale + text + 2 * scale;
+    let mut out = RgbImage::from_pixel(width, height, Rgb([24, 24, 24]));
+    for y in 0..height {
+        let t = 1.0 - y as f32 / (height - 1).max(1) as f32;
+        let colour = colormap
+            .color(t)
+            .map(|c| (c * 255.0).round().clamp(0.0, 255.0) as u8);
+        for x in 0..bar {
+            out.put_pixel(x, y, Rgb(colour));
+        }
+    }
+    let left = bar + 3 * scale;
+    let white = Rgb([235, 235, 235]);
+    font::draw_text(&mut out, left, 0, hi, scale, white);
+    font::draw_text(&mut out, left, height - line, lo, scale, white);
+    font::draw_text(
+        &mut out,
+        left,
+        height / 2 - line / 2,
+        caption,
+        scale,
+        Rgb([170, 170, 170]),
+    );
     out
 }
 

@@ -4,6 +4,7 @@
 
 pub mod compose;
 pub mod defaults;
+pub mod font;
 pub mod measure;
 pub mod picture;
 pub mod pipeline;

@@ -261,6 +261,10 @@ pub struct InspectArgs {
     /// Keep the knockout during decoding too (the reference blocks the prefill only)
     #[arg(long)]
     pub knockout_decode: bool,
+    /// In the --overlay picture, show the attention of the query that produced answer token K
+    /// (0: the first) before and after the knockout
+    #[arg(long, value_name = "K")]
+    pub overlay_token: Option<usize>,
     /// Also measure the faithfulness curve: knock out image tokens in the triage map's order,
     /// a growing fraction at a time, and follow the first answer token's probability (random
     /// orders as the baseline); the record gains `faithfulness`

@@ -380,8 +380,11 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         eprintln!("wrote {}", out.display());
     }
     if let Some(out) = &args.overlay {
-        let picture =
-            crate::case::overlay_picture(&inspection, crate::case::compose::Colormap::Inferno);
+        let picture = crate::case::overlay_picture(
+            &inspection,
+            crate::case::compose::Colormap::Inferno,
+            args.overlay_token,
+        )?;
         crate::io::write_png(out, &picture)?;
         eprintln!("wrote {}", out.display());
     }

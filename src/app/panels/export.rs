@@ -40,7 +40,8 @@ pub fn export(app: &mut FoveaApp, kind: ExportKind) {
     }
 }
 
-/// The image at the current window with the current overlay, regions outlined, full size.
+/// The image at the current window with the current overlay, regions outlined, full size, and
+/// (with a map shown) a colour bar with the map's value range at its right.
 pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
     let image = app
         .image
@@ -48,11 +49,29 @@ pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
         .ok_or_else(|| anyhow::anyhow!("no image"))?;
     let voi = crate::imaging::VoiOption::Custom(image.window);
     let mut picture = crate::imaging::render_rgb8(&image.study, image.frame, &voi)?;
+    // The shown map's value range, for the colour bar beside the picture.
+    let mut bar = None;
     if let Some(result) = &app.result {
         let grid = result.grid;
         let values = super::heads::layer_values(app, app.layer);
         let knocked = &result.outcome.knocked_out;
         let colormap = app.persisted.colormap;
+        bar = values.as_ref().map(|v| {
+            let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let what = if app.persisted.relative_maps
+                && matches!(
+                    app.layer,
+                    OverlayLayer::Head { .. } | OverlayLayer::LayerMean { .. }
+                ) {
+                "RELATIVE"
+            } else if app.layer == OverlayLayer::Triage {
+                "RELATIVE (TRIAGE)"
+            } else {
+                "ATTENTION"
+            };
+            (lo, hi, what)
+        });
         let levels = values.map(|v| crate::grounding::triage::min_max_normalise(&v));
         let (width, height) = picture.dimensions();
         for y in 0..height {
@@ -99,7 +118,25 @@ pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
             );
         }
     }
-    Ok(picture)
+    let Some((lo, hi, what)) = bar else {
+        return Ok(picture);
+    };
+    use crate::case::compose;
+    let legend = compose::colour_bar(
+        app.persisted.colormap,
+        picture.height(),
+        &compose::label_value(lo),
+        &compose::label_value(hi),
+        what,
+    );
+    let mut out = image::RgbImage::from_pixel(
+        picture.width() + 8 + legend.width(),
+        picture.height().max(legend.height()),
+        image::Rgb([24, 24, 24]),
+    );
+    image::imageops::replace(&mut out, &picture, 0, 0);
+    image::imageops::replace(&mut out, &legend, (picture.width() + 8) as i64, 0);
+    Ok(out)
 }
 
 /// The INSPECT-JSON record of the current case.
