@@ -128,10 +128,25 @@ pub fn head_explorer_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     };
     ui.label(what);
     let triage_heads = result.settings.heads.clone();
+    // Cells centred on their indices, so the axes label the cells (layer 0..L-1, head 0..H-1).
+    let integer_ticks = |mark: egui_plot::GridMark, _: &std::ops::RangeInclusive<f64>| {
+        if mark.value.fract() == 0.0 && mark.value >= 0.0 {
+            format!("{}", mark.value)
+        } else {
+            String::new()
+        }
+    };
+    let cell_at = |point: PlotPoint| -> Option<(usize, usize)> {
+        let (head, layer) = (point.x.round(), point.y.round());
+        (head >= 0.0 && layer >= 0.0 && (head as usize) < heads && (layer as usize) < layers)
+            .then_some((layer as usize, head as usize))
+    };
     let plot = Plot::new("head explorer")
         .height(220.0)
         .x_axis_label("head")
         .y_axis_label("layer")
+        .x_axis_formatter(integer_ticks)
+        .y_axis_formatter(integer_ticks)
         .allow_drag(false)
         .allow_zoom(false)
         .allow_scroll(false)
@@ -139,35 +154,37 @@ pub fn head_explorer_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             plot_ui.heatmap(
                 Heatmap::new(values.clone(), heads.max(1))
                     .show_labels(false)
-                    .at(PlotPoint::new(0.0, 0.0)),
+                    .at(PlotPoint::new(-0.5, -0.5)),
             );
             for &(l, h) in &triage_heads {
+                let (x, y) = (h as f64 - 0.5, l as f64 - 0.5);
                 let square = vec![
-                    [h as f64, l as f64],
-                    [h as f64 + 1.0, l as f64],
-                    [h as f64 + 1.0, l as f64 + 1.0],
-                    [h as f64, l as f64 + 1.0],
-                    [h as f64, l as f64],
+                    [x, y],
+                    [x + 1.0, y],
+                    [x + 1.0, y + 1.0],
+                    [x, y + 1.0],
+                    [x, y],
                 ];
                 plot_ui.line(
                     Line::new("triage heads", PlotPoints::from(square))
                         .color(Color32::from_rgb(0, 220, 255)),
                 );
             }
-            if plot_ui.response().clicked() {
-                plot_ui.pointer_coordinate()
-            } else {
-                None
-            }
+            let hovered = plot_ui.pointer_coordinate().and_then(cell_at);
+            let clicked = plot_ui.response().clicked().then_some(hovered).flatten();
+            (hovered, clicked)
         });
-    if let Some(point) = plot.inner {
-        let (head, layer) = (point.x.floor(), point.y.floor());
-        if head >= 0.0 && layer >= 0.0 && (head as usize) < heads && (layer as usize) < layers {
-            app.layer = OverlayLayer::Head {
-                layer: layer as usize,
-                head: head as usize,
-            };
-        }
+    let (hovered, clicked) = plot.inner;
+    // The value under the cursor.
+    match hovered {
+        Some((l, h)) => ui.label(format!(
+            "layer {l}, head {h}: {:.4}",
+            values.get(l * heads + h).copied().unwrap_or(f64::NAN)
+        )),
+        None => ui.label("point at a cell for its value; click it to show that head"),
+    };
+    if let Some((layer, head)) = clicked {
+        app.layer = OverlayLayer::Head { layer, head };
     }
     // Per-layer curve: the head-mean of the same quantity.
     let curve: Vec<[f64; 2]> = (0..layers)
