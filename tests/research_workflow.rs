@@ -273,3 +273,67 @@ fn killed_run_resumes_to_the_same_result() {
     );
     eprintln!("killed after {partial} of {total} samples; resumed to identical results");
 }
+
+/// `fovea faithfulness` over phantoms with the bundled demo model (its own heads): one record
+/// per sample with both areas, the summary tables and the plot; two shards merge into the
+/// single run byte for byte.
+#[test]
+fn faithfulness_runs_over_a_dataset_and_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(&dir.path().join("data"), 4);
+    let demo = fovea::demo::demo_model_dir();
+    let run = |out: &Path, shard: Option<&str>| {
+        let mut args = vec![
+            "faithfulness",
+            "--data",
+            s(&data),
+            "--model",
+            s(&demo),
+            "--out",
+            s(out),
+            "--step",
+            "0.25",
+            "--draws",
+            "2",
+        ];
+        if let Some(shard) = shard {
+            args.extend(["--shard", shard]);
+        }
+        fovea(&args);
+    };
+    let single = dir.path().join("single");
+    run(&single, None);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(single.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.len() >= 8, "{} questions", records.len());
+    for record in &records {
+        assert!(record.get("error").is_none(), "{record}");
+        assert_eq!(record["fractions"].as_array().unwrap().len(), 5);
+        assert!(record["auc"].as_f64().unwrap() >= 0.0);
+        assert!(record["random_auc"].as_f64().unwrap() >= 0.0);
+    }
+    let summary = std::fs::read_to_string(single.join("summary.csv")).unwrap();
+    assert!(summary.starts_with("group,name,n,auc,random_auc,ratio,below_random\nall,all,"));
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("shard{i}"));
+            run(&out, Some(&format!("{i}/2")));
+            out
+        })
+        .collect();
+    let merged = dir.path().join("merged");
+    fovea(&["merge", s(&shards[0]), s(&shards[1]), "--out", s(&merged)]);
+    assert_same_files(
+        &single,
+        &merged,
+        &[
+            "samples.jsonl",
+            "summary.csv",
+            "summary.json",
+            "faithfulness.png",
+        ],
+    );
+}

@@ -50,6 +50,9 @@ pub enum Command {
     Heads(HeadsArgs),
     /// Med-VQA accuracy with and without VGRefine
     Eval(EvalArgs),
+    /// Faithfulness curves over a dataset: how fast the first answer token's probability falls
+    /// as image tokens are knocked out in the triage map's order vs random orders
+    Faithfulness(FaithfulnessArgs),
     /// Combine the outputs of sharded runs into exactly what one run would have written
     Merge(MergeArgs),
 }
@@ -159,6 +162,28 @@ pub struct EvalArgs {
     /// Also answer with VGRefine using this heads file (from `fovea heads` or a model's vgrefine.json)
     #[arg(long, value_name = "HEADS.json")]
     pub vgrefine: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FaithfulnessArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Triage heads and masked layers (from `fovea heads` or a vgrefine.json; default: the
+    /// model's)
+    #[arg(long, value_name = "HEADS.json")]
+    pub vgrefine: Option<PathBuf>,
+    /// Fraction of image tokens added per step
+    #[arg(long, default_value_t = 0.05, value_name = "F")]
+    pub step: f64,
+    /// Knock out in every decoder layer (default: the masked layers)
+    #[arg(long)]
+    pub all_layers: bool,
+    /// Random orders for the baseline
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub draws: usize,
+    /// Seed of the random orders
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub draw_seed: u64,
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval(args)) => {
             crate::eval::eval(&args.data.run_args()?, args.vgrefine.as_deref())
         }
+        Some(Command::Faithfulness(args)) => crate::eval::faithfulness(
+            &args.data.run_args()?,
+            args.vgrefine.as_deref(),
+            &crate::eval::FaithfulnessArgs {
+                step: args.step,
+                all_layers: args.all_layers,
+                random_draws: args.draws,
+                seed: args.draw_seed,
+            },
+        ),
         Some(Command::Merge(args)) => crate::eval::merge(&args.dirs, &args.out),
         None => {
             let model = cli.model.unwrap_or_else(crate::demo::demo_model_dir);

@@ -220,29 +220,117 @@ pub fn heads(from: &Path, top_k: usize, out: &Path) -> Result<Value> {
 }
 
 /// `fovea eval`: accuracy with and without VGRefine.
+/// Triage heads, masked layers and percentile from a heads file (`fovea heads`, vgrefine.json).
+type HeadsFile = (Vec<(usize, usize)>, Vec<usize>, f64);
+
+fn read_heads_file(path: &Path) -> Result<HeadsFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let defaults: crate::case::ModelDefaults = serde_json::from_str(&text)
+        .with_context(|| format!("invalid heads file {}", path.display()))?;
+    if defaults.heads.is_empty() || defaults.masked_layers.is_empty() {
+        bail!(
+            "the heads file names no heads or no masked layers: {}",
+            path.display()
+        );
+    }
+    Ok((
+        defaults.heads.iter().map(|&[l, h]| (l, h)).collect(),
+        defaults.masked_layers,
+        defaults.percentile.unwrap_or(80.0),
+    ))
+}
+
+/// How `fovea faithfulness` measures each curve.
+#[derive(Clone, Debug)]
+pub struct FaithfulnessArgs {
+    pub step: f64,
+    pub all_layers: bool,
+    pub random_draws: usize,
+    pub seed: u64,
+}
+
+/// `fovea faithfulness`: per sample, the faithfulness curve of the triage map (heads from the
+/// heads file, else the model's defaults); `summary.csv` and `faithfulness.png`.
+pub fn faithfulness(
+    args: &RunArgs,
+    vgrefine: Option<&Path>,
+    curve: &FaithfulnessArgs,
+) -> Result<()> {
+    let from_file = vgrefine.map(read_heads_file).transpose()?;
+    let info = json!({ "vgrefine": vgrefine, "model": args.model, "step": curve.step,
+        "all_layers": curve.all_layers, "random_draws": curve.random_draws, "seed": curve.seed });
+    for_each_sample(args, "faithfulness", info, |model, sample| {
+        let (heads, masked_layers, percentile) = match &from_file {
+            Some(file) => file.clone(),
+            None => {
+                let defaults = crate::case::model_defaults(model)?
+                    .filter(|d| !d.heads.is_empty() && !d.masked_layers.is_empty())
+                    .with_context(|| {
+                        format!(
+                            "no triage heads known for {}: pass --vgrefine HEADS.json (from `fovea heads`)",
+                            model.checkpoint.dir.display()
+                        )
+                    })?;
+                (
+                    defaults.heads.iter().map(|&[l, h]| (l, h)).collect(),
+                    defaults.masked_layers,
+                    defaults.percentile.unwrap_or(80.0),
+                )
+            }
+        };
+        let settings = Settings {
+            heads,
+            masked_layers: masked_layers.clone(),
+            rule: crate::grounding::triage::Rule::Percentile(percentile),
+            max_new_tokens: 1,
+            ..Settings::default()
+        };
+        let rgb = load_rgb(sample)?;
+        let mut session = ImageSession::new(model, &rgb)?;
+        let outcome = refine::run(&mut session, &sample.question, &settings)?;
+        let Some(triage) = &outcome.triage else {
+            bail!("no triage map");
+        };
+        let layers = if curve.all_layers {
+            (0..model.decoder.num_layers()).collect()
+        } else {
+            masked_layers
+        };
+        let result = crate::grounding::faithfulness::curve(
+            &mut session,
+            &outcome.prompt,
+            &triage.score_map,
+            "triage_map",
+            &crate::grounding::faithfulness::CurveSettings {
+                step: curve.step,
+                layers,
+                random_draws: curve.random_draws,
+                seed: curve.seed,
+            },
+        )?;
+        let mut record = json!({
+            "index": sample.index,
+            "image": sample.image_name,
+            "question": sample.question,
+            "dataset": sample.dataset,
+            "modality": sample.modality,
+            "answer": outcome.original.text,
+            "expected": sample.answer,
+        });
+        if let (Value::Object(record), Value::Object(curve)) =
+            (&mut record, serde_json::to_value(&result)?)
+        {
+            record.extend(curve);
+        }
+        Ok(record)
+    })?;
+    report::faithfulness_report(&args.out)
+}
+
 pub fn eval(args: &RunArgs, vgrefine: Option<&Path>) -> Result<()> {
     let (heads, masked_layers, percentile) = match vgrefine {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let defaults: crate::case::ModelDefaults = serde_json::from_str(&text)
-                .with_context(|| format!("invalid heads file {}", path.display()))?;
-            if defaults.heads.is_empty() || defaults.masked_layers.is_empty() {
-                bail!(
-                    "the heads file names no heads or no masked layers: {}",
-                    path.display()
-                );
-            }
-            (
-                defaults
-                    .heads
-                    .iter()
-                    .map(|&[l, h]| (l, h))
-                    .collect::<Vec<_>>(),
-                defaults.masked_layers,
-                defaults.percentile.unwrap_or(80.0),
-            )
-        }
+        Some(path) => read_heads_file(path)?,
         None => (Vec::new(), Vec::new(), 80.0),
     };
     let info = json!({ "vgrefine": vgrefine, "model": args.model, "heads": heads, "masked_layers": masked_layers });
@@ -351,6 +439,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
     match info["command"].as_str() {
         Some("grounding") => report::grounding_report(out),
         Some("eval") => report::eval_report(out),
+        Some("faithfulness") => report::faithfulness_report(out),
         other => bail!("unknown command {other:?} in run.json"),
     }
 }

@@ -175,7 +175,20 @@ pub fn grounding_report(out: &Path) -> Result<()> {
     });
     crate::io::write_json(&out.join("summary.json"), &summary)?;
     if heads.layers > 0 {
-        plot_layer_curves(&out.join("per_layer_ratio.png"), &curves)?;
+        let layers = curves.iter().map(|(_, c)| c.len()).max().unwrap_or(1);
+        let xs: Vec<f64> = (0..layers).map(|l| l as f64).collect();
+        plot_curves(
+            &out.join("per_layer_ratio.png"),
+            &Axes {
+                title: "Attention ratio per layer (head mean, relative to the general prompt)",
+                x: "layer",
+                y: "attention ratio",
+                reference: Some(1.0),
+                integer_x: true,
+            },
+            &xs,
+            &curves,
+        )?;
         plot_head_heatmap(&out.join("heads_ratio.png"), &heads.ratio)?;
     }
     eprintln!(
@@ -188,6 +201,117 @@ pub fn grounding_report(out: &Path) -> Result<()> {
 }
 
 /// Write summary.csv / summary.json of an eval run and print the table.
+/// `fovea faithfulness`'s tables and plot from `samples.jsonl`: per group (all, dataset,
+/// modality, and "yes" vs other answers) the mean AUC in the map's order and in random orders,
+/// and how many curves fall below random; the mean curves over all samples.
+pub fn faithfulness_report(out: &Path) -> Result<()> {
+    let records = read_records(&out.join("samples.jsonl"))?;
+    let ok: Vec<&Value> = records.iter().filter(|r| r.get("auc").is_some()).collect();
+    let mut tables: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
+    for record in &ok {
+        let answer = record["answer"]
+            .as_str()
+            .unwrap_or("")
+            .trim()
+            .to_lowercase();
+        let keys = [
+            ("all".to_string(), "all".to_string()),
+            (
+                "dataset".to_string(),
+                record["dataset"].as_str().unwrap_or("?").to_string(),
+            ),
+            (
+                "modality".to_string(),
+                record["modality"].as_str().unwrap_or("?").to_string(),
+            ),
+            (
+                "answer".to_string(),
+                if answer.starts_with("yes") {
+                    "yes"
+                } else {
+                    "other"
+                }
+                .to_string(),
+            ),
+        ];
+        for key in keys {
+            tables.entry(key).or_default().push(record);
+        }
+    }
+    let mut csv = String::from("group,name,n,auc,random_auc,ratio,below_random\n");
+    let mut text = String::from("group     name                 n     AUC  random  ratio  below\n");
+    let mut rows = Vec::new();
+    for ((group, name), group_records) in &tables {
+        let auc = mean(
+            &group_records
+                .iter()
+                .map(|r| r["auc"].as_f64().unwrap_or(f64::NAN))
+                .collect::<Vec<_>>(),
+        );
+        let random = mean(
+            &group_records
+                .iter()
+                .map(|r| r["random_auc"].as_f64().unwrap_or(f64::NAN))
+                .collect::<Vec<_>>(),
+        );
+        let below = group_records
+            .iter()
+            .filter(|r| r["auc"].as_f64() < r["random_auc"].as_f64())
+            .count();
+        let n = group_records.len();
+        let _ = writeln!(
+            csv,
+            "{group},{name},{n},{auc:.4},{random:.4},{:.4},{below}",
+            auc / random
+        );
+        let _ = writeln!(
+            text,
+            "{group:<9} {name:<18} {n:>4}  {auc:>6.3}  {random:>6.3}  {:>5.2}  {below:>3}/{n}",
+            auc / random
+        );
+        rows.push(json!({"group": group, "name": name, "n": n, "auc": auc, "random_auc": random, "below_random": below}));
+    }
+    crate::io::write_bytes(&out.join("summary.csv"), csv.as_bytes())?;
+    crate::io::write_json(
+        &out.join("summary.json"),
+        &json!({ "samples": records.len(), "errors": records.len() - ok.len(), "tables": rows }),
+    )?;
+    if let Some(first) = ok.first() {
+        let xs = numbers(&first["fractions"]);
+        let mean_curve = |key: &str| -> Vec<f64> {
+            (0..xs.len())
+                .map(|i| {
+                    mean(
+                        &ok.iter()
+                            .map(|r| numbers(&r[key]).get(i).copied().unwrap_or(f64::NAN))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect()
+        };
+        plot_curves(
+            &out.join("faithfulness.png"),
+            &Axes {
+                title: "Probability of the first answer token as image tokens are knocked out",
+                x: "fraction of image tokens knocked out",
+                y: "probability (mean over samples)",
+                reference: None,
+                integer_x: false,
+            },
+            &xs,
+            &[
+                (
+                    format!("{} order", first["order"].as_str().unwrap_or("map")),
+                    mean_curve("prob"),
+                ),
+                ("random order".to_string(), mean_curve("random_mean")),
+            ],
+        )?;
+    }
+    eprint!("{text}");
+    Ok(())
+}
+
 pub fn eval_report(out: &Path) -> Result<()> {
     let records = read_records(&out.join("samples.jsonl"))?;
     #[derive(Default)]
@@ -263,10 +387,27 @@ fn font() {
     });
 }
 
-fn plot_layer_curves(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<()> {
+/// What a line plot's axes say.
+struct Axes<'a> {
+    title: &'a str,
+    x: &'a str,
+    y: &'a str,
+    /// A grey horizontal line at this value (1 = uniform attention ratio).
+    reference: Option<f64>,
+    /// Label the x axis with integers (layers).
+    integer_x: bool,
+}
+
+/// Curves over the points `xs`, one colour each, with a legend.
+fn plot_curves(path: &Path, axes: &Axes, xs: &[f64], curves: &[(String, Vec<f64>)]) -> Result<()> {
     use plotters::prelude::*;
     font();
-    let layers = curves.iter().map(|(_, c)| c.len()).max().unwrap_or(1);
+    let x_max = xs
+        .last()
+        .copied()
+        .unwrap_or(1.0)
+        .max(xs.first().copied().unwrap_or(0.0) + 1e-9);
+    let x_min = xs.first().copied().unwrap_or(0.0);
     let max = curves
         .iter()
         .flat_map(|(_, c)| c.iter().copied())
@@ -277,24 +418,24 @@ fn plot_layer_curves(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<()> {
         let root = BitMapBackend::with_buffer(&mut buffer, (900, 520)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Attention ratio per layer (head mean, relative to the general prompt)",
-                ("sans-serif", 20),
-            )
+            .caption(axes.title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(
-                0f64..(layers.saturating_sub(1)).max(1) as f64,
-                0f64..max * 1.1,
-            )
+            .build_cartesian_2d(x_min..x_max, 0f64..max * 1.1)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let integer = |v: &f64| format!("{v:.0}");
+        let decimal = |v: &f64| format!("{v:.2}");
         chart
             .configure_mesh()
-            .x_desc("layer")
-            .y_desc("attention ratio")
-            .x_labels(layers.clamp(2, 30))
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_desc(axes.x)
+            .y_desc(axes.y)
+            .x_labels(if axes.integer_x {
+                xs.len().clamp(2, 30)
+            } else {
+                11
+            })
+            .x_label_formatter(if axes.integer_x { &integer } else { &decimal })
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -309,11 +450,10 @@ fn plot_layer_curves(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<()> {
             let colour = palette[index % palette.len()];
             chart
                 .draw_series(LineSeries::new(
-                    curve
-                        .iter()
-                        .enumerate()
+                    xs.iter()
+                        .zip(curve)
                         .filter(|(_, v)| v.is_finite())
-                        .map(|(l, &v)| (l as f64, v)),
+                        .map(|(&x, &v)| (x, v)),
                     colour.stroke_width(2),
                 ))
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -322,12 +462,14 @@ fn plot_layer_curves(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<()> {
                     PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
                 });
         }
-        chart
-            .draw_series(LineSeries::new(
-                [(0.0, 1.0), ((layers.saturating_sub(1)).max(1) as f64, 1.0)],
-                RGBColor(150, 150, 150),
-            ))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(level) = axes.reference {
+            chart
+                .draw_series(LineSeries::new(
+                    [(x_min, level), (x_max, level)],
+                    RGBColor(150, 150, 150),
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
