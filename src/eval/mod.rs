@@ -83,6 +83,18 @@ fn for_each_sample(
     Ok(())
 }
 
+/// What every per-sample record starts with.
+fn sample_fields(sample: &Sample) -> Value {
+    json!({
+        "index": sample.index,
+        "image": sample.image_name,
+        "question": sample.question,
+        "dataset": sample.dataset,
+        "modality": sample.modality,
+        "expected": sample.answer,
+    })
+}
+
 fn load_rgb(sample: &Sample) -> Result<image::RgbImage> {
     let study = imaging::load(&sample.image)?;
     Ok(imaging::render_rgb8(&study, 0, &VoiOption::Default)?)
@@ -309,15 +321,8 @@ pub fn faithfulness(
                 seed: curve.seed,
             },
         )?;
-        let mut record = json!({
-            "index": sample.index,
-            "image": sample.image_name,
-            "question": sample.question,
-            "dataset": sample.dataset,
-            "modality": sample.modality,
-            "answer": outcome.original.text,
-            "expected": sample.answer,
-        });
+        let mut record = sample_fields(sample);
+        record["answer"] = json!(outcome.original.text);
         if let (Value::Object(record), Value::Object(curve)) =
             (&mut record, serde_json::to_value(&result)?)
         {
@@ -368,16 +373,9 @@ fn eval_sample(
             None,
         )
     };
-    let mut record = json!({
-        "index": sample.index,
-        "image": sample.image_name,
-        "question": sample.question,
-        "dataset": sample.dataset,
-        "modality": sample.modality,
-        "expected": sample.answer,
-        "kind": score::kind(sample),
-        "plain": { "answer": plain, "correct": score::correct(sample, &plain) },
-    });
+    let mut record = sample_fields(sample);
+    record["kind"] = json!(score::kind(sample));
+    record["plain"] = json!({ "answer": plain, "correct": score::correct(sample, &plain) });
     if let Some(refined) = refined {
         record["vgrefine"] =
             json!({ "answer": refined, "correct": score::correct(sample, &refined) });

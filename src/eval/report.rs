@@ -214,26 +214,13 @@ pub fn faithfulness_report(out: &Path) -> Result<()> {
             .unwrap_or("")
             .trim()
             .to_lowercase();
-        let keys = [
-            ("all".to_string(), "all".to_string()),
-            (
-                "dataset".to_string(),
-                record["dataset"].as_str().unwrap_or("?").to_string(),
-            ),
-            (
-                "modality".to_string(),
-                record["modality"].as_str().unwrap_or("?").to_string(),
-            ),
-            (
-                "answer".to_string(),
-                if answer.starts_with("yes") {
-                    "yes"
-                } else {
-                    "other"
-                }
-                .to_string(),
-            ),
-        ];
+        let mut keys = group_keys(record);
+        let kind = if answer.starts_with("yes") {
+            "yes"
+        } else {
+            "other"
+        };
+        keys.push(("answer".to_string(), kind.to_string()));
         for key in keys {
             tables.entry(key).or_default().push(record);
         }
@@ -312,6 +299,21 @@ pub fn faithfulness_report(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The table rows a record counts in: all, its dataset, its modality.
+fn group_keys(record: &Value) -> Vec<(String, String)> {
+    vec![
+        ("all".to_string(), "all".to_string()),
+        (
+            "dataset".to_string(),
+            record["dataset"].as_str().unwrap_or("?").to_string(),
+        ),
+        (
+            "modality".to_string(),
+            record["modality"].as_str().unwrap_or("?").to_string(),
+        ),
+    ]
+}
+
 pub fn eval_report(out: &Path) -> Result<()> {
     let records = read_records(&out.join("samples.jsonl"))?;
     #[derive(Default)]
@@ -323,17 +325,7 @@ pub fn eval_report(out: &Path) -> Result<()> {
     }
     let mut tables: BTreeMap<(String, String), Tally> = BTreeMap::new();
     for record in records.iter().filter(|r| r.get("plain").is_some()) {
-        let keys = [
-            ("all".to_string(), "all".to_string()),
-            (
-                "dataset".to_string(),
-                record["dataset"].as_str().unwrap_or("?").to_string(),
-            ),
-            (
-                "modality".to_string(),
-                record["modality"].as_str().unwrap_or("?").to_string(),
-            ),
-        ];
+        let keys = group_keys(record);
         for key in keys {
             let tally = tables.entry(key).or_default();
             tally.n += 1;
