@@ -1,5 +1,6 @@
 //! The app's panels, one file each; `show` lays them out.
 
+pub mod answers;
 pub mod export;
 pub mod heads;
 pub mod viewport;
@@ -7,7 +8,7 @@ pub mod viewport;
 use egui::{Color32, RichText};
 
 use crate::app::state::{
-    precision_label, AnswerView, Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool,
+    precision_label, Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool,
 };
 use crate::case::compose::Colormap;
 use crate::imaging::Preset;
@@ -25,7 +26,7 @@ pub fn show(app: &mut FoveaApp, ui: &mut egui::Ui) {
                 ui.separator();
                 question_ui(app, ui);
                 ui.separator();
-                answers_ui(app, ui);
+                answers::answers_ui(app, ui);
                 ui.separator();
                 image_info_ui(app, ui);
             });
@@ -328,134 +329,6 @@ fn question_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             }
         }
     });
-}
-
-fn probability(logits: &[f32]) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    1.0 / logits.iter().map(|v| (v - max).exp()).sum::<f32>()
-}
-
-fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
-    ui.heading("Answers");
-    let Some(result) = &app.result else {
-        ui.label(
-            "Ask a question to see the model's answer, VGRefine's answer and where it looked.",
-        );
-        return;
-    };
-    let expected = app
-        .cases
-        .iter()
-        .find(|c| {
-            Some(&c.path) == app.image.as_ref().map(|i| &i.study.path)
-                && c.question == result.question
-        })
-        .map(|c| c.answer.clone());
-    egui::Grid::new("answers")
-        .num_columns(2)
-        .striped(true)
-        .show(ui, |ui| {
-            let outcome = &result.outcome;
-            let row = |ui: &mut egui::Ui, name: &str, text: &str, logits: &[f32]| {
-                ui.label(name);
-                ui.label(
-                    RichText::new(format!("{text}   (p = {:.2})", probability(logits))).strong(),
-                );
-                ui.end_row();
-            };
-            row(
-                ui,
-                "Original",
-                &outcome.original.text,
-                &outcome.original.first_token_logits,
-            );
-            row(
-                ui,
-                "VGRefine",
-                &outcome.refined.text,
-                &outcome.refined.first_token_logits,
-            );
-            if let Some(answer) = &result.look_here {
-                row(ui, "Looked here", &answer.text, &answer.first_token_logits);
-            }
-            if let Some(expected) = expected {
-                ui.label("Expected");
-                ui.label(expected);
-                ui.end_row();
-            }
-        });
-    ui.label(format!(
-        "{} of {} image tokens knocked out in layer(s) {:?}",
-        result.outcome.knocked_out.len(),
-        result.grid.rows * result.grid.cols,
-        result.settings.masked_layers
-    ));
-    if !result.unknown_words.is_empty() {
-        ui.colored_label(
-            Color32::from_rgb(255, 160, 60),
-            format!(
-                "The model's vocabulary lacks {} (read as <unk>).",
-                result.unknown_words.join(", ")
-            ),
-        );
-    }
-    if let Some(view) = answer_tokens_ui(app, ui) {
-        app.answer_view = view;
-    }
-}
-
-/// The answers as clickable tokens (original and VGRefine, tokens that differ between them in
-/// orange): a click shows the map of the query that produced that token in the viewport and the
-/// head explorer; "question" goes back to the first token's query, "whole answer" averages over
-/// the answer's tokens (each weighted equally). Returns the view the user picked.
-fn answer_tokens_ui(app: &FoveaApp, ui: &mut egui::Ui) -> Option<AnswerView> {
-    let outcome = &app.result.as_ref()?.outcome;
-    let mut picked = None;
-    ui.horizontal(|ui| {
-        ui.label("maps of:");
-        if ui
-            .selectable_label(app.answer_view == AnswerView::Question, "question")
-            .clicked()
-        {
-            picked = Some(AnswerView::Question);
-        }
-    });
-    for (refined, name, answer, other) in [
-        (false, "original", &outcome.original, &outcome.refined),
-        (true, "VGRefine", &outcome.refined, &outcome.original),
-    ] {
-        ui.horizontal_wrapped(|ui| {
-            ui.label(format!("{name}:"));
-            for (index, (text, id)) in answer.token_texts.iter().zip(&answer.ids).enumerate() {
-                let differs = other.ids.get(index) != Some(id);
-                let shown = text.trim().to_string();
-                let label = if differs {
-                    RichText::new(shown).color(Color32::from_rgb(255, 160, 60))
-                } else {
-                    RichText::new(shown)
-                };
-                let view = AnswerView::Token { refined, index };
-                if ui
-                    .selectable_label(app.answer_view == view, label)
-                    .on_hover_text(format!("answer token {index} (id {id})"))
-                    .clicked()
-                {
-                    picked = Some(view);
-                }
-            }
-            let whole = AnswerView::Whole { refined };
-            if ui
-                .selectable_label(app.answer_view == whole, "whole answer")
-                .on_hover_text(
-                    "the mean of the maps of all the answer's tokens, each weighted equally",
-                )
-                .clicked()
-            {
-                picked = Some(whole);
-            }
-        });
-    }
-    picked
 }
 
 fn image_info_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {

@@ -199,6 +199,9 @@ fn pane_ui(
         );
     }
     draw_in_progress(app, &painter, rect);
+    if let Some(values) = &raw_heat {
+        draw_colour_bar(app, &painter, rect, values, layer);
+    }
 
     if let Some(pointer) = response.hover_pos() {
         let [x, y] = to_image(&view, rect, pointer);
@@ -229,6 +232,74 @@ fn pane_ui(
             }
         }
     }
+}
+
+/// The shown map's colour bar at the viewport's right edge: the colormap from the map's minimum
+/// (bottom) to its maximum (top), both values, and what the values are (relative or raw).
+fn draw_colour_bar(
+    app: &FoveaApp,
+    painter: &egui::Painter,
+    rect: Rect,
+    values: &[f32],
+    layer: OverlayLayer,
+) {
+    let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return;
+    }
+    let bar = Rect::from_min_max(
+        egui::pos2(rect.max.x - 22.0, rect.min.y + 28.0),
+        egui::pos2(rect.max.x - 10.0, rect.max.y - 28.0),
+    );
+    let steps = 64;
+    for i in 0..steps {
+        let t = 1.0 - (i as f32 + 0.5) / steps as f32;
+        let [r, g, b] = app
+            .persisted
+            .colormap
+            .color(t)
+            .map(|c| (c * 255.0).round().clamp(0.0, 255.0) as u8);
+        let y0 = bar.min.y + bar.height() * i as f32 / steps as f32;
+        let y1 = bar.min.y + bar.height() * (i + 1) as f32 / steps as f32 + 0.5;
+        painter.rect_filled(
+            Rect::from_min_max(egui::pos2(bar.min.x, y0), egui::pos2(bar.max.x, y1)),
+            0.0,
+            Color32::from_rgb(r, g, b),
+        );
+    }
+    painter.rect_stroke(
+        bar,
+        0.0,
+        Stroke::new(1.0, Color32::from_gray(200)),
+        egui::StrokeKind::Outside,
+    );
+    let relative = app.persisted.relative_maps
+        && matches!(
+            layer,
+            OverlayLayer::Head { .. } | OverlayLayer::LayerMean { .. }
+        );
+    let what = if relative || layer == OverlayLayer::Triage {
+        "relative"
+    } else {
+        "attention"
+    };
+    let font = egui::FontId::proportional(12.0);
+    let text = Color32::from_gray(230);
+    painter.text(
+        egui::pos2(bar.max.x, bar.min.y - 4.0),
+        egui::Align2::RIGHT_BOTTOM,
+        format!("{} {}", crate::case::compose::label_value(hi), what),
+        font.clone(),
+        text,
+    );
+    painter.text(
+        egui::pos2(bar.max.x, bar.max.y + 4.0),
+        egui::Align2::RIGHT_TOP,
+        crate::case::compose::label_value(lo),
+        font,
+        text,
+    );
 }
 
 fn draw_region(painter: &egui::Painter, view: &View, rect: Rect, region: &Region, colour: Color32) {
