@@ -591,7 +591,8 @@ fn gemma3_overlay_on_a_non_square_dicom() {
 /// A 12-token answer on the bundled demo model: the Answers panel lists 12 clickable tokens
 /// per answer; each token's map is the attention of the query that produced it (they differ
 /// from token to token); clicking one shows it in the viewport and the head explorer (a
-/// committed snapshot with token 6 chosen); "whole answer" averages them.
+/// committed snapshot with token 6 chosen, and the faithfulness curve asked for with the
+/// answer); "whole answer" averages them.
 #[test]
 fn answer_tokens_are_clickable_and_show_their_maps() {
     let dir = tempfile::tempdir().unwrap();
@@ -610,13 +611,22 @@ fn answer_tokens_are_clickable_and_show_their_maps() {
         app.question = case.questions()[0].question.clone();
         app.max_new_tokens = 12;
         app.stop_at_eos = false;
+        app.faithfulness = true;
     }
     run_until(&mut harness, "the image", |app| app.image.is_some());
     harness.get_by_label("Ask").click();
     run_until(&mut harness, "the answer", |app| {
         app.result.is_some() && !app.worker.busy
     });
-    let outcome = &harness.state().result.as_ref().unwrap().outcome;
+    let result = harness.state().result.as_ref().unwrap();
+    // The faithfulness curve came with the answer: 21 fractions, starting at the first answer
+    // token's plain probability.
+    let curve = result.faithfulness.as_ref().expect("a faithfulness curve");
+    assert_eq!(curve.fractions.len(), 21);
+    let logits = &result.outcome.original.first_token_logits;
+    let plain = fovea::grounding::faithfulness::probability(logits, curve.token_id as usize);
+    assert!((curve.prob[0] - plain).abs() < 1e-9);
+    let outcome = &result.outcome;
     assert_eq!(outcome.original.ids.len(), 12);
     assert_eq!(outcome.original.token_texts.len(), 12);
     assert_eq!(outcome.original.token_attention.len(), 12);

@@ -112,6 +112,7 @@ impl FoveaApp {
             percentile: 80.0,
             max_new_tokens: 8,
             stop_at_eos: true,
+            faithfulness: false,
             answer_view: AnswerView::Question,
             max_pixels: None,
             show_phi: false,
@@ -246,6 +247,7 @@ impl FoveaApp {
                 .as_ref()
                 .and_then(|m| m.pixel_limits)
                 .map(|(min, max)| (min, self.max_pixels.unwrap_or(max))),
+            faithfulness: self.faithfulness,
         }));
         if self.worker.send(request) {
             self.stage = Some("queued");

@@ -195,6 +195,8 @@ pub struct FoveaApp {
     /// Answer tokens to generate, and whether to stop at the end-of-answer token.
     pub max_new_tokens: usize,
     pub stop_at_eos: bool,
+    /// Measure the faithfulness curve with each answer.
+    pub faithfulness: bool,
     pub answer_view: AnswerView,
     /// Qwen-VL: the user's max_pixels (None: the checkpoint's).
     pub max_pixels: Option<u64>,

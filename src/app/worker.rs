@@ -11,6 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::grounding::faithfulness::{self, Curve, CurveSettings};
 use crate::grounding::refine::{self, Outcome, Settings, Stage};
 use crate::grounding::region::TokenGrid;
 use crate::model::linear::{LoadProgress, Quantize};
@@ -37,6 +38,9 @@ pub struct Ask {
     pub look_here: Option<Vec<usize>>,
     /// Qwen-VL: (min_pixels, max_pixels) for this image, replacing the checkpoint's.
     pub pixel_limits: Option<(u64, u64)>,
+    /// Also measure the faithfulness curve of the triage map (masked layers, 5% steps, 5
+    /// random orders).
+    pub faithfulness: bool,
 }
 
 /// Model facts the UI shows.
@@ -73,6 +77,7 @@ pub struct CaseResult {
     pub total_ms: f64,
     /// Words of the question the model's vocabulary lacks (read as `<unk>`).
     pub unknown_words: Vec<String>,
+    pub faithfulness: Option<Curve>,
 }
 
 /// What the worker reports.
@@ -284,6 +289,24 @@ fn run(
                 }
                 _ => None,
             };
+            let faithfulness = match (&outcome.triage, ask.faithfulness) {
+                (Some(triage), true) if !cancel.load(Ordering::SeqCst) => {
+                    emit(Event::Stage("faithfulness"));
+                    let settings = CurveSettings {
+                        layers: ask.settings.masked_layers.clone(),
+                        ..CurveSettings::default()
+                    };
+                    faithfulness::curve(
+                        current,
+                        &outcome.prompt,
+                        &triage.score_map,
+                        "triage_map",
+                        &settings,
+                    )
+                    .ok()
+                }
+                _ => None,
+            };
             let (rows, cols) = current.grid;
             let mapping = current.mapping;
             emit(Event::Finished(Box::new(CaseResult {
@@ -300,6 +323,7 @@ fn run(
                 reused_session: reused,
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
                 unknown_words: current.model.unknown_words(&ask.question),
+                faithfulness,
             })));
         }
     }

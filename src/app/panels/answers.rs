@@ -77,6 +77,53 @@ pub fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     if let Some(view) = answer_tokens_ui(app, ui) {
         app.answer_view = view;
     }
+    faithfulness_ui(app, ui);
+}
+
+/// The faithfulness curve of the last answer, when it was asked for: the first answer token's
+/// probability as image tokens are knocked out in the triage map's order, and in random orders
+/// (mean, and the band from the lowest to the highest draw).
+fn faithfulness_ui(app: &FoveaApp, ui: &mut egui::Ui) {
+    use egui_plot::{Line, Plot, PlotPoints};
+    let Some(curve) = app.result.as_ref().and_then(|r| r.faithfulness.as_ref()) else {
+        return;
+    };
+    ui.label(format!(
+        "faithfulness: AUC {:.3} in the triage map's order, {:.3} in random orders (layers {:?})",
+        curve.auc, curve.random_auc, curve.layers
+    ));
+    let points = |values: &[f64]| -> PlotPoints {
+        curve
+            .fractions
+            .iter()
+            .zip(values)
+            .map(|(&x, &y)| [x, y])
+            .collect()
+    };
+    let low: Vec<f64> = curve.random_band.iter().map(|b| b[0]).collect();
+    let high: Vec<f64> = curve.random_band.iter().map(|b| b[1]).collect();
+    Plot::new("faithfulness")
+        .height(150.0)
+        .x_axis_label("fraction knocked out")
+        .y_axis_label("probability")
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .legend(egui_plot::Legend::default().position(egui_plot::Corner::LeftBottom))
+        .show(ui, |plot_ui| {
+            let band = Color32::from_rgba_unmultiplied(150, 150, 150, 120);
+            plot_ui.line(Line::new("random (lowest)", points(&low)).color(band));
+            plot_ui.line(Line::new("random (highest)", points(&high)).color(band));
+            plot_ui.line(
+                Line::new("random (mean)", points(&curve.random_mean))
+                    .color(Color32::from_rgb(220, 50, 47)),
+            );
+            plot_ui.line(
+                Line::new("triage map order", points(&curve.prob))
+                    .color(Color32::from_rgb(0, 220, 255))
+                    .width(2.0),
+            );
+        });
 }
 
 /// The answers as clickable tokens (original and VGRefine, tokens that differ between them in

@@ -304,6 +304,10 @@ fn question_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         ui.checkbox(&mut app.stop_at_eos, "stop at end of answer")
             .on_hover_text("Off: always generate the given number of tokens");
     });
+    ui.checkbox(&mut app.faithfulness, "faithfulness curve").on_hover_text(
+        "With each answer, knock out image tokens in the triage map's order (and in random orders) \
+         and follow the first answer token's probability",
+    );
     image_tokens_ui(app, ui);
     let family_questions: &[&str] = match app
         .image
