@@ -652,6 +652,25 @@ fn answer_tokens_are_clickable_and_show_their_maps() {
         difference > 1e-3,
         "token 0 and 6 maps differ by {difference}"
     );
+    // The faithfulness of another map on the same question: head 1:2, every layer.
+    {
+        let app = harness.state_mut();
+        app.layer = OverlayLayer::Head { layer: 1, head: 2 };
+        app.faithfulness_all_layers = true;
+    }
+    harness
+        .get_by_label("Faithfulness of the shown map")
+        .click();
+    run_until(&mut harness, "the curve of head 1:2", |app| {
+        app.result
+            .as_ref()
+            .and_then(|r| r.faithfulness.as_ref())
+            .is_some_and(|c| c.order == "head 1:2")
+    });
+    let result = harness.state().result.as_ref().unwrap();
+    let curve = result.faithfulness.as_ref().unwrap();
+    assert_eq!(curve.layers, vec![0, 1, 2, 3]);
+    assert!((curve.prob[0] - plain).abs() < 1e-9);
     // Two answers, each with its "whole answer" view; click the original's.
     harness
         .get_all_by_label("whole answer")

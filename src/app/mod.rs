@@ -113,6 +113,7 @@ impl FoveaApp {
             max_new_tokens: 8,
             stop_at_eos: true,
             faithfulness: false,
+            faithfulness_all_layers: false,
             answer_view: AnswerView::Question,
             max_pixels: None,
             show_phi: false,
@@ -258,6 +259,41 @@ impl FoveaApp {
         }
     }
 
+    /// The faithfulness curve of the shown map (or the triage map when none is shown) on the
+    /// last question, in the masked layers or every layer.
+    fn ask_faithfulness(&mut self) {
+        let Some(result) = &self.result else {
+            self.status = "ask a question first".into();
+            return;
+        };
+        let layer = match self.layer {
+            OverlayLayer::None | OverlayLayer::KnockedOut => OverlayLayer::Triage,
+            other => other,
+        };
+        let Some(map) = panels::heads::layer_values(self, layer) else {
+            self.status = "no map to order the tokens by".into();
+            return;
+        };
+        let layers = if self.faithfulness_all_layers {
+            (0..self.model.as_ref().map_or(0, |m| m.layers)).collect()
+        } else {
+            result.settings.masked_layers.clone()
+        };
+        let request = Request::Faithfulness(Box::new(worker::FaithfulnessAsk {
+            prompt: result.outcome.prompt.clone(),
+            map,
+            order: layer.label(),
+            layers,
+        }));
+        if self.worker.send(request) {
+            self.stage = Some("queued");
+            self.stage_started = Some(Instant::now());
+            self.status.clear();
+        } else {
+            self.status = "the model is busy".into();
+        }
+    }
+
     fn apply(&mut self, command: Command) {
         match command {
             Command::Open(path) => self.open(&path),
@@ -267,6 +303,7 @@ impl FoveaApp {
                 }
             }
             Command::Ask => self.ask(false),
+            Command::Faithfulness => self.ask_faithfulness(),
             Command::LookHere => self.ask(true),
             Command::Cancel => {
                 self.worker.cancel();
@@ -375,6 +412,13 @@ impl FoveaApp {
                     self.result = Some(*result);
                     self.answer_view = AnswerView::Question;
                     self.mark_dirty();
+                }
+                Event::Faithfulness(curve) => {
+                    self.stage = None;
+                    self.worker.busy = false;
+                    if let Some(result) = &mut self.result {
+                        result.faithfulness = Some(*curve);
+                    }
                 }
                 Event::Failed(message) => {
                     self.stage = None;

@@ -140,6 +140,8 @@ pub enum Command {
     LoadModel(PathBuf),
     /// Reload the current model at this precision.
     SetQuantize(Quantize),
+    /// Measure the faithfulness curve of the shown map on the last question.
+    Faithfulness,
 }
 
 /// A model load in progress.
@@ -195,8 +197,10 @@ pub struct FoveaApp {
     /// Answer tokens to generate, and whether to stop at the end-of-answer token.
     pub max_new_tokens: usize,
     pub stop_at_eos: bool,
-    /// Measure the faithfulness curve with each answer.
+    /// Measure the faithfulness curve (triage map order) with each answer.
     pub faithfulness: bool,
+    /// Faithfulness curves knock out in every layer (else the masked layers).
+    pub faithfulness_all_layers: bool,
     pub answer_view: AnswerView,
     /// Qwen-VL: the user's max_pixels (None: the checkpoint's).
     pub max_pixels: Option<u64>,

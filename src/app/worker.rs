@@ -25,6 +25,17 @@ pub enum Request {
         quantize: Quantize,
     },
     Ask(Box<Ask>),
+    /// The faithfulness curve of a map on the last asked image and prompt.
+    Faithfulness(Box<FaithfulnessAsk>),
+}
+
+/// Knock out the last question's image tokens in the order of `map` (most attended first).
+pub struct FaithfulnessAsk {
+    pub prompt: crate::model::TokenisedPrompt,
+    pub map: Vec<f32>,
+    /// What the map is (the shown overlay's label).
+    pub order: String,
+    pub layers: Vec<usize>,
 }
 
 /// One question about one image.
@@ -95,6 +106,8 @@ pub enum Event {
     /// The stage about to run (`vision` first when the image is new).
     Stage(&'static str),
     Finished(Box<CaseResult>),
+    /// A faithfulness curve asked for after the answer.
+    Faithfulness(Box<Curve>),
     Failed(String),
 }
 
@@ -234,6 +247,28 @@ fn run(
                     break;
                 }
                 Request::Ask(ask) => ask,
+                Request::Faithfulness(wanted) => {
+                    let Some((_, current)) = session.as_mut() else {
+                        emit(Event::Failed("ask a question first".into()));
+                        continue;
+                    };
+                    emit(Event::Stage("faithfulness"));
+                    let settings = CurveSettings {
+                        layers: wanted.layers.clone(),
+                        ..CurveSettings::default()
+                    };
+                    match faithfulness::curve(
+                        current,
+                        &wanted.prompt,
+                        &wanted.map,
+                        &wanted.order,
+                        &settings,
+                    ) {
+                        Ok(curve) => emit(Event::Faithfulness(Box::new(curve))),
+                        Err(err) => emit(Event::Failed(format!("{err:#}"))),
+                    }
+                    continue;
+                }
             };
             let started = Instant::now();
             let key = format!("{} {:?}", ask.image_key, ask.pixel_limits);

@@ -83,14 +83,31 @@ pub fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
 /// The faithfulness curve of the last answer, when it was asked for: the first answer token's
 /// probability as image tokens are knocked out in the triage map's order, and in random orders
 /// (mean, and the band from the lowest to the highest draw).
-fn faithfulness_ui(app: &FoveaApp, ui: &mut egui::Ui) {
+fn faithfulness_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     use egui_plot::{Line, Plot, PlotPoints};
+    ui.horizontal(|ui| {
+        let ready = app.result.is_some() && !app.worker.busy;
+        if ui
+            .add_enabled(ready, egui::Button::new("Faithfulness of the shown map"))
+            .on_hover_text(
+                "Knock out image tokens most-attended first in the shown map's order (and in random \
+                 orders), and follow the first answer token's probability",
+            )
+            .clicked()
+        {
+            app.commands.push(crate::app::state::Command::Faithfulness);
+        }
+        ui.checkbox(&mut app.faithfulness_all_layers, "all layers");
+    });
     let Some(curve) = app.result.as_ref().and_then(|r| r.faithfulness.as_ref()) else {
         return;
     };
     ui.label(format!(
-        "faithfulness: AUC {:.3} in the triage map's order, {:.3} in random orders (layers {:?})",
-        curve.auc, curve.random_auc, curve.layers
+        "faithfulness: AUC {:.3} in the {} order, {:.3} in random orders (layers {:?})",
+        curve.auc,
+        curve.order.replace('_', " "),
+        curve.random_auc,
+        curve.layers
     ));
     let points = |values: &[f64]| -> PlotPoints {
         curve
@@ -119,7 +136,7 @@ fn faithfulness_ui(app: &FoveaApp, ui: &mut egui::Ui) {
                     .color(Color32::from_rgb(220, 50, 47)),
             );
             plot_ui.line(
-                Line::new("triage map order", points(&curve.prob))
+                Line::new("map order", points(&curve.prob))
                     .color(Color32::from_rgb(0, 220, 255))
                     .width(2.0),
             );
