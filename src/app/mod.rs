@@ -250,6 +250,11 @@ impl FoveaApp {
                 .map(|(min, max)| (min, self.max_pixels.unwrap_or(max))),
             faithfulness: self.faithfulness,
         }));
+        self.send_work(request);
+    }
+
+    /// Queue work for the inference thread (the status says when it is busy).
+    fn send_work(&mut self, request: Request) {
         if self.worker.send(request) {
             self.stage = Some("queued");
             self.stage_started = Some(Instant::now());
@@ -285,13 +290,7 @@ impl FoveaApp {
             order: layer.label(),
             layers,
         }));
-        if self.worker.send(request) {
-            self.stage = Some("queued");
-            self.stage_started = Some(Instant::now());
-            self.status.clear();
-        } else {
-            self.status = "the model is busy".into();
-        }
+        self.send_work(request);
     }
 
     fn apply(&mut self, command: Command) {
