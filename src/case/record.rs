@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::grounding::faithfulness;
 use crate::grounding::metrics::{self, Metrics};
 use crate::grounding::refine::{Outcome, Query, Settings};
 use crate::grounding::split_heads;
@@ -62,10 +63,12 @@ pub fn case_record(parts: CaseParts) -> Value {
         record["first_token_logits"] = json!(outcome.original.first_token_logits);
         record["refined"]["first_token_logits"] = json!(outcome.refined.first_token_logits);
     }
-    record["first_token_probability"] =
-        json!(top_probability(&outcome.original.first_token_logits));
-    record["refined"]["first_token_probability"] =
-        json!(top_probability(&outcome.refined.first_token_logits));
+    record["first_token_probability"] = json!(faithfulness::top_probability(
+        &outcome.original.first_token_logits
+    ));
+    record["refined"]["first_token_probability"] = json!(faithfulness::top_probability(
+        &outcome.refined.first_token_logits
+    ));
     record["triage"] = match &outcome.triage {
         Some(triage) => json!({
             "heads": settings.heads.iter().map(|&(l, h)| [l, h]).collect::<Vec<_>>(),
@@ -104,12 +107,6 @@ fn tokens_record(answer: &Answer, heads: usize) -> Vec<Value> {
             json!({"token": text, "id": id, "question": split_heads(maps, heads)})
         })
         .collect()
-}
-
-fn top_probability(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let total: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    1.0 / total
 }
 
 /// Per-layer, per-head and triage-map metrics against the region tokens.

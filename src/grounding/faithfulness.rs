@@ -105,6 +105,14 @@ pub fn probability(logits: &[f32], token: usize) -> f64 {
     (logits[token] as f64 - max).exp() / total
 }
 
+/// Softmax probability of the most probable token (the greedy answer's).
+pub fn top_probability(logits: &[f32]) -> f64 {
+    if logits.is_empty() {
+        return f64::NAN;
+    }
+    probability(logits, crate::model::decoder::argmax(logits))
+}
+
 /// The probability of `token` as the first answer token with the first `count` tokens of
 /// `order` knocked out of `layers`.
 fn probability_with(

@@ -5,11 +5,6 @@ use egui::{Color32, RichText};
 
 use crate::app::state::{AnswerView, FoveaApp};
 
-fn probability(logits: &[f32]) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    1.0 / logits.iter().map(|v| (v - max).exp()).sum::<f32>()
-}
-
 pub fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     ui.heading("Answers");
     let Some(result) = &app.result else {
@@ -34,7 +29,11 @@ pub fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             let row = |ui: &mut egui::Ui, name: &str, text: &str, logits: &[f32]| {
                 ui.label(name);
                 ui.label(
-                    RichText::new(format!("{text}   (p = {:.2})", probability(logits))).strong(),
+                    RichText::new(format!(
+                        "{text}   (p = {:.2})",
+                        crate::grounding::faithfulness::top_probability(logits)
+                    ))
+                    .strong(),
                 );
                 ui.end_row();
             };

@@ -1,6 +1,8 @@
 //! Head explorer: a layer x head heatmap of attention mass on the image (or of attention ratio
 //! against the drawn regions), a per-layer curve, the triage heads, and the head list to re-run.
 
+use std::borrow::Cow;
+
 use egui::Color32;
 use egui_plot::{Heatmap, Line, Plot, PlotPoint, PlotPoints};
 
@@ -10,7 +12,7 @@ use crate::grounding::{mean_map, split_heads, LayerHeadMaps, RelativeMaps};
 
 /// The question-side maps the views read (`[l][h][i]`): the first answer token's query (the
 /// question), one answer token's, or the mean over an answer's tokens.
-pub fn viewed_maps(app: &FoveaApp) -> Option<LayerHeadMaps> {
+pub fn viewed_maps(app: &FoveaApp) -> Option<Cow<'_, LayerHeadMaps>> {
     let outcome = &app.result.as_ref()?.outcome;
     let heads = outcome.question_maps.first().map_or(1, Vec::len);
     let answer = |refined: bool| {
@@ -21,10 +23,10 @@ pub fn viewed_maps(app: &FoveaApp) -> Option<LayerHeadMaps> {
         }
     };
     Some(match app.answer_view {
-        AnswerView::Question => outcome.question_maps.clone(),
+        AnswerView::Question => Cow::Borrowed(&outcome.question_maps),
         AnswerView::Token { refined, index } => {
             let tokens = &answer(refined).token_attention;
-            split_heads(tokens.get(index).or(tokens.last())?, heads)
+            Cow::Owned(split_heads(tokens.get(index).or(tokens.last())?, heads))
         }
         AnswerView::Whole { refined } => {
             let tokens = &answer(refined).token_attention;
@@ -32,7 +34,7 @@ pub fn viewed_maps(app: &FoveaApp) -> Option<LayerHeadMaps> {
             let mean: Vec<Vec<f32>> = (0..first.len())
                 .map(|l| mean_map(tokens.iter().map(|t| &t[l])))
                 .collect();
-            split_heads(&mean, heads)
+            Cow::Owned(split_heads(&mean, heads))
         }
     })
 }
@@ -100,7 +102,7 @@ pub fn head_explorer_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     };
     let outcome = &result.outcome;
     // The explorer follows the answer token chosen in the Answers panel.
-    let question_maps = viewed_maps(app).unwrap_or_else(|| outcome.question_maps.clone());
+    let question_maps = viewed_maps(app).unwrap_or(Cow::Borrowed(&outcome.question_maps));
     let layers = question_maps.len();
     let heads = question_maps.first().map(|l| l.len()).unwrap_or(0);
     let region = app.region_tokens().filter(|t| !t.is_empty());
