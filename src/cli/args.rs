@@ -216,6 +216,11 @@ pub struct PhantomArgs {
     /// Probability of a distractor (marker letter, wire, border label)
     #[arg(long, default_value_t = 0.3)]
     pub distractors: f64,
+    /// Probability that a one-lesion case gets a side marker naming the side opposite its lesion
+    /// (a conflict case: the marker contradicts the finding; rows get "conflict": true and the
+    /// marker's box in distractor_bboxes)
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub conflict: f64,
     /// Only this family: chest-xray or head-mr
     #[arg(long, value_enum)]
     pub family: Option<FamilyArg>,

@@ -403,8 +403,11 @@ fn inspect(args: &InspectArgs) -> Result<()> {
 
 fn phantom(args: &PhantomArgs) -> Result<()> {
     use crate::demo::{Family, Recipe};
-    if !(0.0..=1.0).contains(&args.difficulty) || !(0.0..=1.0).contains(&args.distractors) {
-        bail!("--difficulty and --distractors must be within 0..1");
+    if [args.difficulty, args.distractors, args.conflict]
+        .iter()
+        .any(|p| !(0.0..=1.0).contains(p))
+    {
+        bail!("--difficulty, --distractors and --conflict must be within 0..1");
     }
     if !(64..=2048).contains(&args.size) {
         bail!("--size must be within 64..2048 px, got {}", args.size);
@@ -420,6 +423,7 @@ fn phantom(args: &PhantomArgs) -> Result<()> {
         }),
         distractor_probability: args.distractors,
         difficulty: args.difficulty,
+        conflict_probability: args.conflict,
         ..Recipe::default()
     };
     let rows =

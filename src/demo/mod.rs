@@ -24,6 +24,12 @@ pub struct VgmedRow {
     pub family: Family,
     pub seed: u64,
     pub distractor: Option<phantom::Distractor>,
+    /// Boxes of the case's distractors (xyxy px), when it has any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distractor_bboxes: Vec<[f64; 4]>,
+    /// The case's side marker contradicts its lesion (`fovea phantom --conflict`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conflict: bool,
 }
 
 /// The rows of a case (one per question), with `image` as given.
@@ -40,6 +46,8 @@ pub fn rows(case: &Case, image: &str) -> Vec<VgmedRow> {
             family: case.family,
             seed: case.seed,
             distractor: case.distractors.first().copied(),
+            distractor_bboxes: case.distractor_boxes.clone(),
+            conflict: case.conflict,
         })
         .collect()
 }

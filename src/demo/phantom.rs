@@ -139,6 +139,10 @@ pub struct Case {
     pub image: GrayImage,
     pub lesions: Vec<Lesion>,
     pub distractors: Vec<Distractor>,
+    /// Where each distractor was drawn (xyxy px), in the order of `distractors`.
+    pub distractor_boxes: Vec<[f64; 4]>,
+    /// A side marker was added that names the side opposite the lesion (`Recipe::conflict`).
+    pub conflict: bool,
 }
 
 /// What to draw; `Default` gives the mixed distribution used for training and evaluation.
@@ -151,6 +155,10 @@ pub struct Recipe {
     pub distractor_probability: f64,
     /// 0 = easiest (large, bright, no noise) .. 1 = full difficulty (curriculum).
     pub difficulty: f64,
+    /// Probability that a one-lesion case also gets a side marker ("L"/"R" in the upper corner)
+    /// naming the side opposite the lesion, on that side: the marker contradicts the finding. The
+    /// rest of the case is drawn exactly as without it (its own random stream).
+    pub conflict_probability: f64,
 }
 
 impl Default for Recipe {
@@ -161,6 +169,7 @@ impl Default for Recipe {
             lesion_count_weights: [0.3, 0.55, 0.15],
             distractor_probability: 0.3,
             difficulty: 1.0,
+            conflict_probability: 0.0,
         }
     }
 }
@@ -393,14 +402,31 @@ pub fn generate(seed: u64, recipe: &Recipe) -> Case {
         });
     }
     let mut distractors = Vec::new();
+    let mut distractor_boxes = Vec::new();
     if rng.chance(recipe.distractor_probability) {
         let distractor = [
             Distractor::MarkerLetter,
             Distractor::Wire,
             Distractor::BorderLabel,
         ][rng.below(3)];
-        draw_distractor(&mut canvas, &mut rng, distractor, size);
+        distractor_boxes.push(draw_distractor(&mut canvas, &mut rng, distractor, size));
         distractors.push(distractor);
+    }
+    // The conflict draws from a stream of its own, so every other pixel stays as it was.
+    let mut conflict_rng = Rng::new(seed ^ 0x00C0_FF1C_7000_0001);
+    let conflict =
+        matches!(lesions.as_slice(), [_]) && conflict_rng.chance(recipe.conflict_probability);
+    if conflict {
+        // Patient right is image left: a marker for side S sits in S's upper corner.
+        let opposite = lesions[0].side.other();
+        let left_corner = opposite == Side::Right;
+        distractor_boxes.push(draw_marker(
+            &mut canvas,
+            size,
+            left_corner,
+            opposite == Side::Left,
+        ));
+        distractors.push(Distractor::MarkerLetter);
     }
     canvas.noise(&mut rng, 2.0 + 6.0 * hard);
     Case {
@@ -409,37 +435,53 @@ pub fn generate(seed: u64, recipe: &Recipe) -> Case {
         image: canvas.into_image(),
         lesions,
         distractors,
+        distractor_boxes,
+        conflict,
     }
 }
 
-fn draw_distractor(canvas: &mut Canvas, rng: &mut Rng, distractor: Distractor, size: f64) {
+/// A block side-marker letter ("L" or "R") in the upper left or right corner, as
+/// radiographers place them; returns its box.
+fn draw_marker(canvas: &mut Canvas, size: f64, left_corner: bool, letter_l: bool) -> [f64; 4] {
+    let (x, y) = (
+        if left_corner {
+            size * 0.05
+        } else {
+            size * 0.83
+        },
+        size * 0.05,
+    );
+    let (w, h, stroke) = (size * 0.1, size * 0.13, size * 0.025);
+    canvas.rect(x, y, x + stroke, y + h, 250.0);
+    if letter_l {
+        canvas.rect(x, y + h - stroke, x + w, y + h, 250.0);
+    } else {
+        canvas.rect(x, y, x + w, y + stroke, 250.0); // R: bowl and leg
+        canvas.rect(x + w - stroke, y, x + w, y + h / 2.0, 250.0);
+        canvas.rect(
+            x,
+            y + h / 2.0 - stroke / 2.0,
+            x + w,
+            y + h / 2.0 + stroke / 2.0,
+            250.0,
+        );
+        canvas.line(&[(x + w / 2.0, y + h / 2.0), (x + w, y + h)], stroke, 250.0);
+    }
+    [x, y, x + w, y + h]
+}
+
+/// Draw `distractor` where `rng` says; returns its box (xyxy px).
+fn draw_distractor(
+    canvas: &mut Canvas,
+    rng: &mut Rng,
+    distractor: Distractor,
+    size: f64,
+) -> [f64; 4] {
     match distractor {
         Distractor::MarkerLetter => {
-            // A block "L" or "R" in an upper corner, as radiographers place side markers.
-            let (x, y) = (
-                if rng.chance(0.5) {
-                    size * 0.05
-                } else {
-                    size * 0.83
-                },
-                size * 0.05,
-            );
-            let (w, h, stroke) = (size * 0.1, size * 0.13, size * 0.025);
-            canvas.rect(x, y, x + stroke, y + h, 250.0);
-            if rng.chance(0.5) {
-                canvas.rect(x, y + h - stroke, x + w, y + h, 250.0); // L
-            } else {
-                canvas.rect(x, y, x + w, y + stroke, 250.0); // R: bowl and leg
-                canvas.rect(x + w - stroke, y, x + w, y + h / 2.0, 250.0);
-                canvas.rect(
-                    x,
-                    y + h / 2.0 - stroke / 2.0,
-                    x + w,
-                    y + h / 2.0 + stroke / 2.0,
-                    250.0,
-                );
-                canvas.line(&[(x + w / 2.0, y + h / 2.0), (x + w, y + h)], stroke, 250.0);
-            }
+            let left_corner = rng.chance(0.5);
+            let letter_l = rng.chance(0.5);
+            draw_marker(canvas, size, left_corner, letter_l)
         }
         Distractor::Wire => {
             let start = (rng.range(0.1, 0.9) * size, 0.0);
@@ -452,6 +494,15 @@ fn draw_distractor(canvas: &mut Canvas, rng: &mut Rng, distractor: Distractor, s
             canvas.line(&points, 2.0, 245.0);
             let (last_x, last_y) = points[points.len() - 1];
             canvas.ellipse(last_x, last_y, size * 0.03, size * 0.02, 200.0, 1.0);
+            let (xs, ys): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+            let fold =
+                |v: &[f64], f: fn(f64, f64) -> f64, init: f64| v.iter().copied().fold(init, f);
+            [
+                fold(&xs, f64::min, f64::INFINITY).min(last_x - size * 0.03) - 1.0,
+                fold(&ys, f64::min, f64::INFINITY) - 1.0,
+                fold(&xs, f64::max, f64::NEG_INFINITY).max(last_x + size * 0.03) + 1.0,
+                last_y + size * 0.02 + 1.0,
+            ]
         }
         Distractor::BorderLabel => {
             let y = if rng.chance(0.5) { 0.0 } else { size * 0.9 };
@@ -466,6 +517,7 @@ fn draw_distractor(canvas: &mut Canvas, rng: &mut Rng, distractor: Distractor, s
                 let x = size * (0.08 + 0.06 * k as f64);
                 canvas.rect(x, y + size * 0.035, x + size * 0.03, y + size * 0.065, 40.0);
             }
+            [size * 0.05, y + size * 0.02, size * 0.45, y + size * 0.08]
         }
     }
 }
@@ -544,6 +596,46 @@ impl Case {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A conflict case is the same case with one more marker, naming the side opposite its one
+    /// lesion, in that side's upper corner (patient right = image left); no other case changes.
+    #[test]
+    fn conflict_markers_contradict_the_lesion_and_change_nothing_else() {
+        let plain = Recipe::default();
+        let conflicting = Recipe {
+            conflict_probability: 1.0,
+            ..Recipe::default()
+        };
+        let mut conflicts = 0;
+        for seed in 0..80 {
+            let a = generate(seed, &plain);
+            let b = generate(seed, &conflicting);
+            assert_eq!(a.lesions, b.lesions, "seed {seed}");
+            assert!(!a.conflict);
+            if a.lesions.len() != 1 {
+                assert!(!b.conflict);
+                assert_eq!(a.image, b.image, "seed {seed}");
+                continue;
+            }
+            conflicts += 1;
+            assert!(b.conflict);
+            assert_eq!(b.distractors.len(), a.distractors.len() + 1);
+            assert_eq!(b.distractors.last(), Some(&Distractor::MarkerLetter));
+            let marker = *b.distractor_boxes.last().unwrap();
+            let opposite = b.lesions[0].side.other();
+            let centre_x = (marker[0] + marker[2]) / 2.0;
+            let half = plain.size_px as f64 / 2.0;
+            assert_eq!(centre_x < half, opposite == Side::Right, "seed {seed}");
+            // The marker is drawn: its stroke along the left edge is bright in b, not in a.
+            let (x, y) = (
+                (marker[0] + 1.0) as u32,
+                ((marker[1] + marker[3]) / 2.0) as u32,
+            );
+            assert!(b.image.get_pixel(x, y)[0] > 200, "seed {seed}");
+            assert!(b.image.get_pixel(x, y)[0] > a.image.get_pixel(x, y)[0]);
+        }
+        assert!(conflicts >= 20, "{conflicts} one-lesion cases");
+    }
 
     #[test]
     fn same_seed_same_case() {
