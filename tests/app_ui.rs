@@ -716,6 +716,52 @@ fn answer_tokens_are_clickable_and_show_their_maps() {
     harness.snapshot_options("answer_tokens_demo", &options);
 }
 
+/// A case that names its model: clicking it in the case list loads that model (replacing the one
+/// loaded), opens the image and asks its question; the list shows its kind and model.
+#[test]
+fn a_case_loads_its_model_and_asks() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::copy(
+        root.join("tests/fixtures/qwen_vl/test_image.png"),
+        cases.join("case.png"),
+    )
+    .unwrap();
+    let gemma = root.join("tests/fixtures/gemma3/gemma3-hub");
+    let row = serde_json::json!({
+        "image": "case.png",
+        "question": "what abnormality is seen in the left lung ?",
+        "answer": "edema",
+        "original_bboxes": [],
+        "model": gemma,
+        "kind": "teaching test",
+    });
+    std::fs::write(cases.join("cases.jsonl"), format!("{row}\n")).unwrap();
+    let mut harness = harness(dir.path(), Arc::new(Mutex::new(Vec::new())));
+    run_until(&mut harness, "the first model", |app| app.model.is_some());
+    {
+        let app = harness.state_mut();
+        app.cases = fovea::demo::load_demo_cases(&cases.join("cases.jsonl"));
+        app.heads_text = "1:0,3:1".into();
+        app.masked_text = "1".into();
+    }
+    harness.step();
+    harness
+        .get_by_label("case.png - teaching test (gemma3-hub)")
+        .click();
+    run_until(&mut harness, "the case's answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+    let app = harness.state();
+    assert_eq!(app.model.as_ref().unwrap().arch, "gemma3");
+    assert_eq!(
+        app.result.as_ref().unwrap().question,
+        "what abnormality is seen in the left lung ?"
+    );
+}
+
 /// Writes the README's screenshots (screenshots/*.png) from the real app with the bundled demo
 /// model on a bundled case: `cargo test --test app_ui -- --ignored write_screenshots`.
 #[test]

@@ -253,6 +253,28 @@ impl FoveaApp {
         self.send_work(request);
     }
 
+    /// Open demo case `index`: load the model it is for if another one is loaded (the question
+    /// is asked once it has loaded), open its image and ask its question.
+    fn open_case(&mut self, index: usize) {
+        let Some(case) = self.cases.get(index).cloned() else {
+            return;
+        };
+        self.open(&case.path);
+        let current = self
+            .loading
+            .as_ref()
+            .map(|l| &l.dir)
+            .or(self.model.as_ref().map(|m| &m.dir));
+        match case.model {
+            Some(dir) if current != Some(&dir) => {
+                self.load_model(dir);
+                self.ask_when_ready = true;
+            }
+            _ if self.model.is_some() => self.commands.push(Command::Ask),
+            _ => self.ask_when_ready = true,
+        }
+    }
+
     /// Queue work for the inference thread (the status says when it is busy).
     fn send_work(&mut self, request: Request) {
         if self.worker.send(request) {
@@ -303,6 +325,7 @@ impl FoveaApp {
             }
             Command::Ask => self.ask(false),
             Command::Faithfulness => self.ask_faithfulness(),
+            Command::OpenCase(index) => self.open_case(index),
             Command::LookHere => self.ask(true),
             Command::Cancel => {
                 self.worker.cancel();

@@ -142,6 +142,9 @@ pub enum Command {
     SetQuantize(Quantize),
     /// Measure the faithfulness curve of the shown map on the last question.
     Faithfulness,
+    /// Open demo case `i`: its model (when it names one and another is loaded), its image, and
+    /// ask its question.
+    OpenCase(usize),
 }
 
 /// A model load in progress.

@@ -35,6 +35,10 @@ pub struct DemoCase {
     pub question: String,
     pub answer: String,
     pub boxes: Vec<[f64; 4]>,
+    /// The model the case is for (`"model"`: a folder under assets/, or a path); `None`: any.
+    pub model: Option<PathBuf>,
+    /// What the case teaches (`"kind"`, e.g. "misled by marker").
+    pub kind: Option<String>,
 }
 
 /// Demo cases listed in a VGMED JSONL file (image paths relative to it).
@@ -43,6 +47,8 @@ pub fn load_demo_cases(file: &Path) -> Vec<DemoCase> {
         return Vec::new();
     };
     let dir = file.parent().unwrap_or(Path::new("."));
+    // Model folders are named relative to the assets folder (the cases file's parent's parent).
+    let assets = dir.parent().unwrap_or(dir);
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter_map(|row| {
@@ -58,6 +64,11 @@ pub fn load_demo_cases(file: &Path) -> Vec<DemoCase> {
                     row.get("original_bboxes").cloned().unwrap_or_default(),
                 )
                 .unwrap_or_default(),
+                model: row
+                    .get("model")
+                    .and_then(|m| m.as_str())
+                    .map(|m| assets.join(m)),
+                kind: row.get("kind").and_then(|k| k.as_str()).map(str::to_string),
             })
         })
         .collect()

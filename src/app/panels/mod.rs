@@ -204,20 +204,34 @@ fn cases_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         ui.label("No demo cases found.");
     }
     let current = app.image.as_ref().map(|i| i.study.path.clone());
-    for case in app.cases.clone() {
-        let name = case
-            .path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("?")
-            .to_string();
+    for (index, case) in app.cases.clone().into_iter().enumerate() {
+        let file = |p: &std::path::Path| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let mut name = file(&case.path);
+        if let Some(kind) = &case.kind {
+            name.push_str(&format!(" - {kind}"));
+        }
+        if let Some(model) = &case.model {
+            name.push_str(&format!(" ({})", file(model)));
+        }
         let selected = current.as_ref() == Some(&case.path);
         if ui
             .selectable_label(selected, &name)
-            .on_hover_text(&case.question)
+            .on_hover_text(format!(
+                "{}{}",
+                case.question,
+                match &case.model {
+                    Some(model) => format!("\nfor the model in {}", model.display()),
+                    None => String::new(),
+                }
+            ))
             .clicked()
         {
-            app.commands.push(Command::Open(case.path.clone()));
+            app.commands.push(Command::OpenCase(index));
         }
     }
 }
