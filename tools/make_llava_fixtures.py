@@ -774,6 +774,14 @@ def file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def write_manifest(out: Path, skip=lambda path: False) -> dict:
+    """Write out/MANIFEST.sha256 (sha256 of every other file below `out`); returns it."""
+    manifest = {str(p.relative_to(out)): file_sha(p) for p in sorted(out.rglob("*"))
+                if p.is_file() and p.name != "MANIFEST.sha256" and not skip(p)}
+    (out / "MANIFEST.sha256").write_text("".join(f"{h}  {f}\n" for f, h in manifest.items()))
+    return manifest
+
+
 def versions() -> dict:
     return {
         "python": platform.python_version(),
@@ -1066,9 +1074,7 @@ def main() -> None:
 
     # ---- manifest with hashes (determinism check); the *.vgrefine.json files belong to
     # make_vgrefine_fixtures.py and are not listed
-    manifest = {str(p.relative_to(OUT)): file_sha(p) for p in sorted(OUT.rglob("*")) if p.is_file()
-                and p.name != "MANIFEST.sha256" and not p.name.endswith(".vgrefine.json")}
-    (OUT / "MANIFEST.sha256").write_text("".join(f"{h}  {f}\n" for f, h in manifest.items()))
+    manifest = write_manifest(OUT, skip=lambda p: p.name.endswith(".vgrefine.json"))
     total = sum((OUT / f).stat().st_size for f in manifest)
     print(json.dumps(summary, indent=1))
     print(f"total bytes: {total}")

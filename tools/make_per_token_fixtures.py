@@ -428,9 +428,7 @@ def main() -> None:
                          "checks": checks}
         del model
 
-    manifest = {str(p.relative_to(OUT)): base.file_sha(p) for p in sorted(OUT.rglob("*"))
-                if p.is_file() and p.name != "MANIFEST.sha256"}
-    (OUT / "MANIFEST.sha256").write_text("".join(f"{h}  {f}\n" for f, h in manifest.items()))
+    manifest = base.write_manifest(OUT)
     print(json.dumps(summary, indent=1))
     print("total bytes:", sum((OUT / f).stat().st_size for f in manifest))
 

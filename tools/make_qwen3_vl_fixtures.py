@@ -325,9 +325,7 @@ def main() -> None:
         "versions": base.versions(),
     }
     base.write_json(OUT / f"{NAME}.expected.json", meta, compact_int_lists=True)
-    manifest = {str(p.relative_to(OUT)): base.file_sha(p) for p in sorted(OUT.rglob("*"))
-                if p.is_file() and p.name != "MANIFEST.sha256"}
-    (OUT / "MANIFEST.sha256").write_text("".join(f"{h}  {f}\n" for f, h in manifest.items()))
+    manifest = base.write_manifest(OUT)
     print(json.dumps({k: (list(v.shape), str(v.dtype)) for k, v in tensors.items()}, indent=1))
     print("layout:", layout, "min gap:", min_gap)
     print("total bytes:", sum((OUT / f).stat().st_size for f in manifest))
