@@ -389,6 +389,7 @@ fn overlay_snapshots() {
             region: fovea::grounding::region::Region::Box {
                 xyxy_px: [5.0, 5.0, 20.0, 20.0],
             },
+            role: fovea::app::RegionRole::Target,
         });
         app.session_dirty = None;
     }
@@ -518,6 +519,7 @@ fn box_region_then_snapshot(
         app.regions.push(fovea::app::NamedRegion {
             name: "lesion".into(),
             region: fovea::grounding::region::Region::Box { xyxy_px },
+            role: fovea::app::RegionRole::Target,
         });
         app.session_dirty = None;
     }
@@ -553,6 +555,7 @@ fn qwen3_vl_case_in_the_app() {
     harness.state_mut().regions.push(fovea::app::NamedRegion {
         name: "lesion".into(),
         region: fovea::grounding::region::Region::Box { xyxy_px },
+        role: fovea::app::RegionRole::Target,
     });
     // By hand: input = original x (288 / 800, 128 / 350); cells of 32 px; floor .. ceil.
     let (cols, rows, expected) =
@@ -762,6 +765,101 @@ fn a_case_loads_its_model_and_asks() {
     );
 }
 
+/// The app with the grounded demo model, after clicking the first bundled teaching case VGRefine
+/// fixes and waiting for its answer (the case names the distracted model).
+fn open_teaching_case(
+    out_dir: &std::path::Path,
+) -> (Harness<'static, FoveaApp>, fovea::demo::DemoCase) {
+    let mut harness = harness_with(
+        out_dir,
+        Arc::new(Mutex::new(Vec::new())),
+        fovea::demo::demo_model_dir(),
+    );
+    run_until(&mut harness, "the demo model", |app| app.model.is_some());
+    let cases = fovea::demo::load_demo_cases(&fovea::demo::demo_cases_file());
+    let index = cases
+        .iter()
+        .position(|c| {
+            c.kind
+                .as_deref()
+                .is_some_and(|k| k.starts_with("misled by marker"))
+        })
+        .expect("a bundled teaching case");
+    let case = cases[index].clone();
+    harness.state_mut().cases = cases;
+    harness
+        .state_mut()
+        .commands
+        .push(fovea::app::Command::OpenCase(index));
+    run_until(&mut harness, "the teaching case's answer", |app| {
+        app.result.is_some() && !app.worker.busy && app.loading.is_none()
+    });
+    (harness, case)
+}
+
+/// A bundled teaching case: clicking it loads the distracted demo model, opens the image with its
+/// lesion and distractor boxes as regions (the distractor left out of the metrics), turns on the
+/// before | after view and asks. The model answers wrong and VGRefine right, the triage heads'
+/// attention on the marker falls, and the Regions panel says so.
+#[test]
+fn a_teaching_case_shows_the_attention_leaving_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut harness, case) = open_teaching_case(dir.path());
+    for _ in 0..3 {
+        harness.step();
+    }
+    let app = harness.state();
+    assert_eq!(
+        app.model.as_ref().unwrap().dir,
+        *case.model.as_ref().unwrap()
+    );
+    assert!(
+        app.side_by_side,
+        "a case with a distractor opens in before | after"
+    );
+    let roles: Vec<_> = app
+        .regions
+        .iter()
+        .map(|r| (r.name.as_str(), r.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("lesion", fovea::app::RegionRole::Target),
+            ("distractor", fovea::app::RegionRole::Distractor)
+        ]
+    );
+    let result = app.result.as_ref().unwrap();
+    let word = |t: &str| t.split_whitespace().next().unwrap_or("").to_lowercase();
+    assert_ne!(word(&result.outcome.original.text), case.answer);
+    assert_eq!(word(&result.outcome.refined.text), case.answer);
+    // The triage heads' mean attention on the marker, before and after the knockout.
+    let marker = app.regions[1].region.tokens(&result.grid);
+    let mean = |maps: &fovea::grounding::LayerHeadMaps| {
+        let heads = &result.settings.heads;
+        let mut m = vec![0.0f32; maps[0][0].len()];
+        for &(l, h) in heads {
+            for (v, x) in m.iter_mut().zip(&maps[l][h]) {
+                *v += x / heads.len() as f32;
+            }
+        }
+        fovea::grounding::metrics::attention_ratio(&m, &marker)
+    };
+    let (before, after) = (
+        mean(&result.outcome.question_maps),
+        mean(&result.outcome.refined_maps),
+    );
+    assert!(
+        after < before,
+        "attention ratio on the marker {before:.2} before, {after:.2} after"
+    );
+    let shown = format!("attention ratio {before:.2} before, {after:.2} after knockout");
+    assert!(
+        harness.query_by_label_contains(&shown).is_some(),
+        "the Regions panel shows {shown:?}"
+    );
+}
+
 /// Writes the README's screenshots (screenshots/*.png) from the real app with the bundled demo
 /// model on a bundled case: `cargo test --test app_ui -- --ignored write_screenshots`.
 #[test]
@@ -802,6 +900,7 @@ fn write_screenshots() {
         harness.state_mut().regions.push(fovea::app::NamedRegion {
             name: format!("lesion {}", index + 1),
             region: fovea::grounding::region::Region::Box { xyxy_px },
+            role: fovea::app::RegionRole::Target,
         });
     }
     let views = [
@@ -829,4 +928,27 @@ fn write_screenshots() {
         let image = harness.render().unwrap();
         image.save(out.join(name)).unwrap();
     }
+}
+
+/// Writes the README's teaching screenshot (screenshots/teaching-before-after.png): a bundled
+/// teaching case with the distracted demo model, the masked layer's mean attention before and
+/// after VGRefine's knockout: `cargo test --test app_ui -- --ignored write_teaching_screenshot`.
+#[test]
+#[ignore = "writes screenshots/; run by hand when the UI changes"]
+fn write_teaching_screenshot() {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut harness, _) = open_teaching_case(dir.path());
+    harness.set_size(egui::Vec2::new(1500.0, 1120.0));
+    {
+        let app = harness.state_mut();
+        let layer = app.result.as_ref().unwrap().settings.masked_layers[0];
+        app.layer = OverlayLayer::LayerMean { layer };
+        app.persisted.relative_maps = false;
+    }
+    for _ in 0..4 {
+        harness.step();
+    }
+    let image = harness.render().unwrap();
+    image.save(out.join("teaching-before-after.png")).unwrap();
 }

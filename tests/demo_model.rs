@@ -3,6 +3,8 @@
 //! answer accuracy, and the best head's mean attention ratio on localization questions.
 //! Also the bundled cases: each answers correctly with no --model given.
 
+mod common;
+
 use candle_core::Device;
 use fovea::demo::{generate, Recipe};
 use fovea::grounding::refine::{self, Settings};
@@ -87,7 +89,13 @@ fn demo_model_meets_its_targets() {
 
 #[test]
 fn bundled_cases_answer_correctly_with_the_default_model() {
-    let cases = fovea::demo::load_demo_cases(&fovea::demo::demo_cases_file());
+    // The cases for the default model (the teaching cases of the distracted model are checked in
+    // tests/distracted_model.rs).
+    let default_model = fovea::demo::demo_model_dir();
+    let cases: Vec<_> = fovea::demo::load_demo_cases(&fovea::demo::demo_cases_file())
+        .into_iter()
+        .filter(|c| c.model.as_ref().is_none_or(|m| *m == default_model))
+        .collect();
     assert!(
         cases.len() >= 12,
         "a dozen demo cases are bundled, found {}",
@@ -103,21 +111,7 @@ fn bundled_cases_answer_correctly_with_the_default_model() {
     let mut correct = 0;
     for (index, case) in cases.iter().enumerate() {
         let json = dir.path().join(format!("case{index}.json"));
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fovea"))
-            .args(["inspect", "--image"])
-            .arg(&case.path)
-            .args(["--question", &case.question, "--json"])
-            .arg(&json)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}: {}",
-            case.path.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let record = common::inspect_case(None, case, &json);
         let answer = answer_word(record["answer"].as_str().unwrap_or(""));
         correct += usize::from(answer == case.answer.to_lowercase());
     }

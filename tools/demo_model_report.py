@@ -102,18 +102,24 @@ class Runner:
         return logits.numpy(), ok, pred.numpy(), A_q
 
 
-def collect(runner, ds, batch=48, refine=None):
-    """Per row: dict with the row, image index, A_q, A_g, correct, pred; with refine=(heads, layer)
-    also `ok_refined`, the answer after VGRefine."""
-    out = []
+def image_batches(ds, batch):
+    """(image indices, their rows, each row's index within the batch) per batch of images."""
     for s in range(0, len(ds), batch):
         ids = list(range(s, min(len(ds), s + batch)))
-        feats = runner.features(ds.images[ids])
-        A_g = runner.general_maps(feats)
         rows, idx = [], []
         for j, i in enumerate(ids):
             rows += ds.rows[i]
             idx += [j] * len(ds.rows[i])
+        yield ids, rows, idx
+
+
+def collect(runner, ds, batch=48, refine=None):
+    """Per row: dict with the row, image index, A_q, A_g, correct, pred; with refine=(heads, layer)
+    also `ok_refined`, the answer after VGRefine."""
+    out = []
+    for ids, rows, idx in image_batches(ds, batch):
+        feats = runner.features(ds.images[ids])
+        A_g = runner.general_maps(feats)
         _, ok, pred, A_q = runner.answer(feats, rows, torch.tensor(idx))
         if refine is not None:
             knock = np.stack([triage_knock(A_q[k], A_g[idx[k]], refine[0]) for k in range(len(rows))])
@@ -148,13 +154,8 @@ def accuracy_with(runner, ds, knock_fn=None, layers=(), batch=48):
     """Accuracy per group; knock_fn(items, A_q, A_g) -> (M,144) bool chooses the knocked tokens
     (needs the question maps of the unmodified pass, so that pass runs first)."""
     by = {}
-    for s in range(0, len(ds), batch):
-        ids = list(range(s, min(len(ds), s + batch)))
+    for ids, rows, idx in image_batches(ds, batch):
         feats = runner.features(ds.images[ids])
-        rows, idx = [], []
-        for j, i in enumerate(ids):
-            rows += ds.rows[i]
-            idx += [j] * len(ds.rows[i])
         idx_t = torch.tensor(idx)
         if knock_fn is None:
             _, ok, _, _ = runner.answer(feats, rows, idx_t)

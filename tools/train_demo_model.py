@@ -239,6 +239,27 @@ def evaluate(model, prompts, ds: dm.Dataset, batch: int = 64, full: bool = False
     return {k: (v[0] / v[1], v[1]) for k, v in sorted(res["by"].items())}
 
 
+def whole_model_optimizer(model, head, lr):
+    """AdamW over the model and the token head: weight decay 0.01 on matrices (not embeddings)."""
+    decay, no_decay = [], []
+    for name, p in list(model.named_parameters()) + [("head." + n, p) for n, p in head.named_parameters()]:
+        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr)
+    return opt, decay + no_decay
+
+
+def cosine_lr(base: float, step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from `base` down to 5% of it."""
+    f = step / steps
+    return base * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f)))
+
+
+def set_lr(opt, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
 def fmt(acc: dict) -> str:
     return " ".join(f"{k}={v[0]:.3f}" for k, v in acc.items())
 
@@ -331,18 +352,12 @@ def main() -> None:
             log(f"pre {step:4d} lr {lr:.2e} token loss {loss.item():.4f}")
 
     # ---- phase 2: the whole model
-    decay, no_decay = [], []
-    for name, p in list(model.named_parameters()) + [("head." + n, p) for n, p in head.named_parameters()]:
-        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr)
-    allp = decay + no_decay
+    opt, allp = whole_model_optimizer(model, head, args.lr)
     ema = None
     for step in range(args.steps):
         f = step / args.steps
-        lr = args.lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f)))
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = cosine_lr(args.lr, step, args.steps, warmup=50)
+        set_lr(opt, lr)
         items = sample(f, args.batch)
         rows, idx = [], []
         for j, (b, i) in enumerate(items):

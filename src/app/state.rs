@@ -104,6 +104,27 @@ pub enum Tool {
 pub struct NamedRegion {
     pub name: String,
     pub region: Region,
+    /// What the region marks: where the answer is (the metrics' ground truth) or a distractor
+    /// the model should not look at (drawn orange, measured on its own, never in the metrics).
+    #[serde(default)]
+    pub role: RegionRole,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegionRole {
+    #[default]
+    Target,
+    Distractor,
+}
+
+impl RegionRole {
+    pub fn colour(self) -> [u8; 3] {
+        match self {
+            RegionRole::Target => [60, 255, 60],
+            RegionRole::Distractor => [255, 150, 30],
+        }
+    }
 }
 
 /// An open image: the study, the chosen frame, and its pixels for the GPU and the model.
@@ -263,6 +284,7 @@ impl FoveaApp {
         let mut tokens: Vec<usize> = self
             .regions
             .iter()
+            .filter(|r| r.role == RegionRole::Target)
             .flat_map(|r| r.region.tokens(&grid))
             .collect();
         tokens.sort_unstable();

@@ -221,6 +221,11 @@ pub struct PhantomArgs {
     /// marker's box in distractor_bboxes)
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub conflict: f64,
+    /// Probability that a one-lesion case gets a side marker naming its lesion's own side (a
+    /// shortcut: the marker agrees with the finding; rows get "shortcut": true). With --conflict,
+    /// a case gets at most one marker; the two probabilities add up to at most 1
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub shortcut: f64,
     /// Only this family: chest-xray or head-mr
     #[arg(long, value_enum)]
     pub family: Option<FamilyArg>,

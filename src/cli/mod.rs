@@ -403,11 +403,23 @@ fn inspect(args: &InspectArgs) -> Result<()> {
 
 fn phantom(args: &PhantomArgs) -> Result<()> {
     use crate::demo::{Family, Recipe};
-    if [args.difficulty, args.distractors, args.conflict]
-        .iter()
-        .any(|p| !(0.0..=1.0).contains(p))
+    if [
+        args.difficulty,
+        args.distractors,
+        args.conflict,
+        args.shortcut,
+    ]
+    .iter()
+    .any(|p| !(0.0..=1.0).contains(p))
     {
-        bail!("--difficulty, --distractors and --conflict must be within 0..1");
+        bail!("--difficulty, --distractors, --conflict and --shortcut must be within 0..1");
+    }
+    if args.conflict + args.shortcut > 1.0 {
+        bail!(
+            "--conflict {} and --shortcut {} add up to more than 1 (a case gets at most one side marker)",
+            args.conflict,
+            args.shortcut
+        );
     }
     if !(64..=2048).contains(&args.size) {
         bail!("--size must be within 64..2048 px, got {}", args.size);
@@ -424,6 +436,7 @@ fn phantom(args: &PhantomArgs) -> Result<()> {
         distractor_probability: args.distractors,
         difficulty: args.difficulty,
         conflict_probability: args.conflict,
+        shortcut_probability: args.shortcut,
         ..Recipe::default()
     };
     let rows =

@@ -35,6 +35,8 @@ pub struct DemoCase {
     pub question: String,
     pub answer: String,
     pub boxes: Vec<[f64; 4]>,
+    /// Boxes of the case's distractors (`"distractor_bboxes"`: side markers, wires, labels).
+    pub distractor_boxes: Vec<[f64; 4]>,
     /// The model the case is for (`"model"`: a folder under assets/, or a path); `None`: any.
     pub model: Option<PathBuf>,
     /// What the case teaches (`"kind"`, e.g. "misled by marker").
@@ -62,6 +64,10 @@ pub fn load_demo_cases(file: &Path) -> Vec<DemoCase> {
                     .to_string(),
                 boxes: serde_json::from_value(
                     row.get("original_bboxes").cloned().unwrap_or_default(),
+                )
+                .unwrap_or_default(),
+                distractor_boxes: serde_json::from_value(
+                    row.get("distractor_bboxes").cloned().unwrap_or_default(),
                 )
                 .unwrap_or_default(),
                 model: row

@@ -30,6 +30,9 @@ pub struct VgmedRow {
     /// The case's side marker contradicts its lesion (`fovea phantom --conflict`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub conflict: bool,
+    /// The case's side marker agrees with its lesion (`fovea phantom --shortcut`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shortcut: bool,
 }
 
 /// The rows of a case (one per question), with `image` as given.
@@ -48,6 +51,7 @@ pub fn rows(case: &Case, image: &str) -> Vec<VgmedRow> {
             distractor: case.distractors.first().copied(),
             distractor_bboxes: case.distractor_boxes.clone(),
             conflict: case.conflict,
+            shortcut: case.shortcut,
         })
         .collect()
 }

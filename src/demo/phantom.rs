@@ -143,6 +143,8 @@ pub struct Case {
     pub distractor_boxes: Vec<[f64; 4]>,
     /// A side marker was added that names the side opposite the lesion (`Recipe::conflict`).
     pub conflict: bool,
+    /// A side marker was added that names the lesion's own side (`Recipe::shortcut`).
+    pub shortcut: bool,
 }
 
 /// What to draw; `Default` gives the mixed distribution used for training and evaluation.
@@ -159,6 +161,11 @@ pub struct Recipe {
     /// naming the side opposite the lesion, on that side: the marker contradicts the finding. The
     /// rest of the case is drawn exactly as without it (its own random stream).
     pub conflict_probability: f64,
+    /// Probability that a one-lesion case gets a side marker naming the lesion's own side, on
+    /// that side: the marker agrees with the finding, a shortcut a model can learn instead of the
+    /// lesion (the distracted demo model's training data). Drawn from the conflict's stream: a
+    /// case gets at most one of the two.
+    pub shortcut_probability: f64,
 }
 
 impl Default for Recipe {
@@ -170,6 +177,7 @@ impl Default for Recipe {
             distractor_probability: 0.3,
             difficulty: 1.0,
             conflict_probability: 0.0,
+            shortcut_probability: 0.0,
         }
     }
 }
@@ -412,19 +420,26 @@ pub fn generate(seed: u64, recipe: &Recipe) -> Case {
         distractor_boxes.push(draw_distractor(&mut canvas, &mut rng, distractor, size));
         distractors.push(distractor);
     }
-    // The conflict draws from a stream of its own, so every other pixel stays as it was.
-    let mut conflict_rng = Rng::new(seed ^ 0x00C0_FF1C_7000_0001);
-    let conflict =
-        matches!(lesions.as_slice(), [_]) && conflict_rng.chance(recipe.conflict_probability);
-    if conflict {
+    // The side marker draws from a stream of its own, so every other pixel stays as it was.
+    let mut marker_rng = Rng::new(seed ^ 0x00C0_FF1C_7000_0001);
+    let draw = marker_rng.unit();
+    let (conflict, shortcut) = match lesions.as_slice() {
+        [_] if draw < recipe.conflict_probability => (true, false),
+        [_] if draw < recipe.conflict_probability + recipe.shortcut_probability => (false, true),
+        _ => (false, false),
+    };
+    if conflict || shortcut {
         // Patient right is image left: a marker for side S sits in S's upper corner.
-        let opposite = lesions[0].side.other();
-        let left_corner = opposite == Side::Right;
+        let named = if conflict {
+            lesions[0].side.other()
+        } else {
+            lesions[0].side
+        };
         distractor_boxes.push(draw_marker(
             &mut canvas,
             size,
-            left_corner,
-            opposite == Side::Left,
+            named == Side::Right,
+            named == Side::Left,
         ));
         distractors.push(Distractor::MarkerLetter);
     }
@@ -437,6 +452,7 @@ pub fn generate(seed: u64, recipe: &Recipe) -> Case {
         distractors,
         distractor_boxes,
         conflict,
+        shortcut,
     }
 }
 
@@ -635,6 +651,42 @@ mod tests {
             assert!(b.image.get_pixel(x, y)[0] > a.image.get_pixel(x, y)[0]);
         }
         assert!(conflicts >= 20, "{conflicts} one-lesion cases");
+    }
+
+    /// A shortcut marker names the lesion's own side, in its corner; a case never gets both.
+    #[test]
+    fn shortcut_markers_agree_with_the_lesion() {
+        let shortcut = Recipe {
+            shortcut_probability: 1.0,
+            ..Recipe::default()
+        };
+        let half = shortcut.size_px as f64 / 2.0;
+        let mut agreeing = 0;
+        for seed in 0..60 {
+            let a = generate(seed, &Recipe::default());
+            let b = generate(seed, &shortcut);
+            assert_eq!(a.lesions, b.lesions, "seed {seed}");
+            assert!(!b.conflict);
+            assert_eq!(b.shortcut, b.lesions.len() == 1, "seed {seed}");
+            if b.shortcut {
+                agreeing += 1;
+                let marker = *b.distractor_boxes.last().unwrap();
+                let centre_x = (marker[0] + marker[2]) / 2.0;
+                assert_eq!(centre_x < half, b.lesions[0].side == Side::Right);
+            }
+        }
+        assert!(agreeing >= 15, "{agreeing} one-lesion cases");
+        // Half conflict, half shortcut: every one-lesion case gets exactly one of the two.
+        let both = Recipe {
+            conflict_probability: 0.5,
+            shortcut_probability: 0.5,
+            ..Recipe::default()
+        };
+        let cases: Vec<Case> = (0..200).map(|seed| generate(seed, &both)).collect();
+        let one = cases.iter().filter(|c| c.lesions.len() == 1);
+        assert!(one.clone().all(|c| c.conflict != c.shortcut));
+        let conflicts = one.clone().filter(|c| c.conflict).count();
+        assert!((30..=80).contains(&conflicts), "{conflicts} conflicts");
     }
 
     #[test]

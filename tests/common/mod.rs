@@ -254,3 +254,27 @@ pub fn assert_pixels_close(name: &str, ours: &Tensor, expected: &Expected) -> Te
     assert!(error <= 1e-5, "{name}: pixel values differ by {error}");
     reference
 }
+
+/// `fovea inspect` on a demo case (its own image and question; `--model` when given), asserting
+/// success: the INSPECT-JSON record, written to `json`.
+pub fn inspect_case(model: Option<&Path>, case: &fovea::demo::DemoCase, json: &Path) -> Value {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fovea"));
+    command.arg("inspect");
+    if let Some(model) = model {
+        command.arg("--model").arg(model);
+    }
+    let output = command
+        .arg("--image")
+        .arg(&case.path)
+        .args(["--question", &case.question, "--json"])
+        .arg(json)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        case.path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}

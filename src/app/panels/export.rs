@@ -114,7 +114,7 @@ pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
                 y0,
                 x1,
                 y1,
-                image::Rgb([60, 255, 60]),
+                image::Rgb(region.role.colour()),
             );
         }
     }

@@ -41,9 +41,42 @@ pub fn viewed_maps(app: &FoveaApp) -> Option<Cow<'_, LayerHeadMaps>> {
 
 /// The heat values of the current overlay layer over the token grid (unnormalised).
 pub fn layer_values(app: &FoveaApp, layer: OverlayLayer) -> Option<Vec<f32>> {
+    layer_values_of(app, layer, false)
+}
+
+/// The two panes of the before | after view: a head or layer-mean map shown is shown from the
+/// question's pass and from the knocked-out pass; anything else gives the triage heads' mean
+/// before and after (what VGRefine changed). `(layer, from the knocked-out pass, title)`.
+pub fn before_after_panes(app: &FoveaApp) -> [(OverlayLayer, bool, String); 2] {
+    match app.layer {
+        OverlayLayer::Head { .. } | OverlayLayer::LayerMean { .. } => [
+            (
+                app.layer,
+                false,
+                format!("{}, before knockout", app.layer.label()),
+            ),
+            (
+                app.layer,
+                true,
+                format!("{}, after knockout", app.layer.label()),
+            ),
+        ],
+        _ => [
+            (OverlayLayer::Before, false, "before knockout".into()),
+            (OverlayLayer::After, false, "after knockout".into()),
+        ],
+    }
+}
+
+/// As `layer_values`; with `refined`, head and layer maps come from the knocked-out pass.
+pub fn layer_values_of(app: &FoveaApp, layer: OverlayLayer, refined: bool) -> Option<Vec<f32>> {
     let result = app.result.as_ref()?;
     let outcome = &result.outcome;
-    let question_maps = viewed_maps(app)?;
+    let question_maps = if refined {
+        Cow::Borrowed(&outcome.refined_maps)
+    } else {
+        viewed_maps(app)?
+    };
     let relative = RelativeMaps {
         question: &question_maps,
         general: &outcome.general_maps,

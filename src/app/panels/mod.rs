@@ -8,7 +8,7 @@ pub mod viewport;
 use egui::{Color32, RichText};
 
 use crate::app::state::{
-    precision_label, Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, Tool,
+    precision_label, Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, RegionRole, Tool,
 };
 use crate::case::compose::Colormap;
 use crate::imaging::Preset;
@@ -501,16 +501,51 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     }
     let mut remove = None;
     let mut renamed = false;
+    // Per region: the attention ratio of the two panes of the before | after view (the shown
+    // head or layer map, else the triage heads' mean), so a distractor losing attention shows.
+    let [(a, ra, _), (b, rb, _)] = heads::before_after_panes(app);
+    let before = heads::layer_values_of(app, a, ra);
+    let after = heads::layer_values_of(app, b, rb);
+    let grid = app.result.as_ref().map(|r| r.grid);
     for (index, region) in app.regions.iter_mut().enumerate() {
         ui.horizontal(|ui| {
             renamed |= ui
                 .add(egui::TextEdit::singleline(&mut region.name).desired_width(120.0))
                 .changed();
             ui.label(region.region.kind());
+            let mut distractor = region.role == RegionRole::Distractor;
+            if ui
+                .checkbox(&mut distractor, "distractor")
+                .on_hover_text(
+                    "A distractor is measured on its own and left out of the region metrics",
+                )
+                .changed()
+            {
+                region.role = if distractor {
+                    RegionRole::Distractor
+                } else {
+                    RegionRole::Target
+                };
+                renamed = true;
+            }
             if ui.small_button("Delete").clicked() {
                 remove = Some(index);
             }
         });
+        if let (Some(grid), Some(before), Some(after)) = (grid, &before, &after) {
+            let tokens = region.region.tokens(&grid);
+            if !tokens.is_empty() {
+                let ratio = |map: &[f32]| crate::grounding::metrics::attention_ratio(map, &tokens);
+                ui.label(
+                    RichText::new(format!(
+                        "    attention ratio {:.2} before, {:.2} after knockout",
+                        ratio(before),
+                        ratio(after)
+                    ))
+                    .color(Color32::GRAY),
+                );
+            }
+        }
     }
     if let Some(index) = remove {
         app.regions.remove(index);

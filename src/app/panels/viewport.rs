@@ -7,9 +7,11 @@ use std::sync::Arc;
 use eframe::egui_wgpu;
 use egui::{Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
-use super::heads::layer_values;
+use super::heads::{before_after_panes, layer_values_of};
 use crate::app::overlay::{GridValues, OverlayUniforms, PaneCallback};
-use crate::app::state::{hash, FoveaApp, MaskMode, NamedRegion, OverlayLayer, Tool, View};
+use crate::app::state::{
+    hash, FoveaApp, MaskMode, NamedRegion, OverlayLayer, RegionRole, Tool, View,
+};
 use crate::grounding::region::Region;
 
 pub fn viewport_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
@@ -37,13 +39,11 @@ pub fn viewport_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     }
     let (width, height) = (image.study.width as f32, image.study.height as f32);
     let available = ui.available_size();
-    let panes: Vec<(u32, OverlayLayer, &str)> = if app.side_by_side {
-        vec![
-            (0, OverlayLayer::Before, "before knockout"),
-            (1, OverlayLayer::After, "after knockout"),
-        ]
+    let panes: Vec<(u32, OverlayLayer, bool, String)> = if app.side_by_side {
+        let [(a, ra, ta), (b, rb, tb)] = before_after_panes(app);
+        vec![(0, a, ra, ta), (1, b, rb, tb)]
     } else {
-        vec![(0, app.layer, "")]
+        vec![(0, app.layer, false, String::new())]
     };
     let pane_width = (available.x - 8.0 * (panes.len() - 1) as f32) / panes.len() as f32;
     let pane_size = Vec2::new(pane_width.max(50.0), (available.y - 24.0).max(50.0));
@@ -53,13 +53,14 @@ pub fn viewport_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     }
     let mut hover_text = String::new();
     ui.horizontal(|ui| {
-        for (pane, layer, title) in panes {
+        for (pane, layer, refined, title) in panes {
             ui.vertical(|ui| {
                 if !title.is_empty() {
                     ui.label(title);
                 }
                 let (rect, response) = ui.allocate_exact_size(pane_size, Sense::click_and_drag());
-                pane_ui(app, ui, pane, layer, rect, &response, &mut hover_text);
+                let shown = (layer, refined);
+                pane_ui(app, ui, pane, shown, rect, &response, &mut hover_text);
             });
         }
     });
@@ -87,7 +88,7 @@ fn pane_ui(
     app: &mut FoveaApp,
     ui: &mut egui::Ui,
     pane: u32,
-    layer: OverlayLayer,
+    (layer, refined): (OverlayLayer, bool),
     rect: Rect,
     response: &egui::Response,
     hover_text: &mut String,
@@ -104,7 +105,7 @@ fn pane_ui(
         ),
         None => ((1, 1), None),
     };
-    let raw_heat = layer_values(app, layer);
+    let raw_heat = layer_values_of(app, layer, refined);
     let heat = raw_heat
         .as_ref()
         .map(|v| crate::grounding::triage::min_max_normalise(v));
@@ -131,8 +132,8 @@ fn pane_ui(
         })
         .unwrap_or(0);
     let heat_key = hash(&format!(
-        "{result_key}{layer:?}{}",
-        app.persisted.relative_maps
+        "{result_key}{layer:?}{refined}{:?}{}",
+        app.answer_view, app.persisted.relative_maps
     ));
     let study = &image.study;
     let is_colour = study.photometric == crate::imaging::Photometric::Rgb;
@@ -190,12 +191,13 @@ fn pane_ui(
     // Regions as vector shapes on top.
     let painter = ui.painter_at(rect);
     for region in &app.regions {
+        let [r, g, b] = region.role.colour();
         draw_region(
             &painter,
             &view,
             rect,
             &region.region,
-            Color32::from_rgb(60, 255, 60),
+            Color32::from_rgb(r, g, b),
         );
     }
     draw_in_progress(app, &painter, rect);
@@ -396,7 +398,11 @@ fn add_region(app: &mut FoveaApp, region: Region) {
         return;
     }
     let name = format!("{} {}", region.kind(), app.regions.len() + 1);
-    app.regions.push(NamedRegion { name, region });
+    app.regions.push(NamedRegion {
+        name,
+        region,
+        role: RegionRole::Target,
+    });
     app.mark_dirty();
 }
 
