@@ -283,3 +283,67 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// Pixel Spacing read the way a clinician needs it: a usable spacing in mm with its source
+/// (Imager Pixel Spacing is said to be at the detector), and a spacing of 0 shown as unknown,
+/// never as "0 x 0 mm".
+#[test]
+fn info_says_where_the_spacing_comes_from_and_when_it_is_unknown() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let phantom = dir.path().join("phantom");
+    let output = fovea(&[
+        os("phantom"),
+        os("--out"),
+        phantom.as_os_str(),
+        os("--n"),
+        os("1"),
+        os("--dicom"),
+    ]);
+    assert!(output.status.success());
+    let source = phantom.join("case-00000.dcm");
+    let cases = [
+        (
+            tags::PIXEL_SPACING,
+            "0\\0",
+            "unknown (Pixel Spacing is 0 x 0 mm): sizes in pixels",
+            None,
+        ),
+        (
+            tags::IMAGER_PIXEL_SPACING,
+            "0.2\\0.25",
+            "0.2 x 0.25 mm (Imager Pixel Spacing (at the detector))",
+            Some([0.2, 0.25]),
+        ),
+        (
+            tags::PIXEL_SPACING,
+            "0.5\\0.5",
+            "0.5 x 0.5 mm (Pixel Spacing)",
+            Some([0.5, 0.5]),
+        ),
+    ];
+    for (index, (tag, value, said, json_mm)) in cases.into_iter().enumerate() {
+        let mut obj = dicom_object::open_file(&source).unwrap();
+        obj.remove_element(tags::PIXEL_SPACING);
+        obj.put(DataElement::new(tag, VR::DS, PrimitiveValue::from(value)));
+        let file = dir.path().join(format!("spacing-{index}.dcm"));
+        obj.write_to_file(&file).unwrap();
+        let output = fovea(&[os("info"), file.as_os_str()]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("pixel spacing"))
+            .unwrap_or_else(|| panic!("{value}: no spacing line in {text}"));
+        assert!(line.ends_with(said), "{value}: {line:?}");
+        let json = dir.path().join(format!("spacing-{index}.json"));
+        let output = fovea(&[os("info"), file.as_os_str(), os("--json")]);
+        std::fs::write(&json, &output.stdout).unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            record["pixel_spacing_mm"],
+            serde_json::json!(json_mm),
+            "{value}"
+        );
+    }
+}

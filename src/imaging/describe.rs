@@ -94,8 +94,21 @@ pub fn describe(study: &Study, show_phi: bool) -> String {
             .to_string(),
         );
     }
-    if let Some([row, col]) = study.pixel_spacing_mm {
-        line(&mut text, "pixel spacing", &format!("{row} x {col} mm"));
+    match (study.pixel_spacing_mm, &study.pixel_spacing_note) {
+        (Some([row, col]), note) => line(
+            &mut text,
+            "pixel spacing",
+            &format!(
+                "{row} x {col} mm{}",
+                note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+            ),
+        ),
+        (None, Some(note)) => line(
+            &mut text,
+            "pixel spacing",
+            &format!("unknown ({note}): sizes in pixels"),
+        ),
+        (None, None) => {}
     }
     if let Some(thickness) = summary.slice_thickness_mm {
         line(&mut text, "slice thickness", &format!("{thickness} mm"));
@@ -147,6 +160,7 @@ pub fn summary_json(study: &Study, show_phi: bool) -> serde_json::Value {
         "photometric": study.photometric,
         "stored_photometric": study.stored_photometric,
         "pixel_spacing_mm": study.pixel_spacing_mm,
+        "pixel_spacing_note": study.pixel_spacing_note,
         "window": study.file_window,
         "summary": study.summary,
     });

@@ -131,6 +131,7 @@ pub fn study_from_image(path: &Path, decoded: DynamicImage, format_name: String)
         frames: vec![Frame { values }],
         sample_max,
         pixel_spacing_mm: None,
+        pixel_spacing_note: None,
         // An ordinary picture is shown as it is: the full sample range, not its min-max.
         file_window: match photometric {
             Photometric::Rgb => None,

@@ -76,8 +76,12 @@ pub struct Study {
     pub frames: Vec<Frame>,
     /// The largest value a colour sample can take (255 for 8-bit RGB); used to scale colour.
     pub sample_max: f32,
-    /// Row and column spacing in millimetres, when the file says.
+    /// Row and column spacing in millimetres, when the file gives a usable one (both positive
+    /// and finite); a spacing of 0 or a missing one is unknown: sizes stay in pixels.
     pub pixel_spacing_mm: Option<[f64; 2]>,
+    /// Where the spacing comes from, or why it is unknown, in words for the user: "Pixel
+    /// Spacing", "Imager Pixel Spacing (at the detector)", "Pixel Spacing is 0 x 0 mm".
+    pub pixel_spacing_note: Option<String>,
     /// The window the file recommends (first of several), if any.
     pub file_window: Option<WindowLevel>,
     pub voi_function: VoiFunction,

@@ -365,8 +365,17 @@ fn image_info_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     if let Some(modality) = &study.summary.modality {
         ui.label(format!("modality {modality}"));
     }
-    if let Some([row, col]) = study.pixel_spacing_mm {
-        ui.label(format!("spacing {row} × {col} mm"));
+    match (study.pixel_spacing_mm, &study.pixel_spacing_note) {
+        (Some([row, col]), note) => {
+            let label = ui.label(format!("spacing {row} × {col} mm"));
+            if let Some(note) = note {
+                label.on_hover_text(note.as_str());
+            }
+        }
+        (None, Some(note)) => {
+            ui.label(format!("spacing unknown ({note}): pixels only"));
+        }
+        (None, None) => {}
     }
     let frames = study.frame_count();
     if frames > 1 {

@@ -198,10 +198,7 @@ pub fn study_from_object(obj: &DefaultDicomObject, path: &Path) -> Result<Study,
             .fold(f32::MIN, f32::max)
             .max(1.0),
     };
-    let pixel_spacing_mm = floats_of(root, tags::PIXEL_SPACING)
-        .or_else(|| floats_of(root, tags::IMAGER_PIXEL_SPACING))
-        .filter(|v| v.len() >= 2)
-        .map(|v| [v[0], v[1]]);
+    let (pixel_spacing_mm, pixel_spacing_note) = spacing(root);
     let (rescale_slope, rescale_intercept) = match &transform {
         ModalityTransform::Rescale { slope, intercept } => (Some(*slope), Some(*intercept)),
         _ => (None, None),
@@ -223,6 +220,7 @@ pub fn study_from_object(obj: &DefaultDicomObject, path: &Path) -> Result<Study,
         frames,
         sample_max,
         pixel_spacing_mm,
+        pixel_spacing_note,
         file_window: if photometric == Photometric::Rgb {
             None
         } else {
@@ -246,4 +244,29 @@ pub fn study_from_object(obj: &DefaultDicomObject, path: &Path) -> Result<Study,
         },
         identity: identity_of(obj),
     })
+}
+
+/// Pixel Spacing, else Imager Pixel Spacing (which is measured at the detector, not in the
+/// patient), with a note saying which; a spacing that is missing a value, zero, negative or not
+/// finite is unknown, and the note says what the file gave.
+fn spacing(root: &InMemDicomObject) -> (Option<[f64; 2]>, Option<String>) {
+    for (tag, name) in [
+        (tags::PIXEL_SPACING, "Pixel Spacing"),
+        (
+            tags::IMAGER_PIXEL_SPACING,
+            "Imager Pixel Spacing (at the detector)",
+        ),
+    ] {
+        let Some(values) = floats_of(root, tag) else {
+            continue;
+        };
+        return match values.as_slice() {
+            [row, col, ..] if [*row, *col].iter().all(|v| v.is_finite() && *v > 0.0) => {
+                (Some([*row, *col]), Some(name.to_string()))
+            }
+            [row, col, ..] => (None, Some(format!("{name} is {row} x {col} mm"))),
+            _ => (None, Some(format!("{name} has {} value(s)", values.len()))),
+        };
+    }
+    (None, None)
 }
