@@ -146,6 +146,99 @@ impl Region {
         }
     }
 
+    /// Width and height of the region's bounding box, in pixels (a brush includes its radius).
+    pub fn extent_px(&self) -> [f64; 2] {
+        let points: Vec<[f64; 2]> = match self {
+            Region::Box {
+                xyxy_px: [x0, y0, x1, y1],
+            }
+            | Region::Ellipse {
+                xyxy_px: [x0, y0, x1, y1],
+            } => vec![[*x0, *y0], [*x1, *y1]],
+            Region::Polygon { points_px } => points_px.clone(),
+            Region::Brush {
+                points_px,
+                radius_px,
+            } => points_px
+                .iter()
+                .flat_map(|[x, y]| {
+                    [
+                        [x - radius_px, y - radius_px],
+                        [x + radius_px, y + radius_px],
+                    ]
+                })
+                .collect(),
+        };
+        let span = |axis: usize| {
+            let (lo, hi) = points
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                    (lo.min(p[axis]), hi.max(p[axis]))
+                });
+            (hi - lo).max(0.0)
+        };
+        [span(0), span(1)]
+    }
+
+    /// Area in square pixels: exact for a box, an ellipse (pi a b) and a polygon (shoelace); a
+    /// brush stroke counts the pixels whose centre it covers.
+    pub fn area_px(&self) -> f64 {
+        match self {
+            Region::Box {
+                xyxy_px: [x0, y0, x1, y1],
+            } => (x1 - x0).abs() * (y1 - y0).abs(),
+            Region::Ellipse {
+                xyxy_px: [x0, y0, x1, y1],
+            } => std::f64::consts::PI * (x1 - x0).abs() / 2.0 * (y1 - y0).abs() / 2.0,
+            Region::Polygon { points_px } => polygon_area(points_px).abs(),
+            Region::Brush {
+                points_px,
+                radius_px,
+            } => {
+                let r = *radius_px;
+                let lo = |axis: usize| {
+                    points_px
+                        .iter()
+                        .map(|p| p[axis])
+                        .fold(f64::INFINITY, f64::min)
+                        - r
+                };
+                let hi = |axis: usize| {
+                    points_px
+                        .iter()
+                        .map(|p| p[axis])
+                        .fold(f64::NEG_INFINITY, f64::max)
+                        + r
+                };
+                let (x0, x1) = (lo(0).floor() as i64, hi(0).ceil() as i64);
+                let (y0, y1) = (lo(1).floor() as i64, hi(1).ceil() as i64);
+                let mut count = 0usize;
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        count += usize::from(self.contains(x as f64 + 0.5, y as f64 + 0.5));
+                    }
+                }
+                count as f64
+            }
+        }
+    }
+
+    /// The region's size in words: `W x H px, A px²`, and in millimetres when the pixel spacing
+    /// (`[row, column]` mm, DICOM's order) is known.
+    pub fn size_text(&self, spacing_mm: Option<[f64; 2]>) -> String {
+        let [w, h] = self.extent_px();
+        let area = self.area_px();
+        match spacing_mm {
+            Some([row, col]) => format!(
+                "{:.1} x {:.1} mm, {:.1} mm² ({w:.0} x {h:.0} px)",
+                w * col,
+                h * row,
+                area * row * col
+            ),
+            None => format!("{w:.0} x {h:.0} px, {area:.0} px² (spacing unknown)"),
+        }
+    }
+
     /// Whether an original-pixel point lies inside the region.
     pub fn contains(&self, x: f64, y: f64) -> bool {
         match self {
@@ -198,6 +291,48 @@ fn point_in_polygon(points: &[[f64; 2]], x: f64, y: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sizes by hand: a 30 x 20 px box at 0.5 mm rows / 0.25 mm columns is 7.5 mm wide, 10 mm
+    /// high, 600 px² = 75 mm²; an ellipse in that box pi*15*10 px²; a right triangle with legs 30
+    /// and 20 px 300 px²; a brush dot of radius 5 px on a pixel centre covers the 81 pixel centres
+    /// within 5 px (integer offsets with dx² + dy² <= 25).
+    #[test]
+    fn sizes_and_areas_in_pixels_and_millimetres() {
+        let boxed = Region::Box {
+            xyxy_px: [10.0, 40.0, 40.0, 60.0],
+        };
+        assert_eq!(boxed.extent_px(), [30.0, 20.0]);
+        assert_eq!(boxed.area_px(), 600.0);
+        assert_eq!(
+            boxed.size_text(Some([0.5, 0.25])),
+            "7.5 x 10.0 mm, 75.0 mm² (30 x 20 px)"
+        );
+        assert_eq!(
+            boxed.size_text(None),
+            "30 x 20 px, 600 px² (spacing unknown)"
+        );
+        let ellipse = Region::Ellipse {
+            xyxy_px: [10.0, 40.0, 40.0, 60.0],
+        };
+        assert!((ellipse.area_px() - std::f64::consts::PI * 150.0).abs() < 1e-9);
+        let triangle = Region::Polygon {
+            points_px: vec![[0.0, 0.0], [30.0, 0.0], [0.0, 20.0]],
+        };
+        assert_eq!(triangle.area_px(), 300.0);
+        assert_eq!(triangle.extent_px(), [30.0, 20.0]);
+        let dot = Region::Brush {
+            points_px: vec![[50.5, 50.5]],
+            radius_px: 5.0,
+        };
+        // Pixel centres (50.5 + dx, 50.5 + dy) with dx² + dy² <= 25, dx, dy in -5..=5.
+        let by_hand = (-5i32..=5)
+            .flat_map(|dx| (-5i32..=5).map(move |dy| dx * dx + dy * dy))
+            .filter(|&d| d <= 25)
+            .count();
+        assert_eq!(by_hand, 81);
+        assert_eq!(dot.area_px(), 81.0);
+        assert_eq!(dot.extent_px(), [10.0, 10.0]);
+    }
 
     fn grid_336() -> TokenGrid {
         // A 672x504 image padded to 672x672 (offset 84 rows), resized to 336: scale 0.5.

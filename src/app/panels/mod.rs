@@ -516,6 +516,7 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     let before = heads::layer_values_of(app, a, ra);
     let after = heads::layer_values_of(app, b, rb);
     let grid = app.result.as_ref().map(|r| r.grid);
+    let spacing = app.image.as_ref().and_then(|i| i.study.pixel_spacing_mm);
     for (index, region) in app.regions.iter_mut().enumerate() {
         ui.horizontal(|ui| {
             renamed |= ui
@@ -541,6 +542,9 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
                 remove = Some(index);
             }
         });
+        ui.label(
+            RichText::new(format!("    {}", region.region.size_text(spacing))).color(Color32::GRAY),
+        );
         if let (Some(grid), Some(before), Some(after)) = (grid, &before, &after) {
             let tokens = region.region.tokens(&grid);
             if !tokens.is_empty() {

@@ -217,7 +217,16 @@ fn pane_ui(
                 let v = &values[index * 3..index * 3 + 3];
                 format!("({}, {}, {})", v[0], v[1], v[2])
             };
-            *hover_text = format!("x {} y {}  value {value}", x as u32, y as u32);
+            *hover_text = match study.pixel_spacing_mm {
+                Some([row, col]) => format!(
+                    "x {} y {} ({:.1}, {:.1} mm)  value {value}",
+                    x as u32,
+                    y as u32,
+                    x * col,
+                    y * row
+                ),
+                None => format!("x {} y {}  value {value}", x as u32, y as u32),
+            };
             if let Some(mapping) = mapping {
                 let (ix, iy) = mapping.to_input(x, y);
                 let (width, height) = (mapping.input[0] as f64, mapping.input[1] as f64);
