@@ -146,8 +146,8 @@ impl Region {
         }
     }
 
-    /// Width and height of the region's bounding box, in pixels (a brush includes its radius).
-    pub fn extent_px(&self) -> [f64; 2] {
+    /// The region's bounding box `[x0, y0, x1, y1]` in pixels (a brush includes its radius).
+    pub fn bounds_px(&self) -> [f64; 4] {
         let points: Vec<[f64; 2]> = match self {
             Region::Box {
                 xyxy_px: [x0, y0, x1, y1],
@@ -169,15 +169,21 @@ impl Region {
                 })
                 .collect(),
         };
-        let span = |axis: usize| {
-            let (lo, hi) = points
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-                    (lo.min(p[axis]), hi.max(p[axis]))
-                });
-            (hi - lo).max(0.0)
+        let fold = |axis: usize, init: f64, f: fn(f64, f64) -> f64| {
+            points.iter().map(|p| p[axis]).fold(init, f)
         };
-        [span(0), span(1)]
+        [
+            fold(0, f64::INFINITY, f64::min),
+            fold(1, f64::INFINITY, f64::min),
+            fold(0, f64::NEG_INFINITY, f64::max),
+            fold(1, f64::NEG_INFINITY, f64::max),
+        ]
+    }
+
+    /// Width and height of the region's bounding box, in pixels.
+    pub fn extent_px(&self) -> [f64; 2] {
+        let [x0, y0, x1, y1] = self.bounds_px();
+        [(x1 - x0).max(0.0), (y1 - y0).max(0.0)]
     }
 
     /// Area in square pixels: exact for a box, an ellipse (pi a b) and a polygon (shoelace); a
@@ -191,27 +197,10 @@ impl Region {
                 xyxy_px: [x0, y0, x1, y1],
             } => std::f64::consts::PI * (x1 - x0).abs() / 2.0 * (y1 - y0).abs() / 2.0,
             Region::Polygon { points_px } => polygon_area(points_px).abs(),
-            Region::Brush {
-                points_px,
-                radius_px,
-            } => {
-                let r = *radius_px;
-                let lo = |axis: usize| {
-                    points_px
-                        .iter()
-                        .map(|p| p[axis])
-                        .fold(f64::INFINITY, f64::min)
-                        - r
-                };
-                let hi = |axis: usize| {
-                    points_px
-                        .iter()
-                        .map(|p| p[axis])
-                        .fold(f64::NEG_INFINITY, f64::max)
-                        + r
-                };
-                let (x0, x1) = (lo(0).floor() as i64, hi(0).ceil() as i64);
-                let (y0, y1) = (lo(1).floor() as i64, hi(1).ceil() as i64);
+            Region::Brush { .. } => {
+                let [x0, y0, x1, y1] = self.bounds_px();
+                let (x0, x1) = (x0.floor() as i64, x1.ceil() as i64);
+                let (y0, y1) = (y0.floor() as i64, y1.ceil() as i64);
                 let mut count = 0usize;
                 for y in y0..y1 {
                     for x in x0..x1 {

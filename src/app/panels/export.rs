@@ -225,17 +225,10 @@ pub fn coco(app: &FoveaApp) -> serde_json::Value {
                     })
                     .collect(),
             };
-            let xs = polygon.iter().map(|p| p[0]);
-            let ys = polygon.iter().map(|p| p[1]);
-            let (x0, x1) = (
-                xs.clone().fold(f64::INFINITY, f64::min),
-                xs.fold(f64::NEG_INFINITY, f64::max),
-            );
-            let (y0, y1) = (
-                ys.clone().fold(f64::INFINITY, f64::min),
-                ys.fold(f64::NEG_INFINITY, f64::max),
-            );
-            let area = shoelace(&polygon).abs();
+            // The bounding box and the area of the shape itself (exact for boxes, ellipses and
+            // polygons; a brush counts its pixels), not of the outline sampled above.
+            let [x0, y0, x1, y1] = named.region.bounds_px();
+            let area = named.region.area_px();
             json!({
                 "id": index + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
                 "bbox": [x0, y0, x1 - x0, y1 - y0],
@@ -250,12 +243,4 @@ pub fn coco(app: &FoveaApp) -> serde_json::Value {
         "categories": [{ "id": 1, "name": "region" }],
         "annotations": annotations,
     })
-}
-
-fn shoelace(points: &[[f64; 2]]) -> f64 {
-    let n = points.len();
-    (0..n)
-        .map(|i| points[i][0] * points[(i + 1) % n][1] - points[(i + 1) % n][0] * points[i][1])
-        .sum::<f64>()
-        / 2.0
 }
