@@ -103,7 +103,6 @@ def main() -> None:
     ap.add_argument("--grounded-heads", default="1:2,1:3",
                     help="decoder heads kept on the lesion by an attention loss (l:h,...; empty: none)")
     ap.add_argument("--grounding-weight", type=float, default=0.5)
-    ap.add_argument("--freeze-vision", action="store_true", help="keep the vision tower (and its local features) fixed")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -183,11 +182,7 @@ def main() -> None:
             idx += [j] * len(bins[b].rows[i])
         idx = torch.tensor(idx)
         suf, last, ans = tdm.make_suffixes(prompts, rows, with_answer=True)
-        if args.freeze_vision:
-            with torch.no_grad():
-                feats = model.image_features(dm.pixel_values(np.stack([bins[b].images[i] for b, i in items])))
-        else:
-            feats = model.image_features(dm.pixel_values(np.stack([bins[b].images[i] for b, i in items])))
+        feats = model.image_features(dm.pixel_values(np.stack([bins[b].images[i] for b, i in items])))
         probes = []
         if rng.random() < args.read_dropout:
             knock = torch.zeros(len(rows), 1 + dm.N_IMG, dtype=torch.bool)
@@ -215,7 +210,7 @@ def main() -> None:
         loss_qa = F.cross_entropy(logits_a, ans) + 0.5 * F.cross_entropy(logits_e, torch.full_like(ans, dm.EOS))
         tw = [bins[b].token_targets(i) for b, i in items]
         t, wt = torch.from_numpy(np.stack([x[0] for x in tw])), torch.from_numpy(np.stack([x[1] for x in tw]))
-        loss = loss_qa if args.freeze_vision else loss_qa + args.aux_weight * head.loss(feats, t, wt)
+        loss = loss_qa + args.aux_weight * head.loss(feats, t, wt)
         loss = loss + args.grounding_weight * loss_ground
         opt.zero_grad()
         loss.backward()

@@ -212,18 +212,11 @@ pub fn coco(app: &FoveaApp) -> serde_json::Value {
                     })
                     .collect(),
                 Region::Polygon { points_px } => points_px.clone(),
-                Region::Brush {
-                    points_px,
-                    radius_px,
-                } => points_px
-                    .iter()
-                    .flat_map(|[x, y]| {
-                        [
-                            [x - radius_px, y - radius_px],
-                            [x + radius_px, y + radius_px],
-                        ]
-                    })
-                    .collect(),
+                // A stroke has no outline of its own: COCO gets its bounding box.
+                Region::Brush { .. } => {
+                    let [x0, y0, x1, y1] = named.region.bounds_px();
+                    vec![[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+                }
             };
             // The bounding box and the area of the shape itself (exact for boxes, ellipses and
             // polygons; a brush counts its pixels), not of the outline sampled above.

@@ -44,7 +44,7 @@ pub fn layer_values(app: &FoveaApp, layer: OverlayLayer) -> Option<Vec<f32>> {
     layer_values_of(app, layer, false)
 }
 
-/// The two panes of the before | after view: a head or layer-mean map shown is shown from the
+/// The two panes of the before | after view: a head or layer-mean map is shown from the
 /// question's pass and from the knocked-out pass; anything else gives the triage heads' mean
 /// before and after (what VGRefine changed). `(layer, from the knocked-out pass, title)`.
 pub fn before_after_panes(app: &FoveaApp) -> [(OverlayLayer, bool, String); 2] {
