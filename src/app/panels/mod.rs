@@ -509,7 +509,7 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         ui.label("Click points; double-click or Enter closes the polygon.");
     }
     let mut remove = None;
-    let mut renamed = false;
+    let mut edited = false;
     // Per region: the attention ratio of the two panes of the before | after view (the shown
     // head or layer map, else the triage heads' mean), so a distractor losing attention shows.
     let [(a, ra, _), (b, rb, _)] = heads::before_after_panes(app);
@@ -519,7 +519,7 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     let spacing = app.image.as_ref().and_then(|i| i.study.pixel_spacing_mm);
     for (index, region) in app.regions.iter_mut().enumerate() {
         ui.horizontal(|ui| {
-            renamed |= ui
+            edited |= ui
                 .add(egui::TextEdit::singleline(&mut region.name).desired_width(120.0))
                 .changed();
             ui.label(region.region.kind());
@@ -536,7 +536,7 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
                 } else {
                     RegionRole::Target
                 };
-                renamed = true;
+                edited = true;
             }
             if ui.small_button("Delete").clicked() {
                 remove = Some(index);
@@ -564,7 +564,7 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         app.regions.remove(index);
         app.mark_dirty();
     }
-    if renamed {
+    if edited {
         app.mark_dirty();
     }
     if !app.regions.is_empty() && ui.button("Clear regions").clicked() {
