@@ -255,6 +255,49 @@ pub fn colour_bar(colormap: Colormap, height: u32, lo: &str, hi: &str, caption: 
     out
 }
 
+/// A scale bar in the lower left of `img`: the longest of 1, 2, 5, 10, 20, 50, 100 or 200 mm
+/// that fits in a quarter of the width at `column_spacing_mm` per pixel, white on a black edge,
+/// with its length written above it. Returns the bar's length in mm and in pixels, or `None`
+/// when not even 1 mm fits (or the spacing is not positive).
+pub fn scale_bar(img: &mut RgbImage, column_spacing_mm: f64) -> Option<(f64, u32)> {
+    if !(column_spacing_mm.is_finite() && column_spacing_mm > 0.0) {
+        return None;
+    }
+    let room = img.width() as f64 / 4.0;
+    let mm = [200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0]
+        .into_iter()
+        .find(|mm| mm / column_spacing_mm <= room)?;
+    let length = (mm / column_spacing_mm).round() as u32;
+    let scale = font_scale(img.width());
+    let thick = 2 * scale;
+    let margin = 2 * scale + 1;
+    let line = font::line_height(scale);
+    if length < 2 || img.height() < margin + thick + line + 2 || img.width() < margin + length + 2 {
+        return None;
+    }
+    let y0 = img.height() - margin - thick;
+    // A black edge one pixel around the bar, then the bar.
+    for y in y0 - 1..=y0 + thick {
+        for x in margin - 1..=margin + length {
+            img.put_pixel(x, y, Rgb([0, 0, 0]));
+        }
+    }
+    for y in y0..y0 + thick {
+        for x in margin..margin + length {
+            img.put_pixel(x, y, Rgb([255, 255, 255]));
+        }
+    }
+    font::draw_text(
+        img,
+        margin,
+        y0 - 1 - line,
+        &format!("{mm} MM"),
+        scale,
+        Rgb([255, 255, 255]),
+    );
+    Some((mm, length))
+}
+
 /// Upscale with nearest neighbour so tiny model inputs stay visible.
 pub fn upscale_to(img: &RgbImage, min_side_px: u32) -> RgbImage {
     let side = img.width().max(img.height()).max(1);
@@ -273,6 +316,30 @@ pub fn upscale_to(img: &RgbImage, min_side_px: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 0.5 mm per pixel on a 192 px image: a quarter of the width is 48 px = 24 mm, so the bar is
+    /// 20 mm = 40 px; at 0.05 mm per pixel 5 mm = 100 px exceed 48 px, 2 mm = 40 px fit; at 2 mm
+    /// per pixel 50 mm = 25 px.
+    #[test]
+    fn scale_bar_is_the_longest_round_length_in_a_quarter_of_the_width() {
+        for (spacing, mm, px) in [(0.5, 20.0, 40), (0.05, 2.0, 40), (2.0, 50.0, 25)] {
+            let mut img = RgbImage::from_pixel(192, 192, Rgb([40, 40, 40]));
+            assert_eq!(scale_bar(&mut img, spacing), Some((mm, px)), "{spacing}");
+            // The lowest row with white in it is the bar's: exactly `px` white pixels.
+            let row = (0..192)
+                .map(|y| {
+                    (0..192)
+                        .filter(|&x| img.get_pixel(x, y).0 == [255, 255, 255])
+                        .count()
+                })
+                .filter(|&whites| whites > 0)
+                .last();
+            assert_eq!(row, Some(px as usize), "{spacing}");
+        }
+        let mut img = RgbImage::from_pixel(192, 192, Rgb([40, 40, 40]));
+        assert_eq!(scale_bar(&mut img, 0.0), None);
+        assert_eq!(scale_bar(&mut img, 500.0), None, "200 mm is under 2 px");
+    }
 
     #[test]
     fn colormap_ends_are_the_stops() {

@@ -118,6 +118,10 @@ pub fn composite(app: &FoveaApp) -> anyhow::Result<image::RgbImage> {
             );
         }
     }
+    // With a known pixel spacing, a scale bar in the lower left (its length in mm above it).
+    if let Some([_, column_mm]) = image.study.pixel_spacing_mm {
+        crate::case::compose::scale_bar(&mut picture, column_mm);
+    }
     let Some((lo, hi, what)) = bar else {
         return Ok(picture);
     };
