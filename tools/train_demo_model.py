@@ -255,6 +255,24 @@ def cosine_lr(base: float, step: int, steps: int, warmup: int) -> float:
     return base * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f)))
 
 
+def answer_loss(model, hs, last, ans):
+    """First-token logits and the loss on the answer word plus half the loss on <|endoftext|>
+    after it (hs: the suffix's final hidden states, teacher-forced with the answer)."""
+    ar = torch.arange(len(ans))
+    logits_a = model.lm_head(hs[ar, last])
+    logits_e = model.lm_head(hs[ar, last + 1])
+    loss = F.cross_entropy(logits_a, ans) + 0.5 * F.cross_entropy(logits_e, torch.full_like(ans, dm.EOS))
+    return logits_a, loss
+
+
+def step_on(opt, loss, params) -> None:
+    """One optimiser step on `loss`, gradients clipped to norm 1."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def set_lr(opt, lr: float) -> None:
     for g in opt.param_groups:
         g["lr"] = lr
@@ -374,17 +392,10 @@ def main() -> None:
             hs = model.decode(feats, suf, idx, others, knock)
         else:
             hs = model.decode(feats, suf, idx)
-        ar = torch.arange(len(rows))
-        logits_a = model.lm_head(hs[ar, last])
-        logits_e = model.lm_head(hs[ar, last + 1])
-        loss_qa = F.cross_entropy(logits_a, ans) + 0.5 * F.cross_entropy(logits_e, torch.full_like(ans, dm.EOS))
+        logits_a, loss_qa = answer_loss(model, hs, last, ans)
         t, w = targets(items)
         loss_aux = head.loss(feats, t, w)
-        loss = loss_qa + args.aux_weight * loss_aux
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(allp, 1.0)
-        opt.step()
+        step_on(opt, loss_qa + args.aux_weight * loss_aux, allp)
         acc = (logits_a.argmax(-1) == ans).float().mean().item()
         ema = acc if ema is None else 0.95 * ema + 0.05 * acc
         if step % 50 == 0 or step == args.steps - 1:

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -190,7 +189,6 @@ def main() -> None:
             hs = model.decode(feats, suf, idx, [l for l in range(dm.L) if l != args.read_layer], knock, probes)
         else:
             hs = model.decode(feats, suf, idx, probe=probes)
-        ar = torch.arange(len(rows))
         # The grounded heads: the share of their image attention (answer-producing token) inside
         # the lesion boxes, pushed up on every localization question about a lesion.
         loss_ground = torch.zeros(())
@@ -205,17 +203,11 @@ def main() -> None:
                     p_img = probes[l][st, h, last[st], 1:1 + dm.N_IMG]
                     share = (p_img * gm).sum(-1) / p_img.sum(-1).clamp(min=1e-9)
                     loss_ground = loss_ground - torch.log(share + 1e-4).mean() / len(grounded)
-        logits_a = model.lm_head(hs[ar, last])
-        logits_e = model.lm_head(hs[ar, last + 1])
-        loss_qa = F.cross_entropy(logits_a, ans) + 0.5 * F.cross_entropy(logits_e, torch.full_like(ans, dm.EOS))
+        logits_a, loss_qa = tdm.answer_loss(model, hs, last, ans)
         tw = [bins[b].token_targets(i) for b, i in items]
         t, wt = torch.from_numpy(np.stack([x[0] for x in tw])), torch.from_numpy(np.stack([x[1] for x in tw]))
         loss = loss_qa + args.aux_weight * head.loss(feats, t, wt)
-        loss = loss + args.grounding_weight * loss_ground
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(allp, 1.0)
-        opt.step()
+        tdm.step_on(opt, loss + args.grounding_weight * loss_ground, allp)
         acc = (logits_a.argmax(-1) == ans).float().mean().item()
         ema = acc if ema is None else 0.95 * ema + 0.05 * acc
         if step % 50 == 0 or step == args.steps - 1:
