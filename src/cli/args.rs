@@ -232,6 +232,11 @@ pub struct PhantomArgs {
     /// Write DICOM (Secondary Capture) instead of PNG
     #[arg(long)]
     pub dicom: bool,
+    /// Instead of cases, write one synthetic axial CT series of this many slices (single-frame
+    /// CT files, 3 mm pixels, 2.5 mm apart, a 25 mm lesion; shuffled file names and Instance
+    /// Numbers that disagree with the positions, as the series tests need)
+    #[arg(long, value_name = "N")]
+    pub ct_slices: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -248,12 +253,14 @@ pub struct InspectArgs {
     /// CLIP folder for checkpoints whose vision tower is separate (LLaVA-Med's mm_vision_tower)
     #[arg(long, value_name = "DIR")]
     pub vision_tower: Option<PathBuf>,
-    /// DICOM, PNG, JPEG, TIFF or BMP image
-    #[arg(long, value_name = "FILE")]
+    /// DICOM, PNG, JPEG, TIFF or BMP image, or a folder / DICOMDIR with --series and --slice
+    #[arg(long, value_name = "FILE|DIR")]
     pub image: PathBuf,
     /// Frame of a multi-frame image (0-based)
     #[arg(long, default_value_t = 0)]
     pub frame: usize,
+    #[command(flatten)]
+    pub series: SeriesArgs,
     /// The question (with --template raw: the whole prompt, <image> marking the image)
     #[arg(long)]
     pub question: String,
@@ -432,8 +439,11 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// DICOM, PNG, JPEG, TIFF or BMP file (detected from the content)
+    /// DICOM, PNG, JPEG, TIFF or BMP file (detected from the content), or a folder / DICOMDIR:
+    /// its series are listed (with --series N: that series' slices)
     pub file: PathBuf,
+    #[command(flatten)]
+    pub series: SeriesArgs,
     /// Also print patient-identifying fields (name, ID, birth date, institution, dates, UIDs)
     #[arg(long)]
     pub show_phi: bool,
@@ -444,8 +454,11 @@ pub struct InfoArgs {
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// DICOM, PNG, JPEG, TIFF or BMP file (detected from the content)
+    /// DICOM, PNG, JPEG, TIFF or BMP file (detected from the content), or a folder / DICOMDIR
+    /// with --series and --slice
     pub file: PathBuf,
+    #[command(flatten)]
+    pub series: SeriesArgs,
     /// Output PNG (written to a temporary file, then renamed: never left half-written)
     pub out: PathBuf,
     /// Frame to render (0-based)
@@ -453,6 +466,19 @@ pub struct ConvertArgs {
     pub frame: usize,
     #[command(flatten)]
     pub window: WindowArgs,
+}
+
+/// Which slice of which series, when the image is a folder or a DICOMDIR.
+#[derive(Debug, Args, Default, Clone)]
+pub struct SeriesArgs {
+    /// Series of a folder or DICOMDIR: its index as `fovea info FOLDER` lists them (0-based), or
+    /// its Series Instance UID (may be left out when there is one series)
+    #[arg(long, value_name = "N|UID")]
+    pub series: Option<String>,
+    /// Slice of the series, 0-based along the slice normal (Image Position / Orientation
+    /// (Patient); Instance Number when the geometry is missing)
+    #[arg(long, value_name = "K")]
+    pub slice: Option<usize>,
 }
 
 /// How to map modality values to grey levels. Default: the file's window, else min-max.

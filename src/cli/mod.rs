@@ -71,8 +71,118 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A folder or a DICOMDIR (by name), rather than one image file.
+pub fn is_series_source(path: &Path) -> bool {
+    path.is_dir()
+        || path
+            .file_name()
+            .is_some_and(|name| name.eq_ignore_ascii_case("DICOMDIR"))
+}
+
+/// The file and frame to open: `path` itself, or for a folder / DICOMDIR the chosen slice of
+/// the chosen series (an error lists the series or the slice range when a choice is missing).
+fn resolve_image(
+    path: &Path,
+    frame: usize,
+    choice: &SeriesArgs,
+) -> Result<(std::path::PathBuf, usize)> {
+    if !is_series_source(path) {
+        if choice.series.is_some() || choice.slice.is_some() {
+            bail!(
+                "--series and --slice need a folder or a DICOMDIR; this is one file: {}",
+                path.display()
+            );
+        }
+        return Ok((path.to_path_buf(), frame));
+    }
+    let scan = imaging::scan::scan(path, &imaging::scan::ScanProgress::default())?;
+    let series = match &choice.series {
+        Some(series) => series.clone(),
+        None if scan.series.len() == 1 => "0".into(),
+        None => bail!(
+            "{} holds {} series: choose one with --series N\n{}",
+            path.display(),
+            scan.series.len(),
+            series_list(&scan)
+        ),
+    };
+    let (chosen, _) = imaging::scan::pick(&scan, &series, 0).map_err(anyhow::Error::msg)?;
+    let slice = match choice.slice {
+        Some(slice) => slice,
+        None if chosen.slices.len() == 1 => 0,
+        None => bail!(
+            "series {series} has {} slices: choose one with --slice K (0..{}, along the slice normal)",
+            chosen.slices.len(),
+            chosen.slices.len() - 1
+        ),
+    };
+    let (_, header) = imaging::scan::pick(&scan, &series, slice).map_err(anyhow::Error::msg)?;
+    Ok((header.path.clone(), header.frame))
+}
+
+fn series_list(scan: &imaging::scan::Scan) -> String {
+    let mut text = String::new();
+    for (index, series) in scan.series.iter().enumerate() {
+        text.push_str(&format!("  [{index}] {}\n", series.label()));
+    }
+    if !scan.skipped.is_empty() {
+        text.push_str(&format!(
+            "  ({} file(s) passed over: not DICOM images)\n",
+            scan.skipped.len()
+        ));
+    }
+    text
+}
+
 fn info(args: &InfoArgs) -> Result<()> {
-    let study = imaging::load(&args.file)?;
+    if is_series_source(&args.file) && args.series.slice.is_none() {
+        let scan = imaging::scan::scan(&args.file, &imaging::scan::ScanProgress::default())?;
+        if args.json {
+            let series: Vec<serde_json::Value> = scan
+                .series
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "modality": s.modality,
+                        "series_number": s.series_number,
+                        "description": args.show_phi.then_some(s.description.as_ref()).flatten(),
+                        "slices": s.slices.len(),
+                        "rows": s.rows,
+                        "columns": s.columns,
+                        "ordering": format!("{:?}", s.ordering),
+                        "series_instance_uid": args.show_phi.then_some(&s.series_uid),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "series": series,
+                    "skipped_files": scan.skipped.len(),
+                }))?
+            );
+            return Ok(());
+        }
+        println!("{}: {} series", args.file.display(), scan.series.len());
+        print!("{}", series_list(&scan));
+        if let Some(chosen) = &args.series.series {
+            let (series, _) = imaging::scan::pick(&scan, chosen, 0).map_err(anyhow::Error::msg)?;
+            for (k, slice) in series.slices.iter().enumerate() {
+                let position = slice
+                    .position
+                    .map(|p| format!("({:.1}, {:.1}, {:.1}) mm", p[0], p[1], p[2]))
+                    .unwrap_or_else(|| "no position".into());
+                println!(
+                    "  slice {k}: {} frame {}, {position}",
+                    slice.path.display(),
+                    slice.frame
+                );
+            }
+        }
+        return Ok(());
+    }
+    let (file, _) = resolve_image(&args.file, 0, &args.series)?;
+    let study = imaging::load(&file)?;
     if args.json {
         println!(
             "{}",
@@ -87,10 +197,11 @@ fn info(args: &InfoArgs) -> Result<()> {
 fn convert(args: &ConvertArgs) -> Result<()> {
     let voi = args.window.voi_option()?;
     check_png_path(&args.out)?;
-    let study = imaging::load(&args.file)?;
-    let image = imaging::render_rgb8(&study, args.frame, &voi)?;
+    let (file, frame) = resolve_image(&args.file, args.frame, &args.series)?;
+    let study = imaging::load(&file)?;
+    let image = imaging::render_rgb8(&study, frame, &voi)?;
     crate::io::write_png(&args.out, &image)?;
-    let (window, _) = study.resolve_window(args.frame, &voi);
+    let (window, _) = study.resolve_window(frame, &voi);
     if study.photometric == Photometric::Rgb {
         eprintln!(
             "wrote {} ({}x{}, colour)",
@@ -300,6 +411,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     if let Some(overlay) = &args.overlay {
         check_png_path(overlay)?;
     }
+    let (image_file, frame) = resolve_image(&args.image, args.frame, &args.series)?;
     let model_dir = match &args.model {
         Some(dir) => dir.clone(),
         None => {
@@ -339,8 +451,8 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         vision_tower: args.vision_tower.clone(),
         quantize: args.quantize.to_quantize(),
         load_progress: terminal_load_progress(),
-        image: args.image.clone(),
-        frame: args.frame,
+        image: image_file,
+        frame,
         question: args.question.clone(),
         settings,
         heads_given: heads.is_some(),
@@ -426,6 +538,23 @@ fn phantom(args: &PhantomArgs) -> Result<()> {
     }
     if args.out.is_file() {
         bail!("output is a file, not a folder: {}", args.out.display());
+    }
+    if let Some(slices) = args.ct_slices {
+        if !(1..=2000).contains(&slices) {
+            bail!("--ct-slices must be within 1..2000, got {slices}");
+        }
+        let series = crate::demo::ct_series::CtSeries {
+            slices,
+            seed: args.seed,
+            ..Default::default()
+        };
+        crate::demo::ct_series::write(&args.out, &series)?;
+        eprintln!(
+            "wrote a {slices}-slice CT series to {} (open the folder: fovea {})",
+            args.out.display(),
+            args.out.display()
+        );
+        return Ok(());
     }
     let recipe = Recipe {
         size_px: args.size,

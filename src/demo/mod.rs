@@ -3,6 +3,7 @@
 //! field layout.
 
 pub mod assets;
+pub mod ct_series;
 pub mod phantom;
 
 use std::path::Path;

@@ -17,6 +17,7 @@ pub mod jpegls;
 pub mod layout;
 pub mod raster;
 pub mod rle;
+pub mod scan;
 pub mod series;
 pub mod sniff;
 pub mod study;
