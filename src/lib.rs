@@ -10,6 +10,7 @@ pub mod case;
 pub mod cli;
 pub mod demo;
 pub mod eval;
+pub mod exchange;
 pub mod grounding;
 pub mod imaging;
 pub mod io;

@@ -407,7 +407,7 @@ fn rank(module: &[String]) -> usize {
         Some("imaging" | "demo") => 1,
         Some("model") => 2,
         Some("grounding") => 3,
-        Some("case") => 4,
+        Some("case" | "exchange") => 4,
         Some("eval" | "app") => 5,
         Some("cli") => 6,
         Some("<main>") => 7,

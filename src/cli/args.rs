@@ -326,6 +326,25 @@ pub struct InspectArgs {
     /// Region to score against, x0,y0,x1,y1 in original image pixels (repeatable)
     #[arg(long, value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
     pub region: Vec<String>,
+    /// Also score against the regions in FILE: a DICOM SEG on this image, a NIfTI mask or
+    /// label map (.nii, .nii.gz), COCO JSON or VGMED JSON/JSONL boxes (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub regions_from: Vec<PathBuf>,
+    /// Write a DICOM Segmentation: the regions (MANUAL) and the triage mask (AUTOMATIC),
+    /// referencing the source image; de-identified unless --keep-identity
+    #[arg(long, value_name = "OUT.dcm")]
+    pub seg: Option<PathBuf>,
+    /// With --seg, also a segment of the triage map at or above this fraction of its range
+    #[arg(long, value_name = "F")]
+    pub seg_map_threshold: Option<f64>,
+    /// Write the --overlay picture as a DICOM Secondary Capture a PACS shows (colour bars
+    /// burned in); de-identified unless --keep-identity
+    #[arg(long, value_name = "OUT.dcm")]
+    pub capture: Option<PathBuf>,
+    /// Keep patient identity for PACS: DICOM exports carry the source's patient and study
+    /// modules and UIDs (default: PS3.15 Basic Profile de-identification)
+    #[arg(long)]
+    pub keep_identity: bool,
     /// Longest answer, in tokens
     #[arg(long, default_value_t = 16)]
     pub max_new_tokens: usize,

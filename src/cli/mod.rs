@@ -398,12 +398,20 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         (None, None) => Rule::Percentile(80.0),
     };
     rule.validate().map_err(anyhow::Error::msg)?;
-    let regions = args
+    let mut named: Vec<(String, bool, crate::grounding::region::Region)> = args
         .region
         .iter()
-        .map(|text| crate::grounding::region::Region::parse_box(text).map_err(anyhow::Error::msg))
+        .enumerate()
+        .map(|(k, text)| {
+            crate::grounding::region::Region::parse_box(text)
+                .map(|r| (format!("region {}", k + 1), false, r))
+                .map_err(anyhow::Error::msg)
+        })
         .collect::<Result<Vec<_>>>()?;
-    for path in [&args.json, &args.overlay].into_iter().flatten() {
+    for path in [&args.json, &args.overlay, &args.seg, &args.capture]
+        .into_iter()
+        .flatten()
+    {
         if path.is_dir() {
             bail!("output is a directory: {}", path.display());
         }
@@ -412,6 +420,43 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         check_png_path(overlay)?;
     }
     let (image_file, frame) = resolve_image(&args.image, args.frame, &args.series)?;
+    if let Some(t) = args.seg_map_threshold {
+        if !(0.0..=1.0).contains(&t) || args.seg.is_none() {
+            bail!("--seg-map-threshold needs --seg and a fraction within 0..1, got {t}");
+        }
+    }
+    if !args.regions_from.is_empty() {
+        let study = imaging::load(&image_file)?;
+        let target = crate::exchange::regions::Target {
+            path: &image_file,
+            frame,
+            width: study.width,
+            height: study.height,
+            dicom: matches!(study.format, imaging::SourceFormat::Dicom { .. }),
+        };
+        for file in &args.regions_from {
+            let imported = crate::exchange::regions::import(file, &target)?;
+            for note in &imported.notes {
+                eprintln!("{}: {note}", file.display());
+            }
+            eprintln!(
+                "{}: {} region(s) imported",
+                file.display(),
+                imported.regions.len()
+            );
+            named.extend(
+                imported
+                    .regions
+                    .into_iter()
+                    .map(|r| (r.name, r.distractor, r.region)),
+            );
+        }
+    }
+    let regions: Vec<crate::grounding::region::Region> = named
+        .iter()
+        .filter(|(_, distractor, _)| !distractor)
+        .map(|(_, _, r)| r.clone())
+        .collect();
     let model_dir = match &args.model {
         Some(dir) => dir.clone(),
         None => {
@@ -451,7 +496,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         vision_tower: args.vision_tower.clone(),
         quantize: args.quantize.to_quantize(),
         load_progress: terminal_load_progress(),
-        image: image_file,
+        image: image_file.clone(),
         frame,
         question: args.question.clone(),
         settings,
@@ -509,6 +554,94 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         )?;
         crate::io::write_png(out, &picture)?;
         eprintln!("wrote {}", out.display());
+    }
+    if args.seg.is_some() || args.capture.is_some() {
+        dicom_exports(args, &inspection, &named, &image_file, frame)?;
+    }
+    Ok(())
+}
+
+/// `--seg` and `--capture`: DICOM objects referencing the source image, one identity policy
+/// (and one UID remapping) for both.
+fn dicom_exports(
+    args: &InspectArgs,
+    inspection: &crate::case::Inspection,
+    named: &[(String, bool, crate::grounding::region::Region)],
+    image: &Path,
+    frame: usize,
+) -> Result<()> {
+    use crate::exchange::{self, segments};
+    let source = exchange::SourceImage::read(image, frame)?;
+    let mut exporter = exchange::Exporter::new(if args.keep_identity {
+        exchange::IdentityChoice::Keep
+    } else {
+        exchange::IdentityChoice::Deidentify
+    });
+    let identity = if args.keep_identity {
+        "patient identity kept"
+    } else {
+        "de-identified (PS3.15 Basic Profile)"
+    };
+    if let Some(out) = &args.seg {
+        let drawn: Vec<segments::DrawnRegion> = named
+            .iter()
+            .map(|(name, distractor, region)| segments::DrawnRegion {
+                name,
+                distractor: *distractor,
+                region,
+            })
+            .collect();
+        let heads: Vec<String> = inspection
+            .triage_heads
+            .iter()
+            .map(|(l, h)| format!("{l}:{h}"))
+            .collect();
+        let maps = segments::CaseMaps {
+            grid: &inspection.grid,
+            knocked_out: &inspection.outcome.knocked_out,
+            score_map: inspection
+                .outcome
+                .triage
+                .as_ref()
+                .map(|t| t.score_map.as_slice()),
+            description: format!(
+                "heads {}, {}",
+                heads.join(","),
+                inspection.record["triage"]["rule"]
+            ),
+        };
+        let list = segments::case_segments(
+            source.columns,
+            source.rows,
+            &drawn,
+            Some(&maps),
+            args.seg_map_threshold,
+        );
+        exchange::seg::write(out, &source, &list, &mut exporter)?;
+        eprintln!(
+            "wrote {} (DICOM SEG, {} segment(s), {identity})",
+            out.display(),
+            list.len()
+        );
+    }
+    if let Some(out) = &args.capture {
+        let picture = crate::case::overlay_picture(
+            inspection,
+            crate::case::compose::Colormap::Inferno,
+            args.overlay_token,
+        )?;
+        let description = format!(
+            "fovea attention view (triage map | before | after knockout): answer {:?}, VGRefine answer {:?}",
+            inspection.record["answer"].as_str().unwrap_or(""),
+            inspection.record["refined"]["answer"]
+                .as_str()
+                .unwrap_or("")
+        );
+        exchange::capture::write(out, &source, &picture, &description, &mut exporter)?;
+        eprintln!(
+            "wrote {} (DICOM Secondary Capture, {identity})",
+            out.display()
+        );
     }
     Ok(())
 }

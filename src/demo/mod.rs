@@ -74,6 +74,19 @@ pub fn dicom_bytes(case: &Case) -> Result<Vec<u8>> {
         uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
     ));
     obj.put(text(tags::SOP_INSTANCE_UID, VR::UI, &instance_uid));
+    // Each phantom is its own study and series, as a PACS needs to file it (and a SEG or a
+    // Secondary Capture exported from it to refer to it).
+    obj.put(text(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        &format!("{instance_uid}.1"),
+    ));
+    obj.put(text(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &format!("{instance_uid}.2"),
+    ));
+    obj.put(text(tags::CONVERSION_TYPE, VR::CS, "WSD"));
     obj.put(text(
         tags::MODALITY,
         VR::CS,

@@ -18,6 +18,13 @@ pub enum Region {
         points_px: Vec<[f64; 2]>,
         radius_px: f64,
     },
+    /// A pixel mask over the whole image (imported from a DICOM SEG, NIfTI or COCO RLE):
+    /// alternating run lengths in raster order (row by row), starting with unset pixels.
+    Mask {
+        width: u32,
+        height: u32,
+        runs: Vec<u32>,
+    },
 }
 
 /// The image-token grid the model sees.
@@ -35,6 +42,30 @@ impl TokenGrid {
             width as f64 / self.cols as f64,
             height as f64 / self.rows as f64,
         )
+    }
+
+    /// The token whose cell holds original-pixel point (x, y), if the point reaches the model
+    /// input (a centre crop leaves the sides out).
+    pub fn token_at(&self, x: f64, y: f64) -> Option<usize> {
+        let (cell_w, cell_h) = self.cell_px();
+        let (ix, iy) = self.mapping.to_input(x, y);
+        let (col, row) = ((ix / cell_w).floor(), (iy / cell_h).floor());
+        (col >= 0.0 && row >= 0.0 && (col as usize) < self.cols && (row as usize) < self.rows)
+            .then(|| row as usize * self.cols + col as usize)
+    }
+
+    /// The pixels of a `width x height` image whose centres fall in the given tokens' cells.
+    pub fn tokens_to_pixels(&self, width: u32, height: u32, tokens: &[bool]) -> Vec<bool> {
+        (0..height as usize * width as usize)
+            .map(|i| {
+                let (x, y) = (
+                    (i % width as usize) as f64 + 0.5,
+                    (i / width as usize) as f64 + 0.5,
+                );
+                self.token_at(x, y)
+                    .is_some_and(|t| tokens.get(t).copied().unwrap_or(false))
+            })
+            .collect()
     }
 
     /// The centre of token `index` in original image pixels.
@@ -74,7 +105,68 @@ impl Region {
             Region::Ellipse { .. } => "ellipse",
             Region::Polygon { .. } => "polygon",
             Region::Brush { .. } => "brush",
+            Region::Mask { .. } => "mask",
         }
+    }
+
+    /// A mask region from `width x height` pixels in raster order; `None` when no pixel is set.
+    pub fn from_mask(width: u32, height: u32, pixels: &[bool]) -> Option<Region> {
+        if !pixels.iter().any(|&p| p) || pixels.len() != width as usize * height as usize {
+            return None;
+        }
+        let mut runs = Vec::new();
+        let (mut current, mut length) = (false, 0u32);
+        for &p in pixels {
+            if p == current {
+                length += 1;
+            } else {
+                runs.push(length);
+                current = p;
+                length = 1;
+            }
+        }
+        runs.push(length);
+        Some(Region::Mask {
+            width,
+            height,
+            runs,
+        })
+    }
+
+    /// The pixels the region covers on a `width x height` image, in raster order: a pixel is
+    /// in when its centre is (a mask region: when its own pixel is set). No tokens involved:
+    /// this is what a DICOM SEG or a NIfTI mask stores.
+    pub fn pixel_mask(&self, width: u32, height: u32) -> Vec<bool> {
+        let (w, h) = (width as usize, height as usize);
+        if let Region::Mask {
+            width: mw,
+            height: mh,
+            runs,
+        } = self
+        {
+            let own = decode_runs(runs, *mw as usize * *mh as usize);
+            if (*mw, *mh) == (width, height) {
+                return own;
+            }
+            // Another size: nearest pixel centre.
+            return (0..w * h)
+                .map(|i| {
+                    let x = ((i % w) as f64 + 0.5) * *mw as f64 / w as f64;
+                    let y = ((i / w) as f64 + 0.5) * *mh as f64 / h as f64;
+                    own[(y as usize).min(*mh as usize - 1) * *mw as usize
+                        + (x as usize).min(*mw as usize - 1)]
+                })
+                .collect();
+        }
+        let [x0, y0, x1, y1] = self.bounds_px();
+        let mut mask = vec![false; w * h];
+        let clamp = |v: f64, hi: usize| (v.max(0.0) as usize).min(hi);
+        for y in clamp(y0.floor(), h)..clamp(y1.ceil() + 1.0, h) {
+            for x in clamp(x0.floor(), w)..clamp(x1.ceil() + 1.0, w) {
+                mask[y * w + x] = self.contains(x as f64 + 0.5, y as f64 + 0.5);
+            }
+        }
+        mask
     }
 
     /// Reject shapes with no area.
@@ -93,6 +185,14 @@ impl Region {
                 points_px,
                 radius_px,
             } => !points_px.is_empty() && *radius_px > 0.0,
+            Region::Mask {
+                width,
+                height,
+                runs,
+            } => {
+                runs.iter().map(|&r| r as u64).sum::<u64>() == *width as u64 * *height as u64
+                    && runs.iter().skip(1).step_by(2).any(|&r| r > 0)
+            }
         };
         if ok {
             Ok(())
@@ -168,6 +268,25 @@ impl Region {
                     ]
                 })
                 .collect(),
+            Region::Mask { width, runs, .. } => {
+                // Pixel edges of the set pixels.
+                let mut points = Vec::new();
+                let mut at = 0usize;
+                let w = (*width as usize).max(1);
+                for (k, &run) in runs.iter().enumerate() {
+                    if k % 2 == 1 && run > 0 {
+                        let (first, last) = (at, at + run as usize - 1);
+                        for y in first / w..=last / w {
+                            let x0 = if y == first / w { first % w } else { 0 };
+                            let x1 = if y == last / w { last % w } else { w - 1 };
+                            points.push([x0 as f64, y as f64]);
+                            points.push([x1 as f64 + 1.0, y as f64 + 1.0]);
+                        }
+                    }
+                    at += run as usize;
+                }
+                points
+            }
         };
         let fold = |axis: usize, init: f64, f: fn(f64, f64) -> f64| {
             points.iter().map(|p| p[axis]).fold(init, f)
@@ -197,6 +316,7 @@ impl Region {
                 xyxy_px: [x0, y0, x1, y1],
             } => std::f64::consts::PI * (x1 - x0).abs() / 2.0 * (y1 - y0).abs() / 2.0,
             Region::Polygon { points_px } => polygon_area(points_px).abs(),
+            Region::Mask { runs, .. } => runs.iter().skip(1).step_by(2).map(|&r| r as f64).sum(),
             Region::Brush { .. } => {
                 let [x0, y0, x1, y1] = self.bounds_px();
                 let (x0, x1) = (x0.floor() as i64, x1.ceil() as i64);
@@ -248,8 +368,82 @@ impl Region {
             } => points_px
                 .iter()
                 .any(|[px, py]| (px - x).powi(2) + (py - y).powi(2) <= radius_px * radius_px),
+            Region::Mask {
+                width,
+                height,
+                runs,
+            } => {
+                if x < 0.0 || y < 0.0 || x >= *width as f64 || y >= *height as f64 {
+                    return false;
+                }
+                let index = y as usize * *width as usize + x as usize;
+                let mut at = 0usize;
+                for (k, &run) in runs.iter().enumerate() {
+                    at += run as usize;
+                    if index < at {
+                        return k % 2 == 1;
+                    }
+                }
+                false
+            }
         }
     }
+}
+
+impl Region {
+    /// The outline of a mask region as pixel edges between set and unset pixels (each
+    /// `[from, to]` in pixels), for drawing; other kinds draw their own shapes.
+    pub fn mask_edges(&self) -> Vec<[[f64; 2]; 2]> {
+        let Region::Mask {
+            width,
+            height,
+            runs,
+        } = self
+        else {
+            return Vec::new();
+        };
+        let (w, h) = (*width as usize, *height as usize);
+        let pixels = decode_runs(runs, w * h);
+        let at = |x: i64, y: i64| {
+            x >= 0
+                && y >= 0
+                && (x as usize) < w
+                && (y as usize) < h
+                && pixels[y as usize * w + x as usize]
+        };
+        let mut edges = Vec::new();
+        for y in 0..h as i64 {
+            for x in 0..w as i64 {
+                if !at(x, y) {
+                    continue;
+                }
+                let (fx, fy) = (x as f64, y as f64);
+                if !at(x, y - 1) {
+                    edges.push([[fx, fy], [fx + 1.0, fy]]);
+                }
+                if !at(x, y + 1) {
+                    edges.push([[fx, fy + 1.0], [fx + 1.0, fy + 1.0]]);
+                }
+                if !at(x - 1, y) {
+                    edges.push([[fx, fy], [fx, fy + 1.0]]);
+                }
+                if !at(x + 1, y) {
+                    edges.push([[fx + 1.0, fy], [fx + 1.0, fy + 1.0]]);
+                }
+            }
+        }
+        edges
+    }
+}
+
+/// Expand alternating run lengths (unset first) into `n` pixels.
+fn decode_runs(runs: &[u32], n: usize) -> Vec<bool> {
+    let mut pixels = Vec::with_capacity(n);
+    for (k, &run) in runs.iter().enumerate() {
+        pixels.extend(std::iter::repeat_n(k % 2 == 1, run as usize));
+    }
+    pixels.resize(n, false);
+    pixels
 }
 
 fn polygon_area(points: &[[f64; 2]]) -> f64 {

@@ -200,6 +200,34 @@ pub fn coco(app: &FoveaApp) -> serde_json::Value {
         .iter()
         .enumerate()
         .map(|(index, named)| {
+            let [x0, y0, x1, y1] = named.region.bounds_px();
+            let area = named.region.area_px();
+            if let Region::Mask { width, height, .. } = &named.region {
+                // COCO's uncompressed RLE: column-major run lengths, unset first.
+                let pixels = named.region.pixel_mask(*width, *height);
+                let (w, h) = (*width as usize, *height as usize);
+                let mut counts = Vec::new();
+                let (mut current, mut length) = (false, 0u64);
+                for x in 0..w {
+                    for y in 0..h {
+                        if pixels[y * w + x] == current {
+                            length += 1;
+                        } else {
+                            counts.push(length);
+                            current = !current;
+                            length = 1;
+                        }
+                    }
+                }
+                counts.push(length);
+                return json!({
+                    "id": index + 1, "image_id": 1, "category_id": 1, "iscrowd": 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": area,
+                    "segmentation": { "counts": counts, "size": [h, w] },
+                    "fovea": { "name": named.name, "kind": "mask" },
+                });
+            }
             let polygon: Vec<[f64; 2]> = match &named.region {
                 Region::Box {
                     xyxy_px: [x0, y0, x1, y1],
@@ -217,15 +245,12 @@ pub fn coco(app: &FoveaApp) -> serde_json::Value {
                     .collect(),
                 Region::Polygon { points_px } => points_px.clone(),
                 // A stroke has no outline of its own: COCO gets its bounding box.
-                Region::Brush { .. } => {
-                    let [x0, y0, x1, y1] = named.region.bounds_px();
+                Region::Brush { .. } | Region::Mask { .. } => {
                     vec![[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
                 }
             };
             // The bounding box and the area of the shape itself (exact for boxes, ellipses and
             // polygons; a brush counts its pixels), not of the outline sampled above.
-            let [x0, y0, x1, y1] = named.region.bounds_px();
-            let area = named.region.area_px();
             json!({
                 "id": index + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
                 "bbox": [x0, y0, x1 - x0, y1 - y0],

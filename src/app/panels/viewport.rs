@@ -361,6 +361,11 @@ fn draw_region(painter: &egui::Painter, view: &View, rect: Rect, region: &Region
                 );
             }
         }
+        Region::Mask { .. } => {
+            for [a, b] in region.mask_edges() {
+                painter.line_segment([to_screen(view, rect, a), to_screen(view, rect, b)], stroke);
+            }
+        }
     }
 }
 

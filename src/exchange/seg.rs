@@ -1,0 +1,685 @@
+//! DICOM Segmentation (binary SEG) out and in.
+//!
+//! Out: one frame per segment on the source image's frame, bit-packed, with the references a
+//! PACS or 3D Slicer / OHIF needs to place it: the source's SOP Instance (and frame), its
+//! series in the Common Instance Reference module, and, when the source has a patient
+//! geometry, its Frame of Reference, Image Position and Orientation (Patient) and Pixel
+//! Spacing in the functional groups. Drawn regions are MANUAL segments; fovea's maps (the
+//! triage mask, a thresholded attention map) are AUTOMATIC, with the algorithm named.
+//! A segment drawn in fovea also carries its shape as JSON in Segment Description, so an
+//! import can restore the exact box or polygon (checked against the pixels, else the pixels
+//! win).
+//!
+//! In: the frames of a SEG that belong to the open image (by referenced SOP Instance UID and
+//! frame; else by position in the same Frame of Reference; else, for a one-image SEG of the
+//! same size, with a note: a de-identified export no longer names its source).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
+use super::deid::Exporter;
+use super::elements::{
+    code_item, ds, first_item, floats, now_da_tm, one_item, part10_bytes, put, put_us, sequence,
+    text, text_of,
+};
+use super::source::SourceImage;
+use crate::grounding::region::Region;
+
+pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+
+/// How a segment was made (Segment Algorithm Type).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Algorithm {
+    /// Drawn by a person.
+    Manual,
+    /// Computed by fovea; the algorithm's name.
+    Automatic(String),
+}
+
+/// What a segment marks, for its property codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Property {
+    /// A finding the answer is about (a drawn target region).
+    Lesion,
+    /// Something the model should not look at (a drawn distractor: marker, wire, label).
+    Object,
+    /// Where the model's attention is (fovea's maps).
+    Attention,
+}
+
+/// One segment to write: a label, a display colour, how it was made, and its pixels on the
+/// source frame (raster order, `rows x columns`).
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub label: String,
+    pub colour: [u8; 3],
+    pub algorithm: Algorithm,
+    pub property: Property,
+    pub pixels: Vec<bool>,
+    /// The fovea shape the pixels came from, restored on import when it still matches.
+    pub shape: Option<Region>,
+}
+
+/// sRGB (0..255) to DICOM's CIELab encoding (L 0..100 -> 0..65535, a/b -128..127 -> 0..65535),
+/// D65 white, as PS3.3 C.10.7.1.1 defines Recommended Display CIELab Value.
+pub fn srgb_to_dicom_lab(rgb: [u8; 3]) -> [u16; 3] {
+    let linear = |c: u8| {
+        let c = c as f64 / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let (r, g, b) = (linear(rgb[0]), linear(rgb[1]), linear(rgb[2]));
+    let x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
+    let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    let z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+    let f = |t: f64| {
+        if t > (6.0f64 / 29.0).powi(3) {
+            t.cbrt()
+        } else {
+            t / (3.0 * (6.0f64 / 29.0).powi(2)) + 4.0 / 29.0
+        }
+    };
+    let (fx, fy, fz) = (f(x), f(y), f(z));
+    let (l, a, bb) = (116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz));
+    [
+        (l / 100.0 * 65535.0).round().clamp(0.0, 65535.0) as u16,
+        ((a + 128.0) / 255.0 * 65535.0).round().clamp(0.0, 65535.0) as u16,
+        ((bb + 128.0) / 255.0 * 65535.0).round().clamp(0.0, 65535.0) as u16,
+    ]
+}
+
+/// Pack pixels 1 bit each, first pixel in the lowest bit, padded to an even length.
+pub fn pack_bits(pixels: &[bool]) -> Vec<u8> {
+    let mut bytes = vec![0u8; pixels.len().div_ceil(8)];
+    for (i, &p) in pixels.iter().enumerate() {
+        if p {
+            bytes[i / 8] |= 1 << (i % 8);
+        }
+    }
+    if bytes.len() % 2 == 1 {
+        bytes.push(0);
+    }
+    bytes
+}
+
+fn segment_item(number: u16, segment: &Segment) -> InMemDicomObject {
+    let mut item = InMemDicomObject::new_empty();
+    put_us(&mut item, tags::SEGMENT_NUMBER, &[number]);
+    put(
+        &mut item,
+        tags::SEGMENT_LABEL,
+        VR::LO,
+        &clip(&segment.label, 64),
+    );
+    if let Some(shape) = &segment.shape {
+        if let Ok(json) = serde_json::to_string(shape) {
+            if json.len() < 1024 {
+                put(
+                    &mut item,
+                    tags::SEGMENT_DESCRIPTION,
+                    VR::ST,
+                    &format!("fovea:{json}"),
+                );
+            }
+        }
+    }
+    match &segment.algorithm {
+        Algorithm::Manual => put(&mut item, tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "MANUAL"),
+        Algorithm::Automatic(name) => {
+            put(&mut item, tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "AUTOMATIC");
+            put(
+                &mut item,
+                tags::SEGMENT_ALGORITHM_NAME,
+                VR::LO,
+                &clip(name, 64),
+            );
+        }
+    }
+    let (category, kind) = match segment.property {
+        Property::Lesion => (
+            code_item("49755003", "SCT", "Morphologically Abnormal Structure"),
+            code_item("52988006", "SCT", "Lesion"),
+        ),
+        Property::Object => (
+            code_item("260787004", "SCT", "Physical object"),
+            code_item("260787004", "SCT", "Physical object"),
+        ),
+        Property::Attention => (
+            code_item("309825002", "SCT", "Spatial and Relational Concept"),
+            code_item("309825002", "SCT", "Spatial and Relational Concept"),
+        ),
+    };
+    item.put(sequence(
+        tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
+        vec![category],
+    ));
+    item.put(sequence(
+        tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
+        vec![kind],
+    ));
+    put_us(
+        &mut item,
+        tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE,
+        &srgb_to_dicom_lab(segment.colour),
+    );
+    item
+}
+
+fn clip(text: &str, chars: usize) -> String {
+    text.replace('\\', "/").chars().take(chars).collect()
+}
+
+/// Build the SEG data set. `series_number` is the new series' number.
+pub fn build(
+    source: &SourceImage,
+    segments: &[Segment],
+    exporter: &mut Exporter,
+    series_number: u32,
+) -> Result<(InMemDicomObject, String)> {
+    if segments.is_empty() {
+        bail!("nothing to write into a SEG: no regions and no map segments");
+    }
+    let n = source.rows as usize * source.columns as usize;
+    for segment in segments {
+        if segment.pixels.len() != n {
+            bail!(
+                "segment {:?} has {} pixels, the image {} x {}",
+                segment.label,
+                segment.pixels.len(),
+                source.columns,
+                source.rows
+            );
+        }
+    }
+    let mut obj = InMemDicomObject::new_empty();
+    let instance_uid = exporter.new_uid();
+    let (date, time) = now_da_tm();
+    put(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+    put(&mut obj, tags::SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE);
+    put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &instance_uid);
+    put(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
+    put(&mut obj, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
+    exporter.patient_and_study(&source.header, &mut obj);
+    // Series and equipment.
+    put(&mut obj, tags::MODALITY, VR::CS, "SEG");
+    put(
+        &mut obj,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &exporter.new_uid(),
+    );
+    put(
+        &mut obj,
+        tags::SERIES_NUMBER,
+        VR::IS,
+        &series_number.to_string(),
+    );
+    put(
+        &mut obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        "fovea regions and attention",
+    );
+    put(&mut obj, tags::MANUFACTURER, VR::LO, "fovea");
+    put(&mut obj, tags::MANUFACTURER_MODEL_NAME, VR::LO, "fovea");
+    put(&mut obj, tags::DEVICE_SERIAL_NUMBER, VR::LO, "fovea");
+    put(
+        &mut obj,
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        env!("CARGO_PKG_VERSION"),
+    );
+    let geometry = source.has_geometry();
+    if geometry {
+        let frame_of_reference = source.frame_of_reference_uid.clone().unwrap_or_default();
+        put(
+            &mut obj,
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &exporter.uid(&frame_of_reference),
+        );
+        put(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
+    } else {
+        // Without a patient geometry, the orientation is unknown (Type 2C: empty).
+        put(&mut obj, tags::PATIENT_ORIENTATION, VR::CS, "");
+    }
+    // Segmentation Image module.
+    put(&mut obj, tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY");
+    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
+    put(&mut obj, tags::CONTENT_LABEL, VR::CS, "FOVEA");
+    put(
+        &mut obj,
+        tags::CONTENT_DESCRIPTION,
+        VR::LO,
+        "Regions and attention from fovea",
+    );
+    put(&mut obj, tags::CONTENT_CREATOR_NAME, VR::PN, "fovea^");
+    put(&mut obj, tags::CONTENT_DATE, VR::DA, &date);
+    put(&mut obj, tags::CONTENT_TIME, VR::TM, &time);
+    put_us(&mut obj, tags::SAMPLES_PER_PIXEL, &[1]);
+    put(
+        &mut obj,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    );
+    put_us(&mut obj, tags::ROWS, &[source.rows as u16]);
+    put_us(&mut obj, tags::COLUMNS, &[source.columns as u16]);
+    put_us(&mut obj, tags::BITS_ALLOCATED, &[1]);
+    put_us(&mut obj, tags::BITS_STORED, &[1]);
+    put_us(&mut obj, tags::HIGH_BIT, &[0]);
+    put_us(&mut obj, tags::PIXEL_REPRESENTATION, &[0]);
+    put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
+    put(&mut obj, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
+    obj.put(sequence(
+        tags::SEGMENT_SEQUENCE,
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| segment_item(i as u16 + 1, s))
+            .collect(),
+    ));
+    // Multi-frame Functional Groups.
+    put(
+        &mut obj,
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        &segments.len().to_string(),
+    );
+    let source_sop_uid = exporter.uid(&source.sop_instance_uid);
+    let mut source_ref = vec![
+        text(
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            &source.sop_class_uid,
+        ),
+        text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &source_sop_uid),
+    ];
+    if source.frames > 1 {
+        source_ref.push(text(
+            tags::REFERENCED_FRAME_NUMBER,
+            VR::IS,
+            &(source.frame + 1).to_string(),
+        ));
+    }
+    source_ref.push(sequence(
+        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+        vec![code_item(
+            "121322",
+            "DCM",
+            "Source image for image processing operation",
+        )],
+    ));
+    let derivation = one_item(
+        tags::DERIVATION_IMAGE_SEQUENCE,
+        vec![
+            one_item(tags::SOURCE_IMAGE_SEQUENCE, source_ref),
+            sequence(
+                tags::DERIVATION_CODE_SEQUENCE,
+                vec![code_item("113076", "DCM", "Segmentation")],
+            ),
+        ],
+    );
+    let mut shared = vec![derivation.clone()];
+    if geometry {
+        let [row, col] = source.pixel_spacing.unwrap_or([1.0, 1.0]);
+        let mut measures = vec![text(tags::PIXEL_SPACING, VR::DS, &ds(&[row, col]))];
+        measures.push(text(
+            tags::SLICE_THICKNESS,
+            VR::DS,
+            &ds(&[source.slice_thickness.unwrap_or(1.0)]),
+        ));
+        shared.push(one_item(tags::PIXEL_MEASURES_SEQUENCE, measures));
+        shared.push(one_item(
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            vec![text(
+                tags::IMAGE_ORIENTATION_PATIENT,
+                VR::DS,
+                &ds(&source.orientation.unwrap_or_default()),
+            )],
+        ));
+    }
+    obj.put(one_item(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, shared));
+    let dimension_uid = exporter.new_uid();
+    let per_frame: Vec<InMemDicomObject> = (0..segments.len())
+        .map(|i| {
+            let number = i as u32 + 1;
+            let mut index = vec![number];
+            if geometry {
+                index.push(1);
+            }
+            let mut elements = vec![
+                one_item(
+                    tags::FRAME_CONTENT_SEQUENCE,
+                    vec![DataElement::new(
+                        tags::DIMENSION_INDEX_VALUES,
+                        VR::UL,
+                        PrimitiveValue::U32(index.into_iter().collect()),
+                    )],
+                ),
+                one_item(
+                    tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                    vec![DataElement::new(
+                        tags::REFERENCED_SEGMENT_NUMBER,
+                        VR::US,
+                        PrimitiveValue::from(number as u16),
+                    )],
+                ),
+            ];
+            if geometry {
+                elements.push(one_item(
+                    tags::PLANE_POSITION_SEQUENCE,
+                    vec![text(
+                        tags::IMAGE_POSITION_PATIENT,
+                        VR::DS,
+                        &ds(&source.position.unwrap_or_default()),
+                    )],
+                ));
+            }
+            InMemDicomObject::from_element_iter(elements)
+        })
+        .collect();
+    obj.put(sequence(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        per_frame,
+    ));
+    // Multi-frame Dimension module: segment number, then position when there is one.
+    obj.put(one_item(
+        tags::DIMENSION_ORGANIZATION_SEQUENCE,
+        vec![text(
+            tags::DIMENSION_ORGANIZATION_UID,
+            VR::UI,
+            &dimension_uid,
+        )],
+    ));
+    let dimension = |pointer: Tag, group: Tag, label: &str| {
+        InMemDicomObject::from_element_iter([
+            text(tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dimension_uid),
+            DataElement::new(
+                tags::DIMENSION_INDEX_POINTER,
+                VR::AT,
+                PrimitiveValue::Tags(vec![pointer].into()),
+            ),
+            DataElement::new(
+                tags::FUNCTIONAL_GROUP_POINTER,
+                VR::AT,
+                PrimitiveValue::Tags(vec![group].into()),
+            ),
+            text(tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label),
+        ])
+    };
+    let mut dimensions = vec![dimension(
+        tags::REFERENCED_SEGMENT_NUMBER,
+        tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+        "Segment Number",
+    )];
+    if geometry {
+        dimensions.push(dimension(
+            tags::IMAGE_POSITION_PATIENT,
+            tags::PLANE_POSITION_SEQUENCE,
+            "Image Position Patient",
+        ));
+    }
+    obj.put(sequence(tags::DIMENSION_INDEX_SEQUENCE, dimensions));
+    // Common Instance Reference module.
+    obj.put(one_item(
+        tags::REFERENCED_SERIES_SEQUENCE,
+        vec![
+            text(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                &exporter.uid(&source.series_uid),
+            ),
+            one_item(
+                tags::REFERENCED_INSTANCE_SEQUENCE,
+                vec![
+                    text(
+                        tags::REFERENCED_SOP_CLASS_UID,
+                        VR::UI,
+                        &source.sop_class_uid,
+                    ),
+                    text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &source_sop_uid),
+                ],
+            ),
+        ],
+    ));
+    let pixels: Vec<bool> = segments
+        .iter()
+        .flat_map(|s| s.pixels.iter().copied())
+        .collect();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(pack_bits(&pixels)),
+    ));
+    Ok((obj, instance_uid))
+}
+
+/// Write a SEG for `segments` on `source` to `out` (atomically).
+pub fn write(
+    out: &Path,
+    source: &SourceImage,
+    segments: &[Segment],
+    exporter: &mut Exporter,
+) -> Result<()> {
+    let (obj, instance_uid) = build(source, segments, exporter, 901)?;
+    let bytes = part10_bytes(obj, SEGMENTATION_STORAGE, &instance_uid)?;
+    crate::io::write_bytes(out, &bytes)
+}
+
+/// A segment read from a SEG, on the open image.
+#[derive(Clone, Debug)]
+pub struct ImportedSegment {
+    pub label: String,
+    pub manual: bool,
+    /// The segment's category was "Physical object" (fovea's distractor regions).
+    pub object: bool,
+    pub region: Region,
+}
+
+/// What an import found, with what the user should know about how it matched.
+#[derive(Clone, Debug, Default)]
+pub struct Imported {
+    pub segments: Vec<ImportedSegment>,
+    pub notes: Vec<String>,
+}
+
+/// Read the segments of the SEG at `path` that lie on the open image: `image` is the open
+/// DICOM (its header is read), `frame` its frame; `width x height` its size.
+pub fn import(path: &Path, image: &Path, frame: usize) -> Result<Imported> {
+    let seg = dicom_object::OpenFileOptions::new()
+        .open_file(path)
+        .with_context(|| format!("cannot parse DICOM: {}", path.display()))?;
+    let seg: &InMemDicomObject = &seg;
+    if text_of(seg, tags::SOP_CLASS_UID).as_deref() != Some(SEGMENTATION_STORAGE) {
+        bail!(
+            "not a DICOM Segmentation (SOP Class UID is not 1.2.840.10008.5.1.4.1.1.66.4): {}",
+            path.display()
+        );
+    }
+    let source = SourceImage::read(image, frame)?;
+    let int = |obj: &InMemDicomObject, tag| obj.get(tag).and_then(|e| e.to_int::<u32>().ok());
+    let rows = int(seg, tags::ROWS).context("SEG without Rows")?;
+    let columns = int(seg, tags::COLUMNS).context("SEG without Columns")?;
+    if (rows, columns) != (source.rows, source.columns) {
+        bail!(
+            "the SEG is {columns} x {rows} px, the open image {} x {} px: {}",
+            source.columns,
+            source.rows,
+            path.display()
+        );
+    }
+    let frames = int(seg, tags::NUMBER_OF_FRAMES).unwrap_or(1) as usize;
+    let kind = text_of(seg, tags::SEGMENTATION_TYPE).unwrap_or_default();
+    let bits = int(seg, tags::BITS_ALLOCATED).unwrap_or(1);
+    let max_fraction = int(seg, tags::MAXIMUM_FRACTIONAL_VALUE).unwrap_or(255);
+    let data = seg
+        .get(tags::PIXEL_DATA)
+        .context("SEG without Pixel Data")?
+        .to_bytes()
+        .map_err(|e| anyhow::anyhow!("SEG pixel data unreadable ({e}): {}", path.display()))?;
+    let n = rows as usize * columns as usize;
+    let pixel = |f: usize, i: usize| -> bool {
+        let k = f * n + i;
+        match (kind.as_str(), bits) {
+            ("BINARY", _) | (_, 1) => data.get(k / 8).is_some_and(|b| b >> (k % 8) & 1 == 1),
+            _ => data
+                .get(k)
+                .is_some_and(|&v| v as u32 * 2 >= max_fraction.max(1)),
+        }
+    };
+    #[allow(clippy::type_complexity)]
+    let segments_info: Vec<(u32, String, bool, bool, Option<Region>, bool)> = seg
+        .get(tags::SEGMENT_SEQUENCE)
+        .and_then(|e| e.items())
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    let number = int(item, tags::SEGMENT_NUMBER).unwrap_or(0);
+                    let label = text_of(item, tags::SEGMENT_LABEL)
+                        .unwrap_or_else(|| format!("segment {number}"));
+                    let manual =
+                        text_of(item, tags::SEGMENT_ALGORITHM_TYPE).as_deref() == Some("MANUAL");
+                    let object = first_item(item, tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE)
+                        .and_then(|c| text_of(c, tags::CODE_VALUE))
+                        .as_deref()
+                        == Some("260787004");
+                    let own_map = text_of(item, tags::SEGMENT_ALGORITHM_NAME)
+                        .is_some_and(|name| name.starts_with("fovea "));
+                    let shape = text_of(item, tags::SEGMENT_DESCRIPTION)
+                        .and_then(|d| d.strip_prefix("fovea:").map(str::to_string))
+                        .and_then(|json| serde_json::from_str::<Region>(&json).ok());
+                    (number, label, manual, object, shape, own_map)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let per_frame = seg
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items())
+        .map(|items| items.to_vec())
+        .unwrap_or_default();
+    let shared = first_item(seg, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let same_frame_of_reference = text_of(seg, tags::FRAME_OF_REFERENCE_UID).is_some()
+        && text_of(seg, tags::FRAME_OF_REFERENCE_UID) == source.frame_of_reference_uid;
+    // Which frames are on the open image, and how that was decided.
+    let mut on_image = vec![false; frames];
+    let mut by_reference = 0;
+    let mut by_position = 0;
+    let mut referenced: Vec<Option<(String, u32)>> = vec![None; frames];
+    for f in 0..frames {
+        let group = |tag| {
+            per_frame
+                .get(f)
+                .and_then(|item| first_item(item, tag))
+                .or_else(|| shared.and_then(|s| first_item(s, tag)))
+        };
+        let source_item = group(tags::DERIVATION_IMAGE_SEQUENCE)
+            .and_then(|d| first_item(d, tags::SOURCE_IMAGE_SEQUENCE));
+        if let Some(item) = source_item {
+            let uid = text_of(item, tags::REFERENCED_SOP_INSTANCE_UID).unwrap_or_default();
+            let number = int(item, tags::REFERENCED_FRAME_NUMBER).unwrap_or(1);
+            referenced[f] = Some((uid.clone(), number));
+            if uid == source.sop_instance_uid && number as usize == source.frame + 1 {
+                on_image[f] = true;
+                by_reference += 1;
+                continue;
+            }
+        }
+        if same_frame_of_reference {
+            let position = group(tags::PLANE_POSITION_SEQUENCE)
+                .and_then(|p| floats::<3>(p, tags::IMAGE_POSITION_PATIENT));
+            if let (Some(p), Some(q)) = (position, source.position) {
+                if (0..3).all(|a| (p[a] - q[a]).abs() < 1e-3) {
+                    on_image[f] = true;
+                    by_position += 1;
+                }
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    if by_reference + by_position == 0 {
+        let distinct: std::collections::BTreeSet<_> = referenced
+            .iter()
+            .flatten()
+            .map(|(u, f)| (u.clone(), *f))
+            .collect();
+        let same_series = first_item(seg, tags::REFERENCED_SERIES_SEQUENCE)
+            .and_then(|s| text_of(s, tags::SERIES_INSTANCE_UID))
+            .is_some_and(|uid| uid == source.series_uid);
+        if same_series || same_frame_of_reference {
+            bail!(
+                "the SEG lies on another image of this {} (it refers to {}), not on the open one: {}",
+                if same_series { "series" } else { "Frame of Reference" },
+                distinct
+                    .iter()
+                    .map(|(uid, f)| format!("{uid} frame {f}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                path.display()
+            );
+        }
+        if distinct.len() <= 1 {
+            on_image = vec![true; frames];
+            notes.push(
+                "the SEG refers to another image (de-identified exports no longer name their source); placed on the open image because it is one image of the same size".into(),
+            );
+        } else {
+            bail!(
+                "the SEG refers to {} other images, none of them the open one: {}",
+                distinct.len(),
+                path.display()
+            );
+        }
+    } else if by_position > 0 {
+        notes.push(format!(
+            "{by_position} frame(s) placed by position in the shared Frame of Reference"
+        ));
+    }
+    let mut segments = Vec::new();
+    for f in (0..frames).filter(|&f| on_image[f]) {
+        let number = per_frame
+            .get(f)
+            .and_then(|item| first_item(item, tags::SEGMENT_IDENTIFICATION_SEQUENCE))
+            .and_then(|s| int(s, tags::REFERENCED_SEGMENT_NUMBER))
+            .unwrap_or(f as u32 + 1);
+        let pixels: Vec<bool> = (0..n).map(|i| pixel(f, i)).collect();
+        let info = segments_info.iter().find(|s| s.0 == number);
+        let (label, manual, object, shape) = match info {
+            Some((_, label, _, _, _, true)) => {
+                // fovea's own maps (triage mask, thresholded map) are the model's, not regions.
+                notes.push(format!("skipped {label:?}: fovea's own attention segment"));
+                continue;
+            }
+            Some((_, label, manual, object, shape, false)) => {
+                (label.clone(), *manual, *object, shape.clone())
+            }
+            None => (format!("segment {number}"), false, false, None),
+        };
+        let region = match shape {
+            Some(shape) if shape.pixel_mask(columns, rows) == pixels => shape,
+            _ => match Region::from_mask(columns, rows, &pixels) {
+                Some(region) => region,
+                None => {
+                    notes.push(format!("segment {label:?} is empty on this image"));
+                    continue;
+                }
+            },
+        };
+        segments.push(ImportedSegment {
+            label,
+            manual,
+            object,
+            region,
+        });
+    }
+    Ok(Imported { segments, notes })
+}
