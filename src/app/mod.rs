@@ -5,8 +5,11 @@
 //! the user asked for. Inference runs on the `fovea-inference` thread (worker.rs); the image
 //! and overlays are drawn by fovea's WGSL pipeline (overlay.rs, shaders/overlay.wgsl).
 
+pub mod browse;
+pub mod dialog;
 pub mod overlay;
 pub mod panels;
+pub mod series;
 pub mod session;
 pub mod state;
 pub mod worker;
@@ -18,6 +21,7 @@ use std::time::Instant;
 use crate::demo::load_demo_cases;
 use crate::grounding::region::Region;
 use crate::imaging::{self, Study};
+pub use dialog::NativeDialog;
 use overlay::gpu_pixels;
 use state::hash;
 pub use state::{
@@ -25,31 +29,6 @@ pub use state::{
     OpenImage, OverlayLayer, Persisted, RegionRole, Tool, View,
 };
 use worker::{Event, Request, Worker};
-
-/// The native dialog, through rfd.
-pub struct NativeDialog;
-
-impl FileDialog for NativeDialog {
-    fn open_image(&mut self) -> Option<PathBuf> {
-        rfd::FileDialog::new()
-            .add_filter(
-                "Images",
-                &["dcm", "dicom", "png", "jpg", "jpeg", "tif", "tiff", "bmp"],
-            )
-            .add_filter("All files", &["*"])
-            .pick_file()
-    }
-    fn save_file(&mut self, suggested_name: &str) -> Option<PathBuf> {
-        rfd::FileDialog::new()
-            .set_file_name(suggested_name)
-            .save_file()
-    }
-    fn open_folder(&mut self) -> Option<PathBuf> {
-        rfd::FileDialog::new()
-            .set_title("Open a model folder (config.json + safetensors)")
-            .pick_folder()
-    }
-}
 
 impl FoveaApp {
     /// Build the app: start the worker, load the model, open the first file.
@@ -126,6 +105,9 @@ impl FoveaApp {
             session_dirty: None,
             sessions_dir: session::default_sessions_dir(),
             ask_when_ready: false,
+            browser: None,
+            keep_identity: false,
+            seg_map_threshold: None,
         };
         app.load_model(model_dir);
         let first = open.or_else(|| app.cases.first().map(|c| c.path.clone()));
@@ -167,18 +149,16 @@ impl FoveaApp {
     }
 
     /// Open a file: decode it, prepare GPU pixels and the model input, restore its session.
+    /// A folder or a DICOMDIR opens as series: its headers are read in the background.
     pub fn open(&mut self, path: &Path) {
+        if imaging::scan::is_series_source(path) {
+            self.open_series(path, Arc::default());
+            return;
+        }
+        self.browser = None;
         match imaging::load(path) {
             Ok(study) => {
-                self.result = None;
-                self.regions.clear();
-                self.set_image(study, 0);
-                if let Some(case) = self.cases.iter().find(|c| c.path == path) {
-                    self.question = case.question.clone();
-                }
-                if let Some(saved) = session::load(&self.sessions_dir, path) {
-                    saved.apply(self);
-                }
+                self.show_study(Arc::new(study), 0);
                 self.persisted.recent.retain(|p| p != path);
                 self.persisted.recent.insert(0, path.to_path_buf());
                 self.persisted.recent.truncate(10);
@@ -188,7 +168,21 @@ impl FoveaApp {
         }
     }
 
-    fn set_image(&mut self, study: Study, frame: usize) {
+    /// Show a decoded study (a file, or a slice of a series) with its saved session.
+    fn show_study(&mut self, study: Arc<Study>, frame: usize) {
+        let path = study.path.clone();
+        self.result = None;
+        self.regions.clear();
+        self.set_image(study, frame);
+        if let Some(case) = self.cases.iter().find(|c| c.path == path) {
+            self.question = case.question.clone();
+        }
+        if let Some(saved) = session::load(&self.sessions_dir, &path) {
+            saved.apply(self);
+        }
+    }
+
+    fn set_image(&mut self, study: Arc<Study>, frame: usize) {
         let frame = frame.min(study.frame_count().saturating_sub(1));
         let window = study.default_window(frame);
         let Ok(model_input) = imaging::render_rgb8(&study, frame, &imaging::VoiOption::Default)
@@ -359,6 +353,22 @@ impl FoveaApp {
                 self.worker.cancel();
                 self.status = "cancelling after the current stage".into();
             }
+            Command::OpenFolderDialog => {
+                if let Some(path) = self.dialog.open_study_folder() {
+                    self.open(&path);
+                }
+            }
+            Command::SetSeries(index) => self.set_series(index),
+            Command::SetSlice(slice) => {
+                let current = self.browser.as_ref().map_or(0, |b| b.slice);
+                self.set_slice(slice, slice as i64 - current as i64);
+            }
+            Command::ImportRegionsDialog => {
+                if let Some(path) = self.dialog.open_regions_file() {
+                    panels::exchange::import_regions(self, &path);
+                }
+            }
+            Command::ImportRegions(path) => panels::exchange::import_regions(self, &path),
             Command::SetFrame(frame) => {
                 if let Some(image) = self.image.take() {
                     let view = self.view;
@@ -482,6 +492,7 @@ impl FoveaApp {
     /// The app's per-frame work outside drawing (also what tests call between frames).
     pub fn tick(&mut self) {
         self.drain_events();
+        self.poll_browser();
         for command in std::mem::take(&mut self.commands) {
             self.apply(command);
         }
@@ -518,7 +529,11 @@ impl eframe::App for FoveaApp {
             self.commands.push(Command::Open(path));
         }
         self.tick();
-        if self.worker.busy || self.session_dirty.is_some() {
+        let scanning = self
+            .browser
+            .as_ref()
+            .is_some_and(|b| b.scan.is_none() && b.failed.is_none());
+        if self.worker.busy || self.session_dirty.is_some() || scanning {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }
     }

@@ -21,6 +21,14 @@ pub trait FileDialog {
     fn save_file(&mut self, suggested_name: &str) -> Option<PathBuf>;
     /// A checkpoint folder (Open model…).
     fn open_folder(&mut self) -> Option<PathBuf>;
+    /// A folder of DICOM files, or a DICOMDIR (Open folder…).
+    fn open_study_folder(&mut self) -> Option<PathBuf> {
+        self.open_folder()
+    }
+    /// A file of regions: DICOM SEG, NIfTI, COCO or VGMED JSON (Import regions…).
+    fn open_regions_file(&mut self) -> Option<PathBuf> {
+        self.open_image()
+    }
 }
 
 /// Settings kept between runs (serde, `#[serde(default)]`), apart from runtime state.
@@ -129,7 +137,7 @@ impl RegionRole {
 
 /// An open image: the study, the chosen frame, and its pixels for the GPU and the model.
 pub struct OpenImage {
-    pub study: Study,
+    pub study: std::sync::Arc<Study>,
     pub frame: usize,
     pub window: WindowLevel,
     pub gpu_pixels: Arc<ImagePixels>,
@@ -153,6 +161,16 @@ pub enum Command {
     Cancel,
     LookHere,
     SetFrame(usize),
+    /// Open a folder or DICOMDIR as series (Open folder…).
+    OpenFolderDialog,
+    /// Show series `i` of the open folder (its middle slice).
+    SetSeries(usize),
+    /// Show slice `k` of the current series (0-based along the slice normal).
+    SetSlice(usize),
+    /// Import regions from a file chosen in a dialog.
+    ImportRegionsDialog,
+    /// Import regions from this file onto the open image.
+    ImportRegions(PathBuf),
     Export(ExportKind),
     ClearRegions,
     /// Choose a checkpoint folder and load it.
@@ -183,6 +201,10 @@ pub enum ExportKind {
     Png,
     Record,
     Regions,
+    /// DICOM Segmentation: the regions and the triage mask (and the thresholded map).
+    Seg,
+    /// DICOM Secondary Capture of the composited view.
+    Capture,
 }
 
 /// Whose attention the maps and the head explorer show.
@@ -238,6 +260,12 @@ pub struct FoveaApp {
     pub sessions_dir: PathBuf,
     /// Ask the current question once the model has loaded (`fovea FILE --ask TEXT`).
     pub ask_when_ready: bool,
+    /// The open folder or DICOMDIR, while one is.
+    pub browser: Option<crate::app::series::SeriesBrowser>,
+    /// "Keep patient identity for PACS" for DICOM exports (default: de-identified).
+    pub keep_identity: bool,
+    /// DICOM SEG exports add the triage map thresholded at this fraction of its range.
+    pub seg_map_threshold: Option<f64>,
 }
 
 impl FoveaApp {

@@ -117,6 +117,7 @@ pub struct Worker {
     pub events: Receiver<Event>,
     pub cancel: Arc<AtomicBool>,
     pub busy: bool,
+    wake: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Worker {
@@ -126,17 +127,25 @@ impl Worker {
         let (event_tx, event_rx) = std::sync::mpsc::sync_channel::<Event>(64);
         let cancel = Arc::new(AtomicBool::new(false));
         let thread_cancel = cancel.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
+        let thread_wake = wake.clone();
         std::thread::Builder::new()
             .name("fovea-inference".into())
             .spawn(move || {
-                run(request_rx, event_tx, thread_cancel, wake);
+                run(request_rx, event_tx, thread_cancel, move || thread_wake());
             })?;
         Ok(Worker {
             requests: request_tx,
             events: event_rx,
             cancel,
             busy: false,
+            wake,
         })
+    }
+
+    /// What wakes the UI (a repaint request), for other background threads to call.
+    pub fn repaint_handle(&self) -> Arc<dyn Fn() + Send + Sync> {
+        self.wake.clone()
     }
 
     /// Queue a request; refused (returns false) when the queue is full.

@@ -259,14 +259,22 @@ pub fn colour_bar(colormap: Colormap, height: u32, lo: &str, hi: &str, caption: 
 /// that fits in a quarter of the width at `column_spacing_mm` per pixel, white on a black edge,
 /// with its length written above it. Returns the bar's length in mm and in pixels, or `None`
 /// when not even 1 mm fits (or the spacing is not positive).
+/// The longest round length (200, 100, 50, 20, 10, 5, 2 or 1 mm) that fits in `room_px`
+/// pixels of `mm_per_px` each (the viewport's bar uses it too).
+pub fn scale_bar_mm(room_px: f64, mm_per_px: f64) -> Option<f64> {
+    if !(mm_per_px.is_finite() && mm_per_px > 0.0) {
+        return None;
+    }
+    [200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0]
+        .into_iter()
+        .find(|mm| mm / mm_per_px <= room_px)
+}
+
 pub fn scale_bar(img: &mut RgbImage, column_spacing_mm: f64) -> Option<(f64, u32)> {
     if !(column_spacing_mm.is_finite() && column_spacing_mm > 0.0) {
         return None;
     }
-    let room = img.width() as f64 / 4.0;
-    let mm = [200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0]
-        .into_iter()
-        .find(|mm| mm / column_spacing_mm <= room)?;
+    let mm = scale_bar_mm(img.width() as f64 / 4.0, column_spacing_mm)?;
     let length = (mm / column_spacing_mm).round() as u32;
     let scale = font_scale(img.width());
     let thick = 2 * scale;

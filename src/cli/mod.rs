@@ -2,6 +2,7 @@
 //! below, prints. `main.rs` only calls [`run`]; nothing else imports this module.
 
 mod args;
+mod series;
 
 use std::path::Path;
 
@@ -71,117 +72,11 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// A folder or a DICOMDIR (by name), rather than one image file.
-pub fn is_series_source(path: &Path) -> bool {
-    path.is_dir()
-        || path
-            .file_name()
-            .is_some_and(|name| name.eq_ignore_ascii_case("DICOMDIR"))
-}
-
-/// The file and frame to open: `path` itself, or for a folder / DICOMDIR the chosen slice of
-/// the chosen series (an error lists the series or the slice range when a choice is missing).
-fn resolve_image(
-    path: &Path,
-    frame: usize,
-    choice: &SeriesArgs,
-) -> Result<(std::path::PathBuf, usize)> {
-    if !is_series_source(path) {
-        if choice.series.is_some() || choice.slice.is_some() {
-            bail!(
-                "--series and --slice need a folder or a DICOMDIR; this is one file: {}",
-                path.display()
-            );
-        }
-        return Ok((path.to_path_buf(), frame));
-    }
-    let scan = imaging::scan::scan(path, &imaging::scan::ScanProgress::default())?;
-    let series = match &choice.series {
-        Some(series) => series.clone(),
-        None if scan.series.len() == 1 => "0".into(),
-        None => bail!(
-            "{} holds {} series: choose one with --series N\n{}",
-            path.display(),
-            scan.series.len(),
-            series_list(&scan)
-        ),
-    };
-    let (chosen, _) = imaging::scan::pick(&scan, &series, 0).map_err(anyhow::Error::msg)?;
-    let slice = match choice.slice {
-        Some(slice) => slice,
-        None if chosen.slices.len() == 1 => 0,
-        None => bail!(
-            "series {series} has {} slices: choose one with --slice K (0..{}, along the slice normal)",
-            chosen.slices.len(),
-            chosen.slices.len() - 1
-        ),
-    };
-    let (_, header) = imaging::scan::pick(&scan, &series, slice).map_err(anyhow::Error::msg)?;
-    Ok((header.path.clone(), header.frame))
-}
-
-fn series_list(scan: &imaging::scan::Scan) -> String {
-    let mut text = String::new();
-    for (index, series) in scan.series.iter().enumerate() {
-        text.push_str(&format!("  [{index}] {}\n", series.label()));
-    }
-    if !scan.skipped.is_empty() {
-        text.push_str(&format!(
-            "  ({} file(s) passed over: not DICOM images)\n",
-            scan.skipped.len()
-        ));
-    }
-    text
-}
-
 fn info(args: &InfoArgs) -> Result<()> {
-    if is_series_source(&args.file) && args.series.slice.is_none() {
-        let scan = imaging::scan::scan(&args.file, &imaging::scan::ScanProgress::default())?;
-        if args.json {
-            let series: Vec<serde_json::Value> = scan
-                .series
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "modality": s.modality,
-                        "series_number": s.series_number,
-                        "description": args.show_phi.then_some(s.description.as_ref()).flatten(),
-                        "slices": s.slices.len(),
-                        "rows": s.rows,
-                        "columns": s.columns,
-                        "ordering": format!("{:?}", s.ordering),
-                        "series_instance_uid": args.show_phi.then_some(&s.series_uid),
-                    })
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "series": series,
-                    "skipped_files": scan.skipped.len(),
-                }))?
-            );
-            return Ok(());
-        }
-        println!("{}: {} series", args.file.display(), scan.series.len());
-        print!("{}", series_list(&scan));
-        if let Some(chosen) = &args.series.series {
-            let (series, _) = imaging::scan::pick(&scan, chosen, 0).map_err(anyhow::Error::msg)?;
-            for (k, slice) in series.slices.iter().enumerate() {
-                let position = slice
-                    .position
-                    .map(|p| format!("({:.1}, {:.1}, {:.1}) mm", p[0], p[1], p[2]))
-                    .unwrap_or_else(|| "no position".into());
-                println!(
-                    "  slice {k}: {} frame {}, {position}",
-                    slice.path.display(),
-                    slice.frame
-                );
-            }
-        }
-        return Ok(());
+    if imaging::scan::is_series_source(&args.file) && args.series.slice.is_none() {
+        return series::info_folder(args);
     }
-    let (file, _) = resolve_image(&args.file, 0, &args.series)?;
+    let (file, _) = series::resolve_image(&args.file, 0, &args.series)?;
     let study = imaging::load(&file)?;
     if args.json {
         println!(
@@ -197,7 +92,7 @@ fn info(args: &InfoArgs) -> Result<()> {
 fn convert(args: &ConvertArgs) -> Result<()> {
     let voi = args.window.voi_option()?;
     check_png_path(&args.out)?;
-    let (file, frame) = resolve_image(&args.file, args.frame, &args.series)?;
+    let (file, frame) = series::resolve_image(&args.file, args.frame, &args.series)?;
     let study = imaging::load(&file)?;
     let image = imaging::render_rgb8(&study, frame, &voi)?;
     crate::io::write_png(&args.out, &image)?;
@@ -419,7 +314,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     if let Some(overlay) = &args.overlay {
         check_png_path(overlay)?;
     }
-    let (image_file, frame) = resolve_image(&args.image, args.frame, &args.series)?;
+    let (image_file, frame) = series::resolve_image(&args.image, args.frame, &args.series)?;
     if let Some(t) = args.seg_map_threshold {
         if !(0.0..=1.0).contains(&t) || args.seg.is_none() {
             bail!("--seg-map-threshold needs --seg and a fraction within 0..1, got {t}");
@@ -556,92 +451,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         eprintln!("wrote {}", out.display());
     }
     if args.seg.is_some() || args.capture.is_some() {
-        dicom_exports(args, &inspection, &named, &image_file, frame)?;
-    }
-    Ok(())
-}
-
-/// `--seg` and `--capture`: DICOM objects referencing the source image, one identity policy
-/// (and one UID remapping) for both.
-fn dicom_exports(
-    args: &InspectArgs,
-    inspection: &crate::case::Inspection,
-    named: &[(String, bool, crate::grounding::region::Region)],
-    image: &Path,
-    frame: usize,
-) -> Result<()> {
-    use crate::exchange::{self, segments};
-    let source = exchange::SourceImage::read(image, frame)?;
-    let mut exporter = exchange::Exporter::new(if args.keep_identity {
-        exchange::IdentityChoice::Keep
-    } else {
-        exchange::IdentityChoice::Deidentify
-    });
-    let identity = if args.keep_identity {
-        "patient identity kept"
-    } else {
-        "de-identified (PS3.15 Basic Profile)"
-    };
-    if let Some(out) = &args.seg {
-        let drawn: Vec<segments::DrawnRegion> = named
-            .iter()
-            .map(|(name, distractor, region)| segments::DrawnRegion {
-                name,
-                distractor: *distractor,
-                region,
-            })
-            .collect();
-        let heads: Vec<String> = inspection
-            .triage_heads
-            .iter()
-            .map(|(l, h)| format!("{l}:{h}"))
-            .collect();
-        let maps = segments::CaseMaps {
-            grid: &inspection.grid,
-            knocked_out: &inspection.outcome.knocked_out,
-            score_map: inspection
-                .outcome
-                .triage
-                .as_ref()
-                .map(|t| t.score_map.as_slice()),
-            description: format!(
-                "heads {}, {}",
-                heads.join(","),
-                inspection.record["triage"]["rule"]
-            ),
-        };
-        let list = segments::case_segments(
-            source.columns,
-            source.rows,
-            &drawn,
-            Some(&maps),
-            args.seg_map_threshold,
-        );
-        exchange::seg::write(out, &source, &list, &mut exporter)?;
-        eprintln!(
-            "wrote {} (DICOM SEG, {} segment(s), {identity})",
-            out.display(),
-            list.len()
-        );
-    }
-    if let Some(out) = &args.capture {
-        let picture = crate::case::overlay_picture(
-            inspection,
-            crate::case::compose::Colormap::Inferno,
-            args.overlay_token,
-        )?;
-        let description = format!(
-            "fovea attention view (triage map | before | after knockout): answer {:?}, VGRefine answer {:?}",
-            inspection.record["answer"].as_str().unwrap_or(""),
-            inspection.record["refined"]["answer"]
-                .as_str()
-                .unwrap_or("")
-        );
-        exchange::capture::write(out, &source, &picture, &description, &mut exporter)?;
-        eprintln!(
-            "wrote {} (DICOM Secondary Capture, {identity})",
-            out.display()
-        );
+        series::dicom_exports(args, &inspection, &named, &image_file, frame)?;
     }
     Ok(())
 }

@@ -46,7 +46,7 @@ pub fn import(file: &Path, target: &Target) -> Result<Import> {
                 file.display()
             );
         }
-        let imported = super::seg::import(file, target.path, target.frame)?;
+        let imported = super::seg_read::import(file, target.path, target.frame)?;
         Import {
             regions: imported
                 .segments

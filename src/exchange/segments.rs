@@ -24,6 +24,27 @@ pub struct CaseMaps<'a> {
     pub description: String,
 }
 
+impl<'a> CaseMaps<'a> {
+    /// The maps of a VGRefine outcome on `grid`, described by its heads and masked layers.
+    pub fn of(
+        grid: &'a TokenGrid,
+        outcome: &'a crate::grounding::refine::Outcome,
+        heads: &[(usize, usize)],
+        masked_layers: &[usize],
+    ) -> CaseMaps<'a> {
+        let heads: Vec<String> = heads.iter().map(|(l, h)| format!("{l}:{h}")).collect();
+        CaseMaps {
+            grid,
+            knocked_out: &outcome.knocked_out,
+            score_map: outcome.triage.as_ref().map(|t| t.score_map.as_slice()),
+            description: format!(
+                "heads {}, knockout in layer(s) {masked_layers:?}",
+                heads.join(",")
+            ),
+        }
+    }
+}
+
 /// Colours: drawn regions as the app draws them; the triage mask cyan, the map magenta.
 pub fn case_segments(
     width: u32,

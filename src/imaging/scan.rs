@@ -71,6 +71,8 @@ pub struct ScanProgress {
     pub found: AtomicUsize,
     pub read: AtomicUsize,
     pub cancel: AtomicBool,
+    /// Wait this long per file (a slow network share, for tests of the UI during a scan).
+    pub throttle: Option<std::time::Duration>,
 }
 
 /// Per-file header facts beyond what ordering needs.
@@ -81,6 +83,14 @@ struct FileHeader {
     description: Option<String>,
     rows: u32,
     columns: u32,
+}
+
+/// A folder or a DICOMDIR (by name), rather than one image file.
+pub fn is_series_source(path: &Path) -> bool {
+    path.is_dir()
+        || path
+            .file_name()
+            .is_some_and(|name| name.eq_ignore_ascii_case("DICOMDIR"))
 }
 
 /// Scan `root`: a folder (recursively, hidden entries skipped) or a DICOMDIR file (its image
@@ -100,6 +110,9 @@ pub fn scan(root: &Path, progress: &ScanProgress) -> Result<Scan, ImagingError> 
     for file in files {
         if progress.cancel.load(AtomicOrdering::Relaxed) {
             break;
+        }
+        if let Some(wait) = progress.throttle {
+            std::thread::sleep(wait);
         }
         match read_header(&file) {
             Ok(header) => headers.push(header),

@@ -1,5 +1,7 @@
 //! Exports: the composited view as PNG, the case record as INSPECT-JSON, the regions as COCO
-//! JSON. Patient-identifying fields are never written. Files are written atomically.
+//! JSON, and (through exchange.rs) DICOM SEG and Secondary Capture. Patient-identifying fields
+//! are never written unless "keep patient identity for PACS" is on. Files are written
+//! atomically.
 
 use serde_json::json;
 
@@ -22,7 +24,18 @@ pub fn export(app: &mut FoveaApp, kind: ExportKind) {
         ExportKind::Png => format!("{stem}-fovea.png"),
         ExportKind::Record => format!("{stem}-fovea.json"),
         ExportKind::Regions => format!("{stem}-regions.coco.json"),
+        ExportKind::Seg => format!("{stem}-fovea.seg.dcm"),
+        ExportKind::Capture => format!("{stem}-fovea.sc.dcm"),
     };
+    if matches!(kind, ExportKind::Seg | ExportKind::Capture)
+        && !matches!(
+            image.study.format,
+            crate::imaging::SourceFormat::Dicom { .. }
+        )
+    {
+        app.status = "DICOM SEG and Secondary Capture refer to a DICOM source image; this image is not DICOM (export PNG or COCO instead)".into();
+        return;
+    }
     let Some(path) = app.dialog.save_file(&suggested) else {
         return;
     };
@@ -30,6 +43,10 @@ pub fn export(app: &mut FoveaApp, kind: ExportKind) {
         ExportKind::Png => composite(app).and_then(|img| crate::io::write_png(&path, &img)),
         ExportKind::Record => record(app).and_then(|value| crate::io::write_json(&path, &value)),
         ExportKind::Regions => crate::io::write_json(&path, &coco(app)),
+        ExportKind::Seg => super::exchange::write_seg(app, &path),
+        ExportKind::Capture => {
+            composite(app).and_then(|picture| super::exchange::write_capture(app, &path, &picture))
+        }
     };
     match written {
         Ok(()) => {

@@ -1,27 +1,31 @@
 //! The app's panels, one file each; `show` lays them out.
 
 pub mod answers;
+pub mod exchange;
 pub mod export;
 pub mod heads;
+pub mod menu;
+pub mod series;
 pub mod viewport;
 
 use egui::{Color32, RichText};
 
-use crate::app::state::{
-    precision_label, Command, ExportKind, FoveaApp, MaskMode, OverlayLayer, RegionRole, Tool,
-};
+use crate::app::state::{Command, FoveaApp, MaskMode, OverlayLayer, RegionRole, Tool};
 use crate::case::compose::Colormap;
 use crate::imaging::Preset;
-use crate::model::linear::Quantize;
 
 pub fn show(app: &mut FoveaApp, ui: &mut egui::Ui) {
-    egui::Panel::top("menu").show(ui, |ui| menu_ui(app, ui));
+    egui::Panel::top("menu").show(ui, |ui| menu::menu_ui(app, ui));
     egui::Panel::bottom("status").show(ui, |ui| status_ui(app, ui));
     egui::Panel::left("case")
         .default_size(330.0)
         .resizable(true)
         .show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
+                if app.browser.is_some() {
+                    series::series_ui(app, ui);
+                    ui.separator();
+                }
                 cases_ui(app, ui);
                 ui.separator();
                 question_ui(app, ui);
@@ -44,104 +48,6 @@ pub fn show(app: &mut FoveaApp, ui: &mut egui::Ui) {
             });
         });
     egui::CentralPanel::default().show(ui, |ui| viewport::viewport_ui(app, ui));
-}
-
-fn menu_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
-    ui.horizontal(|ui| {
-        if ui.button("Open…").clicked() {
-            app.commands.push(Command::OpenDialog);
-        }
-        ui.menu_button("Recent", |ui| {
-            for path in app.persisted.recent.clone() {
-                if ui.button(path.display().to_string()).clicked() {
-                    app.commands.push(Command::Open(path));
-                    ui.close();
-                }
-            }
-        });
-        ui.menu_button("Export", |ui| {
-            if ui.button("Export PNG").clicked() {
-                app.commands.push(Command::Export(ExportKind::Png));
-                ui.close();
-            }
-            if ui.button("Export record (JSON)").clicked() {
-                app.commands.push(Command::Export(ExportKind::Record));
-                ui.close();
-            }
-            if ui.button("Export regions (COCO JSON)").clicked() {
-                app.commands.push(Command::Export(ExportKind::Regions));
-                ui.close();
-            }
-        });
-        model_menu_ui(app, ui);
-        ui.separator();
-        ui.toggle_value(&mut app.side_by_side, "Before | after");
-        ui.separator();
-        match &app.model {
-            Some(model) => ui.label(format!(
-                "model: {} · {} layers × {} heads · {} · {}",
-                model.arch,
-                model.layers,
-                model.heads,
-                match model.grid {
-                    Some((rows, cols)) => format!("{rows}×{cols} tokens"),
-                    None => "tokens follow the image".to_string(),
-                },
-                precision_label(model.quantize)
-            )),
-            None if app.loading.is_some() => ui.label("model: loading…"),
-            None => ui.label("model: none (Model, then Open model folder…)"),
-        };
-    });
-}
-
-/// Model: Open model folder…, recent models, the bundled demo, and the precision models are
-/// loaded at (choosing another reloads the current model).
-fn model_menu_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
-    ui.menu_button("Model", |ui| {
-        if ui.button("Open model folder…").clicked() {
-            app.commands.push(Command::OpenModelDialog);
-            ui.close();
-        }
-        if ui.button("Bundled demo model").clicked() {
-            app.commands
-                .push(Command::LoadModel(crate::demo::demo_model_dir()));
-            ui.close();
-        }
-        ui.separator();
-        ui.label("Recent models");
-        if app.persisted.recent_models.is_empty() {
-            ui.weak("(none yet)");
-        }
-        for dir in app.persisted.recent_models.clone() {
-            let current = app.model.as_ref().is_some_and(|m| m.dir == dir);
-            if ui
-                .selectable_label(current, dir.display().to_string())
-                .clicked()
-            {
-                app.commands.push(Command::LoadModel(dir));
-                ui.close();
-            }
-        }
-        ui.separator();
-        ui.label("Precision of the language model");
-        for quantize in [Quantize::None, Quantize::Q8_0, Quantize::Q4K] {
-            let chosen = app.persisted.quantize == quantize;
-            if ui
-                .radio(chosen, precision_label(quantize))
-                .on_hover_text(match quantize {
-                    Quantize::None => "the checkpoint's bf16/f16/f32, as stored (7B: ~15 GiB)",
-                    Quantize::Q8_0 => "8-bit in memory while loading (7B: ~9 GiB)",
-                    Quantize::Q4K => "4-bit in memory while loading (7B: ~6 GiB)",
-                })
-                .clicked()
-                && !chosen
-            {
-                app.commands.push(Command::SetQuantize(quantize));
-                ui.close();
-            }
-        }
-    });
 }
 
 fn status_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
@@ -507,6 +413,15 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     });
     if app.tool == Tool::Polygon {
         ui.label("Click points; double-click or Enter closes the polygon.");
+    }
+    if ui
+        .button("Import regions…")
+        .on_hover_text(
+            "from a DICOM SEG on this image, a NIfTI mask or label map, COCO or VGMED JSON",
+        )
+        .clicked()
+    {
+        app.commands.push(Command::ImportRegionsDialog);
     }
     let mut remove = None;
     let mut edited = false;

@@ -23,7 +23,9 @@ pub fn viewport_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             app.view.fit = false;
             app.view.zoom = 1.0;
         }
+        super::series::slice_bar_ui(app, ui);
     });
+    super::series::slice_keys(app, ui);
     let Some(image) = &app.image else {
         ui.centered_and_justified(|ui| {
             ui.label("Open an image: Open…, drag and drop, or pick a case on the left.")
@@ -204,6 +206,9 @@ fn pane_ui(
     if let Some(values) = &raw_heat {
         draw_colour_bar(app, &painter, rect, values, layer);
     }
+    if let Some([_, col]) = study.pixel_spacing_mm {
+        draw_scale_bar(&painter, rect, col / view.zoom as f64);
+    }
 
     if let Some(pointer) = response.hover_pos() {
         let [x, y] = to_image(&view, rect, pointer);
@@ -310,6 +315,26 @@ fn draw_colour_bar(
         crate::case::compose::label_value(lo),
         font,
         text,
+    );
+}
+
+/// A white bar of a round length in millimetres at the pane's bottom left (as in exports).
+fn draw_scale_bar(painter: &egui::Painter, rect: Rect, mm_per_screen_px: f64) {
+    let Some(mm) = crate::case::compose::scale_bar_mm(rect.width() as f64 / 4.0, mm_per_screen_px)
+    else {
+        return;
+    };
+    let length = (mm / mm_per_screen_px) as f32;
+    let start = egui::pos2(rect.min.x + 12.0, rect.max.y - 12.0);
+    let end = start + Vec2::new(length, 0.0);
+    painter.line_segment([start, end], Stroke::new(5.0, Color32::BLACK));
+    painter.line_segment([start, end], Stroke::new(3.0, Color32::WHITE));
+    painter.text(
+        start + Vec2::new(0.0, -6.0),
+        egui::Align2::LEFT_BOTTOM,
+        format!("{mm} mm"),
+        egui::FontId::proportional(12.0),
+        Color32::WHITE,
     );
 }
 
@@ -421,9 +446,30 @@ fn add_region(app: &mut FoveaApp, region: Region) {
 }
 
 fn interact(app: &mut FoveaApp, ui: &egui::Ui, rect: Rect, response: &egui::Response) {
+    // Wheel with Ctrl or Shift held: the next or previous slice of a series.
+    if response.hovered() && app.browser.is_some() {
+        let step: f32 = ui.input(|i| {
+            i.events
+                .iter()
+                .filter_map(|e| match e {
+                    egui::Event::MouseWheel {
+                        delta, modifiers, ..
+                    } if modifiers.ctrl || modifiers.shift || modifiers.command => {
+                        Some(if delta.y != 0.0 { delta.y } else { delta.x })
+                    }
+                    _ => None,
+                })
+                .sum()
+        });
+        if step != 0.0 {
+            super::series::step_slice(app, if step < 0.0 { 1 } else { -1 });
+            return;
+        }
+    }
     let Some(image) = &mut app.image else { return };
-    // Zoom about the cursor.
-    if response.hovered() {
+    // Zoom about the cursor (a plain wheel).
+    let modified = ui.input(|i| i.modifiers.ctrl || i.modifiers.shift || i.modifiers.command);
+    if response.hovered() && !modified {
         let scroll = ui.input(|i| i.smooth_scroll_delta.y);
         if scroll != 0.0 {
             if let Some(pointer) = response.hover_pos() {
