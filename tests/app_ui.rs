@@ -982,11 +982,8 @@ fn a_200_slice_series_scans_in_the_background_scrolls_and_answers_per_slice() {
     let series = CtSeries::default();
     assert_eq!(series.slices, 200);
     ct_series::write(&folder, &series).unwrap();
-    let mut harness = harness_with(
-        dir.path(),
-        Arc::new(Mutex::new(Vec::new())),
-        fovea::demo::demo_model_dir(),
-    );
+    let saves = Arc::new(Mutex::new(Vec::new()));
+    let mut harness = harness_with(dir.path(), saves.clone(), fovea::demo::demo_model_dir());
     run_until(&mut harness, "the demo model", |app| app.model.is_some());
 
     // A scan slowed to 4 ms a file (a network share): 200 files take at least 0.8 s, during
@@ -1145,4 +1142,50 @@ fn a_200_slice_series_scans_in_the_background_scrolls_and_answers_per_slice() {
             .display()
             .to_string()
     ));
+
+    // Export > DICOM SEG with a drawn box (de-identified by default) and the Secondary
+    // Capture; dciodvfy finds no error in either (when installed); Import regions… brings the
+    // box back (fovea's own triage-mask segment is not a region).
+    let lesion = fovea::grounding::region::Region::Box {
+        xyxy_px: [70.0, 45.0, 100.0, 70.0],
+    };
+    harness.state_mut().regions = vec![fovea::app::NamedRegion {
+        name: "lesion".into(),
+        region: lesion.clone(),
+        role: fovea::app::RegionRole::Target,
+    }];
+    for kind in [fovea::app::ExportKind::Seg, fovea::app::ExportKind::Capture] {
+        harness
+            .state_mut()
+            .commands
+            .push(fovea::app::Command::Export(kind));
+        harness.step();
+        let written = saves.lock().unwrap().last().cloned().unwrap();
+        assert!(written.exists(), "{}", harness.state().status);
+        if let Ok(out) = std::process::Command::new("dciodvfy")
+            .arg(&written)
+            .output()
+        {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!text.contains("Error"), "{}: {text}", written.display());
+        }
+    }
+    let seg = saves.lock().unwrap()[0].clone();
+    assert!(seg.to_string_lossy().ends_with(".seg.dcm"));
+    harness.state_mut().regions.clear();
+    harness
+        .state_mut()
+        .commands
+        .push(fovea::app::Command::ImportRegions(seg));
+    harness.step();
+    let regions = &harness.state().regions;
+    assert_eq!(regions.len(), 1, "{}", harness.state().status);
+    assert_eq!(
+        (regions[0].name.as_str(), &regions[0].region),
+        ("lesion", &lesion)
+    );
 }

@@ -91,6 +91,11 @@ pub fn overlay_picture(
             }
         }
     }
+    // A scale bar on the first panel: one panel pixel is 1 / (model scale x upscale) image
+    // pixels.
+    if let Some([_, column_mm]) = inspection.pixel_spacing_mm {
+        compose::scale_bar(&mut panels[0], column_mm / (mapping.scale[0] * scale));
+    }
     let range = |map: &[f32]| {
         let lo = map.iter().copied().fold(f32::INFINITY, f32::min);
         let hi = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -64,6 +64,8 @@ pub struct Inspection {
     pub region_tokens: Vec<usize>,
     pub regions: Vec<Region>,
     pub triage_heads: Vec<(usize, usize)>,
+    /// The image's pixel spacing (row, column mm), when known: the picture's scale bar.
+    pub pixel_spacing_mm: Option<[f64; 2]>,
 }
 
 /// Run one case: load the image and the model, fill in the model's defaults, run VGRefine.
@@ -262,5 +264,6 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         region_tokens,
         regions: request.regions,
         triage_heads: settings.heads,
+        pixel_spacing_mm: study.pixel_spacing_mm,
     })
 }
