@@ -1189,3 +1189,38 @@ fn a_200_slice_series_scans_in_the_background_scrolls_and_answers_per_slice() {
         ("lesion", &lesion)
     );
 }
+
+/// screenshots/series-browser.png: a 200-slice CT series open at the lesion's slice, asked.
+#[test]
+#[ignore = "writes screenshots/; run by hand when the UI changes"]
+fn write_series_screenshot() {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("ct");
+    ct_series::write(&folder, &CtSeries::default()).unwrap();
+    let mut harness = harness_with(
+        dir.path(),
+        Arc::new(Mutex::new(Vec::new())),
+        fovea::demo::demo_model_dir(),
+    );
+    run_until(&mut harness, "the demo model", |app| app.model.is_some());
+    harness.state_mut().open_series(&folder, Arc::default());
+    run_until(&mut harness, "the middle slice", |app| app.image.is_some());
+    harness.state_mut().regions = vec![fovea::app::NamedRegion {
+        name: "lesion".into(),
+        region: fovea::grounding::region::Region::Ellipse {
+            xyxy_px: [75.0, 48.0, 93.0, 66.0],
+        },
+        role: fovea::app::RegionRole::Target,
+    }];
+    harness.state_mut().question = "Is there a lesion?".into();
+    harness.get_by_label("Ask").click();
+    run_until(&mut harness, "the answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+    for _ in 0..4 {
+        harness.step();
+    }
+    let image = harness.render().unwrap();
+    image.save(out.join("series-browser.png")).unwrap();
+}

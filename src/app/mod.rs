@@ -457,6 +457,15 @@ impl FoveaApp {
                 Event::Finished(result) => {
                     self.stage = None;
                     self.worker.busy = false;
+                    // Scrolled to another slice (or frame) while the model ran: the answer
+                    // belongs to the image it was asked about, not to the one shown now.
+                    if self.image.as_ref().map(|i| &i.key) != Some(&result.image_key) {
+                        self.status = format!(
+                            "the answer about {} arrived after it was left; ask again here",
+                            result.image_key
+                        );
+                        continue;
+                    }
                     if self.layer == OverlayLayer::None {
                         self.layer = OverlayLayer::Triage;
                     }

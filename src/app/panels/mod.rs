@@ -318,7 +318,7 @@ fn image_info_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     if hidden > 0 {
         ui.checkbox(
             &mut app.show_phi,
-            format!("show patient data ({hidden} fields, never exported)"),
+            format!("show patient data ({hidden} fields, exported only into DICOM with “Keep patient identity”)"),
         );
         if app.show_phi {
             for (name, value) in &image.study.identity.fields {
