@@ -600,3 +600,73 @@ fn nifti_and_coco_on_a_png_follow_their_tools_conventions() {
         "{err}"
     );
 }
+
+/// Bad input gets one line naming the file (exit 2), before the model runs, and no output.
+#[test]
+fn bad_exchange_input_gets_one_clear_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("scan.png");
+    image::RgbImage::from_pixel(160, 120, image::Rgb([40, 40, 40]))
+        .save(&png)
+        .unwrap();
+    let seg = dir.path().join("out.seg.dcm");
+    let garbage = dir.path().join("mask.nii");
+    std::fs::write(&garbage, vec![7u8; 400]).unwrap();
+    let broken_json = dir.path().join("boxes.json");
+    std::fs::write(&broken_json, "{\"images\": [").unwrap();
+    let missing = dir.path().join("nowhere.nii.gz");
+    let volume = fixture("ct-labels-slicer.nii.gz");
+    let cases: Vec<(Vec<&str>, &Path, &str)> = vec![
+        (
+            vec!["--seg", seg.to_str().unwrap()],
+            &png,
+            "a DICOM export refers to a DICOM image",
+        ),
+        (
+            vec!["--regions-from", garbage.to_str().unwrap()],
+            &garbage,
+            "not a NIfTI-1 mask",
+        ),
+        (
+            vec!["--regions-from", broken_json.to_str().unwrap()],
+            &broken_json,
+            "not JSON",
+        ),
+        (
+            vec!["--regions-from", missing.to_str().unwrap()],
+            &missing,
+            "cannot read",
+        ),
+        (
+            vec!["--regions-from", volume.to_str().unwrap()],
+            Path::new("ct-labels-slicer.nii.gz"),
+            "has no patient geometry to place a 128 x 128 x 5 volume",
+        ),
+    ];
+    for (extra, named, what) in cases {
+        let out = inspect(&png, &extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let last = stderr.trim_end().lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("fovea: error: ") && last.contains(what),
+            "{what}: {stderr}"
+        );
+        let name = named.file_name().unwrap().to_string_lossy().to_string();
+        assert!(last.contains(&name), "{what}: names {name}: {stderr}");
+        // Refused before the model ran: no answer printed.
+        assert!(
+            out.stdout.is_empty(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert!(!seg.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -320,6 +320,10 @@ fn inspect(args: &InspectArgs) -> Result<()> {
             bail!("--seg-map-threshold needs --seg and a fraction within 0..1, got {t}");
         }
     }
+    if args.seg.is_some() || args.capture.is_some() {
+        // Refuse before the model runs: a DICOM export needs a DICOM source to refer to.
+        crate::exchange::SourceImage::read(&image_file, frame)?;
+    }
     if !args.regions_from.is_empty() {
         let study = imaging::load(&image_file)?;
         let target = crate::exchange::regions::Target {
