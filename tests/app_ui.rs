@@ -1176,6 +1176,24 @@ fn a_200_slice_series_scans_in_the_background_scrolls_and_answers_per_slice() {
     }
     let seg = saves.lock().unwrap()[0].clone();
     assert!(seg.to_string_lossy().ends_with(".seg.dcm"));
+    // Exported one after the other, the two share the de-identified study and patient.
+    let study = |path: &std::path::Path, tag| {
+        dicom_object::open_file(path)
+            .unwrap()
+            .element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let capture = saves.lock().unwrap()[1].clone();
+    for tag in [
+        dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+        dicom_dictionary_std::tags::PATIENT_ID,
+    ] {
+        assert_eq!(study(&seg, tag), study(&capture, tag));
+    }
+    assert!(study(&seg, dicom_dictionary_std::tags::PATIENT_ID).starts_with("ANON-"));
     harness.state_mut().regions.clear();
     harness
         .state_mut()

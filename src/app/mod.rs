@@ -108,6 +108,7 @@ impl FoveaApp {
             browser: None,
             keep_identity: false,
             seg_map_threshold: None,
+            exporter: None,
         };
         app.load_model(model_dir);
         let first = open.or_else(|| app.cases.first().map(|c| c.path.clone()));

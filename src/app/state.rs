@@ -266,6 +266,8 @@ pub struct FoveaApp {
     pub keep_identity: bool,
     /// DICOM SEG exports add the triage map thresholded at this fraction of its range.
     pub seg_map_threshold: Option<f64>,
+    /// The identity policy of DICOM exports (pseudonyms and remapped UIDs), kept for the run.
+    pub exporter: Option<crate::exchange::Exporter>,
 }
 
 impl FoveaApp {

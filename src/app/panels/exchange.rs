@@ -7,17 +7,31 @@ use std::path::Path;
 use crate::app::state::{FoveaApp, NamedRegion, RegionRole};
 use crate::exchange::{self, segments};
 
-fn exporter(app: &FoveaApp) -> exchange::Exporter {
-    exchange::Exporter::new(if app.keep_identity {
+/// The app's exporter: one per run and identity choice, so a SEG and a Secondary Capture
+/// exported one after the other share their pseudonym and remapped UIDs (a PACS files them as
+/// one de-identified study). Taken out of the app for the export and put back after it.
+fn take_exporter(app: &mut FoveaApp) -> exchange::Exporter {
+    let choice = if app.keep_identity {
         exchange::IdentityChoice::Keep
     } else {
         exchange::IdentityChoice::Deidentify
-    })
+    };
+    match app.exporter.take() {
+        Some(exporter) if exporter.choice == choice => exporter,
+        _ => exchange::Exporter::new(choice),
+    }
 }
 
 /// Write the SEG: drawn regions (MANUAL), and with an answer the triage mask and (when a
 /// threshold is set) the thresholded triage map (AUTOMATIC).
-pub fn write_seg(app: &FoveaApp, path: &Path) -> anyhow::Result<()> {
+pub fn write_seg(app: &mut FoveaApp, path: &Path) -> anyhow::Result<()> {
+    let mut exporter = take_exporter(app);
+    let written = seg_with(app, path, &mut exporter);
+    app.exporter = Some(exporter);
+    written
+}
+
+fn seg_with(app: &FoveaApp, path: &Path, exporter: &mut exchange::Exporter) -> anyhow::Result<()> {
     let image = app
         .image
         .as_ref()
@@ -47,11 +61,27 @@ pub fn write_seg(app: &FoveaApp, path: &Path) -> anyhow::Result<()> {
         maps.as_ref(),
         app.seg_map_threshold,
     );
-    exchange::seg::write(path, &source, &list, &mut exporter(app))
+    exchange::seg::write(path, &source, &list, exporter)
 }
 
 /// Write the composited picture as a Secondary Capture.
-pub fn write_capture(app: &FoveaApp, path: &Path, picture: &image::RgbImage) -> anyhow::Result<()> {
+pub fn write_capture(
+    app: &mut FoveaApp,
+    path: &Path,
+    picture: &image::RgbImage,
+) -> anyhow::Result<()> {
+    let mut exporter = take_exporter(app);
+    let written = capture_with(app, path, picture, &mut exporter);
+    app.exporter = Some(exporter);
+    written
+}
+
+fn capture_with(
+    app: &FoveaApp,
+    path: &Path,
+    picture: &image::RgbImage,
+    exporter: &mut exchange::Exporter,
+) -> anyhow::Result<()> {
     let image = app
         .image
         .as_ref()
@@ -66,7 +96,7 @@ pub fn write_capture(app: &FoveaApp, path: &Path, picture: &image::RgbImage) -> 
         ),
         None => "fovea view".to_string(),
     };
-    exchange::capture::write(path, &source, picture, &description, &mut exporter(app))
+    exchange::capture::write(path, &source, picture, &description, exporter)
 }
 
 /// Add the regions of `file` to the open image (the status says how many and how placed).
