@@ -45,7 +45,7 @@ impl SliceCache {
     }
 
     pub fn insert(&mut self, path: PathBuf, study: Arc<Study>) {
-        if self.entries.iter().any(|(p, _)| *p == path) {
+        if self.contains(&path) {
             return;
         }
         self.bytes += study_bytes(&study);
@@ -59,6 +59,10 @@ impl SliceCache {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    pub fn contains(&self, path: &Path) -> bool {
+        self.entries.iter().any(|(p, _)| p == path)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,6 +96,8 @@ pub struct SeriesBrowser {
     pub cache: SliceCache,
     prefetch: Option<mpsc::Sender<PathBuf>>,
     prefetched: Option<mpsc::Receiver<(PathBuf, Arc<Study>)>>,
+    /// Files asked of the prefetcher that have not arrived yet.
+    pending: std::collections::HashSet<PathBuf>,
     pub started: std::time::Instant,
 }
 
@@ -130,6 +136,7 @@ impl SeriesBrowser {
             cache: SliceCache::new(CACHE_BYTES),
             prefetch: None,
             prefetched: None,
+            pending: Default::default(),
             started: std::time::Instant::now(),
         };
         if let Err(err) = spawned {
@@ -163,6 +170,7 @@ impl SeriesBrowser {
     pub fn poll(&mut self) -> bool {
         if let Some(results) = &self.prefetched {
             while let Ok((path, study)) = results.try_recv() {
+                self.pending.remove(&path);
                 self.cache.insert(path, study);
             }
         }
@@ -201,30 +209,34 @@ impl SeriesBrowser {
     /// The study and frame of slice `slice` of the current series: from the cache, else read
     /// now; the next slices in `direction` are queued for the prefetcher.
     pub fn load(&mut self, slice: usize, direction: i64) -> Result<(Arc<Study>, usize), String> {
-        let series = self.current().ok_or("no series")?.clone();
+        let series = self.current().ok_or("no series")?;
         let header = series.slices.get(slice).ok_or("no such slice")?;
-        let study = match self.cache.get(&header.path) {
+        let (path, frame) = (header.path.clone(), header.frame);
+        let step = if direction < 0 { -1 } else { 1 };
+        let ahead: Vec<PathBuf> = (1..=4i64)
+            .map(|n| slice as i64 + step * n)
+            .filter(|&k| k >= 0)
+            .filter_map(|k| series.slices.get(k as usize))
+            .map(|s| s.path.clone())
+            .filter(|p| *p != path)
+            .collect();
+        let study = match self.cache.get(&path) {
             Some(study) => study,
             None => {
-                let study = Arc::new(imaging::load(&header.path).map_err(|e| e.to_string())?);
-                self.cache.insert(header.path.clone(), study.clone());
+                let study = Arc::new(imaging::load(&path).map_err(|e| e.to_string())?);
+                self.cache.insert(path.clone(), study.clone());
                 study
             }
         };
         if let Some(prefetch) = &self.prefetch {
-            let step = if direction < 0 { -1 } else { 1 };
-            for ahead in 1..=4i64 {
-                let k = slice as i64 + step * ahead;
-                if let Some(next) = (k >= 0).then(|| series.slices.get(k as usize)).flatten() {
-                    if next.path != header.path
-                        && !self.cache.entries.iter().any(|(p, _)| *p == next.path)
-                    {
-                        let _ = prefetch.send(next.path.clone());
-                    }
+            for next in ahead {
+                // Each file is asked for once until it arrives (or is found in the cache).
+                if !self.cache.contains(&next) && self.pending.insert(next.clone()) {
+                    let _ = prefetch.send(next);
                 }
             }
         }
-        Ok((study, header.frame))
+        Ok((study, frame))
     }
 }
 
