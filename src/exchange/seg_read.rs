@@ -15,6 +15,43 @@ use super::seg::SEGMENTATION_STORAGE;
 use super::source::SourceImage;
 use crate::grounding::region::Region;
 
+/// What the Segment Sequence says of one segment.
+struct SegmentInfo {
+    number: u32,
+    label: String,
+    manual: bool,
+    /// Category "Physical object": fovea's distractors.
+    object: bool,
+    /// A fovea shape carried in Segment Description.
+    shape: Option<Region>,
+    /// One of fovea's own attention segments (algorithm name "fovea ...").
+    own_map: bool,
+}
+
+impl SegmentInfo {
+    fn of(
+        item: &InMemDicomObject,
+        int: &dyn Fn(&InMemDicomObject, dicom_core::Tag) -> Option<u32>,
+    ) -> SegmentInfo {
+        let number = int(item, tags::SEGMENT_NUMBER).unwrap_or(0);
+        SegmentInfo {
+            number,
+            label: text_of(item, tags::SEGMENT_LABEL)
+                .unwrap_or_else(|| format!("segment {number}")),
+            manual: text_of(item, tags::SEGMENT_ALGORITHM_TYPE).as_deref() == Some("MANUAL"),
+            object: first_item(item, tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE)
+                .and_then(|c| text_of(c, tags::CODE_VALUE))
+                .as_deref()
+                == Some("260787004"),
+            shape: text_of(item, tags::SEGMENT_DESCRIPTION)
+                .and_then(|d| d.strip_prefix("fovea:").map(str::to_string))
+                .and_then(|json| serde_json::from_str::<Region>(&json).ok()),
+            own_map: text_of(item, tags::SEGMENT_ALGORITHM_NAME)
+                .is_some_and(|name| name.starts_with("fovea ")),
+        }
+    }
+}
+
 /// A segment read from a SEG, on the open image.
 #[derive(Clone, Debug)]
 pub struct ImportedSegment {
@@ -67,6 +104,13 @@ pub fn import(path: &Path, image: &Path, frame: usize) -> Result<Imported> {
         .to_bytes()
         .map_err(|e| anyhow::anyhow!("SEG pixel data unreadable ({e}): {}", path.display()))?;
     let n = rows as usize * columns as usize;
+    let bits_per_pixel = if kind == "BINARY" || bits == 1 { 1 } else { 8 };
+    if n == 0 || frames as u64 * n as u64 * bits_per_pixel > data.len() as u64 * 8 {
+        bail!(
+            "the SEG's pixel data holds fewer than the {frames} frame(s) of {columns} x {rows} it declares: {}",
+            path.display()
+        );
+    }
     let pixel = |f: usize, i: usize| -> bool {
         let k = f * n + i;
         match (kind.as_str(), bits) {
@@ -76,30 +120,13 @@ pub fn import(path: &Path, image: &Path, frame: usize) -> Result<Imported> {
                 .is_some_and(|&v| v as u32 * 2 >= max_fraction.max(1)),
         }
     };
-    #[allow(clippy::type_complexity)]
-    let segments_info: Vec<(u32, String, bool, bool, Option<Region>, bool)> = seg
+    let segments_info: Vec<SegmentInfo> = seg
         .get(tags::SEGMENT_SEQUENCE)
         .and_then(|e| e.items())
         .map(|items| {
             items
                 .iter()
-                .map(|item| {
-                    let number = int(item, tags::SEGMENT_NUMBER).unwrap_or(0);
-                    let label = text_of(item, tags::SEGMENT_LABEL)
-                        .unwrap_or_else(|| format!("segment {number}"));
-                    let manual =
-                        text_of(item, tags::SEGMENT_ALGORITHM_TYPE).as_deref() == Some("MANUAL");
-                    let object = first_item(item, tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE)
-                        .and_then(|c| text_of(c, tags::CODE_VALUE))
-                        .as_deref()
-                        == Some("260787004");
-                    let own_map = text_of(item, tags::SEGMENT_ALGORITHM_NAME)
-                        .is_some_and(|name| name.starts_with("fovea "));
-                    let shape = text_of(item, tags::SEGMENT_DESCRIPTION)
-                        .and_then(|d| d.strip_prefix("fovea:").map(str::to_string))
-                        .and_then(|json| serde_json::from_str::<Region>(&json).ok());
-                    (number, label, manual, object, shape, own_map)
-                })
+                .map(|item| SegmentInfo::of(item, &int))
                 .collect()
         })
         .unwrap_or_default();
@@ -193,16 +220,22 @@ pub fn import(path: &Path, image: &Path, frame: usize) -> Result<Imported> {
             .and_then(|s| int(s, tags::REFERENCED_SEGMENT_NUMBER))
             .unwrap_or(f as u32 + 1);
         let pixels: Vec<bool> = (0..n).map(|i| pixel(f, i)).collect();
-        let info = segments_info.iter().find(|s| s.0 == number);
-        let (label, manual, object, shape) = match info {
-            Some((_, label, _, _, _, true)) => {
+        let (label, manual, object, shape) = match segments_info.iter().find(|s| s.number == number)
+        {
+            Some(info) if info.own_map => {
                 // fovea's own maps (triage mask, thresholded map) are the model's, not regions.
-                notes.push(format!("skipped {label:?}: fovea's own attention segment"));
+                notes.push(format!(
+                    "skipped {:?}: fovea's own attention segment",
+                    info.label
+                ));
                 continue;
             }
-            Some((_, label, manual, object, shape, false)) => {
-                (label.clone(), *manual, *object, shape.clone())
-            }
+            Some(info) => (
+                info.label.clone(),
+                info.manual,
+                info.object,
+                info.shape.clone(),
+            ),
             None => (format!("segment {number}"), false, false, None),
         };
         let region = match shape {
