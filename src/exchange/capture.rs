@@ -17,7 +17,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::deid::Exporter;
-use super::elements::{code_item, now_da_tm, one_item, part10_bytes, put, put_us, sequence, text};
+use super::elements::{code_item, one_item, part10_bytes, put, put_us, sequence, text};
 use super::source::SourceImage;
 
 pub const SECONDARY_CAPTURE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
@@ -29,32 +29,11 @@ pub fn build(
     description: &str,
     exporter: &mut Exporter,
 ) -> Result<(InMemDicomObject, String)> {
-    let mut obj = InMemDicomObject::new_empty();
-    let instance_uid = exporter.new_uid();
-    let (date, time) = now_da_tm();
-    put(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
-    put(
-        &mut obj,
-        tags::SOP_CLASS_UID,
-        VR::UI,
+    let (mut obj, instance_uid, (date, time)) = exporter.start_object(
+        &source.header,
         SECONDARY_CAPTURE_STORAGE,
-    );
-    put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &instance_uid);
-    put(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
-    put(&mut obj, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
-    exporter.patient_and_study(&source.header, &mut obj);
-    put(&mut obj, tags::MODALITY, VR::CS, "OT");
-    put(
-        &mut obj,
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        &exporter.new_uid(),
-    );
-    put(&mut obj, tags::SERIES_NUMBER, VR::IS, "902");
-    put(
-        &mut obj,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
+        "OT",
+        902,
         "fovea attention view",
     );
     // Body part and laterality as the source says (dciodvfy asks for Laterality when it cannot
@@ -72,13 +51,6 @@ pub fn build(
         (Some(body), None) => put(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, &body),
         (None, None) => put(&mut obj, tags::LATERALITY, VR::CS, ""),
     }
-    put(&mut obj, tags::MANUFACTURER, VR::LO, "fovea");
-    put(
-        &mut obj,
-        tags::SOFTWARE_VERSIONS,
-        VR::LO,
-        env!("CARGO_PKG_VERSION"),
-    );
     put(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
     put(&mut obj, tags::DATE_OF_SECONDARY_CAPTURE, VR::DA, &date);
     put(&mut obj, tags::TIME_OF_SECONDARY_CAPTURE, VR::TM, &time);

@@ -31,6 +31,20 @@ use dicom_object::InMemDicomObject;
 
 use super::elements::{code_item, put, sequence};
 
+/// The Type 2 attributes of the Patient and General Study modules: written even when empty.
+/// The first two (name, ID) get the pseudonym when de-identified; the rest are emptied (Z).
+const TYPE2: [(Tag, VR); 9] = [
+    (tags::PATIENT_NAME, VR::PN),
+    (tags::PATIENT_ID, VR::LO),
+    (tags::PATIENT_BIRTH_DATE, VR::DA),
+    (tags::PATIENT_SEX, VR::CS),
+    (tags::STUDY_DATE, VR::DA),
+    (tags::STUDY_TIME, VR::TM),
+    (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
+    (tags::STUDY_ID, VR::SH),
+    (tags::ACCESSION_NUMBER, VR::SH),
+];
+
 /// Whether an export keeps the patient's identity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IdentityChoice {
@@ -105,6 +119,52 @@ impl Exporter {
         format!("ANON-{:010X}", self.keyed(patient, 3) >> 88)
     }
 
+    /// A new object of this export: SOP Common (UTF-8, class, a new instance UID, creation
+    /// date and time), the Patient and General Study modules of `source`, and a new series of
+    /// `modality` numbered `series_number`. Returns the object, its instance UID and the
+    /// date and time it was made (DA, TM).
+    pub fn start_object(
+        &mut self,
+        source: &InMemDicomObject,
+        sop_class: &str,
+        modality: &str,
+        series_number: u32,
+        series_description: &str,
+    ) -> (InMemDicomObject, String, (String, String)) {
+        let mut obj = InMemDicomObject::new_empty();
+        let instance_uid = self.new_uid();
+        let (date, time) = super::elements::now_da_tm();
+        put(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+        put(&mut obj, tags::SOP_CLASS_UID, VR::UI, sop_class);
+        put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &instance_uid);
+        put(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
+        put(&mut obj, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
+        self.patient_and_study(source, &mut obj);
+        put(&mut obj, tags::MODALITY, VR::CS, modality);
+        let series_uid = self.new_uid();
+        put(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series_uid);
+        put(
+            &mut obj,
+            tags::SERIES_NUMBER,
+            VR::IS,
+            &series_number.to_string(),
+        );
+        put(
+            &mut obj,
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            series_description,
+        );
+        put(&mut obj, tags::MANUFACTURER, VR::LO, "fovea");
+        put(
+            &mut obj,
+            tags::SOFTWARE_VERSIONS,
+            VR::LO,
+            env!("CARGO_PKG_VERSION"),
+        );
+        (obj, instance_uid, (date, time))
+    }
+
     /// Write the Patient and General Study modules of `source` into `target`, as this
     /// export's choice says.
     pub fn patient_and_study(&mut self, source: &InMemDicomObject, target: &mut InMemDicomObject) {
@@ -128,17 +188,7 @@ impl Exporter {
         match self.choice {
             IdentityChoice::Keep => {
                 // Type 2 attributes are written even when the source lacks them.
-                for (tag, vr) in [
-                    (tags::PATIENT_NAME, VR::PN),
-                    (tags::PATIENT_ID, VR::LO),
-                    (tags::PATIENT_BIRTH_DATE, VR::DA),
-                    (tags::PATIENT_SEX, VR::CS),
-                    (tags::STUDY_DATE, VR::DA),
-                    (tags::STUDY_TIME, VR::TM),
-                    (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
-                    (tags::STUDY_ID, VR::SH),
-                    (tags::ACCESSION_NUMBER, VR::SH),
-                ] {
+                for (tag, vr) in TYPE2 {
                     put(target, tag, vr, &text(tag));
                 }
                 for (tag, vr) in [
@@ -161,16 +211,8 @@ impl Exporter {
                 // A family name and an empty given name: the PN form dciodvfy expects.
                 put(target, tags::PATIENT_NAME, VR::PN, &format!("{pseudonym}^"));
                 put(target, tags::PATIENT_ID, VR::LO, &pseudonym);
-                for (tag, vr) in [
-                    (tags::PATIENT_BIRTH_DATE, VR::DA),
-                    (tags::PATIENT_SEX, VR::CS),
-                    (tags::STUDY_DATE, VR::DA),
-                    (tags::STUDY_TIME, VR::TM),
-                    (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
-                    (tags::STUDY_ID, VR::SH),
-                    (tags::ACCESSION_NUMBER, VR::SH),
-                ] {
-                    put(target, tag, vr, "");
+                for (tag, vr) in &TYPE2[2..] {
+                    put(target, *tag, *vr, "");
                 }
                 put(target, tags::PATIENT_IDENTITY_REMOVED, VR::CS, "YES");
                 put(target, tags::DEIDENTIFICATION_METHOD, VR::LO, METHOD);

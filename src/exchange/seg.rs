@@ -20,9 +20,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::deid::Exporter;
-use super::elements::{
-    code_item, ds, now_da_tm, one_item, part10_bytes, put, put_us, sequence, text,
-};
+use super::elements::{code_item, ds, one_item, part10_bytes, put, put_us, sequence, text};
 use super::source::SourceImage;
 use crate::grounding::region::Region;
 
@@ -195,44 +193,16 @@ pub fn build(
             );
         }
     }
-    let mut obj = InMemDicomObject::new_empty();
-    let instance_uid = exporter.new_uid();
-    let (date, time) = now_da_tm();
-    put(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
-    put(&mut obj, tags::SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE);
-    put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &instance_uid);
-    put(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
-    put(&mut obj, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
-    exporter.patient_and_study(&source.header, &mut obj);
-    // Series and equipment.
-    put(&mut obj, tags::MODALITY, VR::CS, "SEG");
-    put(
-        &mut obj,
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        &exporter.new_uid(),
-    );
-    put(
-        &mut obj,
-        tags::SERIES_NUMBER,
-        VR::IS,
-        &series_number.to_string(),
-    );
-    put(
-        &mut obj,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
+    let (mut obj, instance_uid, (date, time)) = exporter.start_object(
+        &source.header,
+        SEGMENTATION_STORAGE,
+        "SEG",
+        series_number,
         "fovea regions and attention",
     );
-    put(&mut obj, tags::MANUFACTURER, VR::LO, "fovea");
+    // Enhanced General Equipment (Manufacturer and Software Versions come with the series).
     put(&mut obj, tags::MANUFACTURER_MODEL_NAME, VR::LO, "fovea");
     put(&mut obj, tags::DEVICE_SERIAL_NUMBER, VR::LO, "fovea");
-    put(
-        &mut obj,
-        tags::SOFTWARE_VERSIONS,
-        VR::LO,
-        env!("CARGO_PKG_VERSION"),
-    );
     let geometry = source.has_geometry();
     if geometry {
         let frame_of_reference = source.frame_of_reference_uid.clone().unwrap_or_default();
