@@ -105,7 +105,7 @@ fn gcd(a: usize, b: usize) -> usize {
 pub fn write(out: &Path, series: &CtSeries) -> Result<usize> {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::{tags, uids};
-    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    use dicom_object::InMemDicomObject;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let root = format!("2.25.{}", 0xF0_7EA0_0000_u64 + series.seed * 1000);
     let study_uid = format!("{root}.1");
@@ -219,16 +219,7 @@ pub fn write(out: &Path, series: &CtSeries) -> Result<usize> {
             VR::OW,
             PrimitiveValue::U16(pixels.into()),
         ));
-        let file = obj
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                    .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
-                    .media_storage_sop_instance_uid(&instance_uid),
-            )
-            .context("cannot build the DICOM meta header")?;
-        let mut bytes = Vec::new();
-        file.write_all(&mut bytes).context("cannot encode DICOM")?;
+        let bytes = super::part10_bytes(obj, uids::CT_IMAGE_STORAGE, &instance_uid)?;
         crate::io::write_bytes(&out.join(series.file_name(k)), &bytes)?;
     }
     Ok(series.slices)

@@ -61,7 +61,7 @@ pub fn rows(case: &Case, image: &str) -> Vec<VgmedRow> {
 pub fn dicom_bytes(case: &Case) -> Result<Vec<u8>> {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::{tags, uids};
-    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    use dicom_object::InMemDicomObject;
     let instance_uid = format!(
         "2.25.{}",
         case.seed.wrapping_mul(2654435761).wrapping_add(1)
@@ -128,12 +128,22 @@ pub fn dicom_bytes(case: &Case) -> Result<Vec<u8>> {
         VR::OB,
         PrimitiveValue::from(case.image.as_raw().clone()),
     ));
+    part10_bytes(obj, uids::SECONDARY_CAPTURE_IMAGE_STORAGE, &instance_uid)
+}
+
+/// A data set as Part 10 bytes (Explicit VR Little Endian), for the phantom writers.
+fn part10_bytes(
+    obj: dicom_object::InMemDicomObject,
+    sop_class: &str,
+    sop_instance: &str,
+) -> Result<Vec<u8>> {
+    use dicom_dictionary_std::uids;
     let file = obj
         .with_meta(
-            FileMetaTableBuilder::new()
+            dicom_object::FileMetaTableBuilder::new()
                 .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                .media_storage_sop_class_uid(uids::SECONDARY_CAPTURE_IMAGE_STORAGE)
-                .media_storage_sop_instance_uid(&instance_uid),
+                .media_storage_sop_class_uid(sop_class)
+                .media_storage_sop_instance_uid(sop_instance),
         )
         .context("cannot build the DICOM meta header")?;
     let mut bytes = Vec::new();
