@@ -257,3 +257,31 @@ fn thumbnail(series: &SeriesInfo) -> Option<image::RgbImage> {
         image::imageops::FilterType::Triangle,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache keeps at most its byte bound, dropping the least recently used study first
+    /// (a `get` makes a study recent again).
+    #[test]
+    fn the_cache_drops_the_least_recently_used_within_its_bound() {
+        let fixture =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava/test_image.png");
+        let study = Arc::new(imaging::load(&fixture).unwrap());
+        let one = study_bytes(&study);
+        assert_eq!(one, 40 * 28 * 3 * 4);
+        let mut cache = SliceCache::new(2 * one + one / 2);
+        let (a, b, c) = (PathBuf::from("a"), PathBuf::from("b"), PathBuf::from("c"));
+        cache.insert(a.clone(), study.clone());
+        cache.insert(b.clone(), study.clone());
+        assert!(cache.get(&a).is_some());
+        cache.insert(c.clone(), study.clone());
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.bytes(), 2 * one);
+        assert!(cache.contains(&a) && cache.contains(&c) && !cache.contains(&b));
+        // Inserting what is there changes nothing.
+        cache.insert(c.clone(), study);
+        assert_eq!(cache.len(), 2);
+    }
+}

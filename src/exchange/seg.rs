@@ -440,3 +440,37 @@ pub fn write(
     let bytes = part10_bytes(obj, SEGMENTATION_STORAGE, &instance_uid)?;
     crate::io::write_bytes(out, &bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DICOM CIELab by hand: white is L 100, a = b = 0 -> (65535, 32896, 32896) within a few
+    /// units (the D65 matrix rows sum to within 1e-4 of the white point); sRGB red is the
+    /// textbook L 53.24, a 80.09, b 67.20 -> (34891, 53478, 50166).
+    #[test]
+    fn cielab_encoding_by_hand() {
+        let white = srgb_to_dicom_lab([255, 255, 255]);
+        assert_eq!(white[0], 65535);
+        assert!(
+            white[1].abs_diff(32896) <= 3 && white[2].abs_diff(32896) <= 3,
+            "{white:?}"
+        );
+        let red = srgb_to_dicom_lab([255, 0, 0]);
+        for (got, want) in red.iter().zip([34891u16, 53478, 50166]) {
+            assert!(got.abs_diff(want) <= 20, "{red:?}");
+        }
+        assert_eq!(srgb_to_dicom_lab([0, 0, 0])[0], 0);
+    }
+
+    /// Pixels go 1 bit each, the first in the lowest bit, padded to an even length.
+    #[test]
+    fn bits_are_packed_low_first_and_padded() {
+        let mut pixels = vec![false; 9];
+        pixels[0] = true;
+        pixels[8] = true;
+        assert_eq!(pack_bits(&pixels), vec![0x01, 0x01]);
+        assert_eq!(pack_bits(&[true, true, true]), vec![0x07, 0x00]);
+        assert_eq!(pack_bits(&[false, true]), vec![0x02, 0x00]);
+    }
+}

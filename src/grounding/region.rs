@@ -595,4 +595,64 @@ mod tests {
         };
         assert_eq!(brush.tokens(&grid), vec![24 + 1]);
     }
+
+    /// A mask region by hand: an L of 5 pixels on a 4 x 3 image (rows "X...", "X...",
+    /// "XXX."), stored as runs [0, 1, 3, 1, 3, 3, 1]: it gives back its pixels, counts 5 px,
+    /// is bounded by pixel edges (0, 0)..(3, 3), contains a point by its pixel, resamples by
+    /// nearest pixel centre, and a box's pixel mask takes the pixels whose centres it holds.
+    #[test]
+    fn masks_by_hand() {
+        let pixels: Vec<bool> = "X...X...XXX.".chars().map(|c| c == 'X').collect();
+        let mask = Region::from_mask(4, 3, &pixels).unwrap();
+        assert_eq!(
+            mask,
+            Region::Mask {
+                width: 4,
+                height: 3,
+                runs: vec![0, 1, 3, 1, 3, 3, 1]
+            }
+        );
+        assert!(mask.validate().is_ok());
+        assert_eq!(mask.pixel_mask(4, 3), pixels);
+        assert_eq!(mask.area_px(), 5.0);
+        assert_eq!(mask.bounds_px(), [0.0, 0.0, 3.0, 3.0]);
+        assert!(mask.contains(2.9, 2.1) && !mask.contains(3.1, 2.1) && !mask.contains(1.5, 0.5));
+        // Twice the size: each pixel becomes 2 x 2.
+        let doubled = mask.pixel_mask(8, 6);
+        assert_eq!(doubled.iter().filter(|&&p| p).count(), 20);
+        assert!(doubled[5 * 8 + 5] && !doubled[5 * 8 + 6]);
+        // The outline: 12 unit edges around the L (perimeter 3 + 3 + 1 + 2 + 2 + 1).
+        assert_eq!(mask.mask_edges().len(), 12);
+        assert!(Region::from_mask(4, 3, &[false; 12]).is_none());
+        // A box from x 0.6 to 2.4 holds the centres 1.5 (and not 0.5 or 2.5) in x.
+        let boxed = Region::Box {
+            xyxy_px: [0.6, 0.0, 2.4, 1.0],
+        };
+        let expected: Vec<bool> = ".X..........".chars().map(|c| c == 'X').collect();
+        assert_eq!(boxed.pixel_mask(4, 3), expected);
+    }
+
+    /// A token's cell is found from a pixel through the model's mapping: on a 336 px input
+    /// from a 672 px image (scale 0.5) with a 24 x 24 grid of 14 px cells, pixel (30, 60) is
+    /// input (15, 30): column 1, row 2, token 49; the pixels of token 49 are a 28 x 28 block.
+    #[test]
+    fn tokens_back_to_pixels() {
+        let grid = TokenGrid {
+            rows: 24,
+            cols: 24,
+            mapping: PixelMapping {
+                input: [336, 336],
+                scale: [0.5, 0.5],
+                offset_px: [0.0, 0.0],
+            },
+        };
+        assert_eq!(grid.token_at(30.0, 60.0), Some(2 * 24 + 1));
+        assert_eq!(grid.token_at(-1.0, 5.0), None);
+        assert_eq!(grid.token_at(672.5, 5.0), None);
+        let mut tokens = vec![false; 576];
+        tokens[49] = true;
+        let pixels = grid.tokens_to_pixels(672, 672, &tokens);
+        assert_eq!(pixels.iter().filter(|&&p| p).count(), 28 * 28);
+        assert!(pixels[56 * 672 + 28] && !pixels[56 * 672 + 27] && !pixels[84 * 672 + 28]);
+    }
 }
