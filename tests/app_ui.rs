@@ -1206,6 +1206,32 @@ fn a_200_slice_series_scans_in_the_background_scrolls_and_answers_per_slice() {
         (regions[0].name.as_str(), &regions[0].region),
         ("lesion", &lesion)
     );
+    // A mask region (a disk) goes out as COCO RLE and comes back as the same mask.
+    let disk: Vec<bool> = (0..128 * 128)
+        .map(|i| ((i % 128) as f64 - 80.0).powi(2) + ((i / 128) as f64 - 40.0).powi(2) <= 90.0)
+        .collect();
+    let mask = fovea::grounding::region::Region::from_mask(128, 128, &disk).unwrap();
+    harness.state_mut().regions = vec![fovea::app::NamedRegion {
+        name: "disk".into(),
+        region: mask.clone(),
+        role: fovea::app::RegionRole::Target,
+    }];
+    harness
+        .state_mut()
+        .commands
+        .push(fovea::app::Command::Export(fovea::app::ExportKind::Regions));
+    harness.step();
+    let coco = saves.lock().unwrap().last().cloned().unwrap();
+    assert!(coco.to_string_lossy().ends_with(".coco.json"));
+    harness.state_mut().regions.clear();
+    harness
+        .state_mut()
+        .commands
+        .push(fovea::app::Command::ImportRegions(coco));
+    harness.step();
+    let regions = &harness.state().regions;
+    assert_eq!(regions.len(), 1, "{}", harness.state().status);
+    assert_eq!(regions[0].region, mask);
 }
 
 /// screenshots/series-browser.png: a 200-slice CT series open at the lesion's slice, asked.

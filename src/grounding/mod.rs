@@ -8,6 +8,7 @@
 //! - per-head metrics and head ranking: head (l, h) question map / (same head's general + 1e-10).
 
 pub mod faithfulness;
+pub mod mask;
 pub mod metrics;
 pub mod refine;
 pub mod region;

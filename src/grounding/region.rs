@@ -114,18 +114,7 @@ impl Region {
         if !pixels.iter().any(|&p| p) || pixels.len() != width as usize * height as usize {
             return None;
         }
-        let mut runs = Vec::new();
-        let (mut current, mut length) = (false, 0u32);
-        for &p in pixels {
-            if p == current {
-                length += 1;
-            } else {
-                runs.push(length);
-                current = p;
-                length = 1;
-            }
-        }
-        runs.push(length);
+        let runs = super::mask::encode_runs(pixels);
         Some(Region::Mask {
             width,
             height,
@@ -144,7 +133,7 @@ impl Region {
             runs,
         } = self
         {
-            let own = decode_runs(runs, *mw as usize * *mh as usize);
+            let own = super::mask::decode_runs(runs, *mw as usize * *mh as usize);
             if (*mw, *mh) == (width, height) {
                 return own;
             }
@@ -268,25 +257,7 @@ impl Region {
                     ]
                 })
                 .collect(),
-            Region::Mask { width, runs, .. } => {
-                // Pixel edges of the set pixels.
-                let mut points = Vec::new();
-                let mut at = 0usize;
-                let w = (*width as usize).max(1);
-                for (k, &run) in runs.iter().enumerate() {
-                    if k % 2 == 1 && run > 0 {
-                        let (first, last) = (at, at + run as usize - 1);
-                        for y in first / w..=last / w {
-                            let x0 = if y == first / w { first % w } else { 0 };
-                            let x1 = if y == last / w { last % w } else { w - 1 };
-                            points.push([x0 as f64, y as f64]);
-                            points.push([x1 as f64 + 1.0, y as f64 + 1.0]);
-                        }
-                    }
-                    at += run as usize;
-                }
-                points
-            }
+            Region::Mask { width, runs, .. } => super::mask::run_corners(*width as usize, runs),
         };
         let fold = |axis: usize, init: f64, f: fn(f64, f64) -> f64| {
             points.iter().map(|p| p[axis]).fold(init, f)
@@ -376,15 +347,7 @@ impl Region {
                 if x < 0.0 || y < 0.0 || x >= *width as f64 || y >= *height as f64 {
                     return false;
                 }
-                let index = y as usize * *width as usize + x as usize;
-                let mut at = 0usize;
-                for (k, &run) in runs.iter().enumerate() {
-                    at += run as usize;
-                    if index < at {
-                        return k % 2 == 1;
-                    }
-                }
-                false
+                super::mask::runs_contain(runs, y as usize * *width as usize + x as usize)
             }
         }
     }
@@ -403,47 +366,8 @@ impl Region {
             return Vec::new();
         };
         let (w, h) = (*width as usize, *height as usize);
-        let pixels = decode_runs(runs, w * h);
-        let at = |x: i64, y: i64| {
-            x >= 0
-                && y >= 0
-                && (x as usize) < w
-                && (y as usize) < h
-                && pixels[y as usize * w + x as usize]
-        };
-        let mut edges = Vec::new();
-        for y in 0..h as i64 {
-            for x in 0..w as i64 {
-                if !at(x, y) {
-                    continue;
-                }
-                let (fx, fy) = (x as f64, y as f64);
-                if !at(x, y - 1) {
-                    edges.push([[fx, fy], [fx + 1.0, fy]]);
-                }
-                if !at(x, y + 1) {
-                    edges.push([[fx, fy + 1.0], [fx + 1.0, fy + 1.0]]);
-                }
-                if !at(x - 1, y) {
-                    edges.push([[fx, fy], [fx, fy + 1.0]]);
-                }
-                if !at(x + 1, y) {
-                    edges.push([[fx + 1.0, fy], [fx + 1.0, fy + 1.0]]);
-                }
-            }
-        }
-        edges
+        super::mask::edges(w, h, &super::mask::decode_runs(runs, w * h))
     }
-}
-
-/// Expand alternating run lengths (unset first) into `n` pixels.
-fn decode_runs(runs: &[u32], n: usize) -> Vec<bool> {
-    let mut pixels = Vec::with_capacity(n);
-    for (k, &run) in runs.iter().enumerate() {
-        pixels.extend(std::iter::repeat_n(k % 2 == 1, run as usize));
-    }
-    pixels.resize(n, false);
-    pixels
 }
 
 fn polygon_area(points: &[[f64; 2]]) -> f64 {

@@ -223,20 +223,9 @@ pub fn coco(app: &FoveaApp) -> serde_json::Value {
                 // COCO's uncompressed RLE: column-major run lengths, unset first.
                 let pixels = named.region.pixel_mask(*width, *height);
                 let (w, h) = (*width as usize, *height as usize);
-                let mut counts = Vec::new();
-                let (mut current, mut length) = (false, 0u64);
-                for x in 0..w {
-                    for y in 0..h {
-                        if pixels[y * w + x] == current {
-                            length += 1;
-                        } else {
-                            counts.push(length);
-                            current = !current;
-                            length = 1;
-                        }
-                    }
-                }
-                counts.push(length);
+                let column_major: Vec<bool> =
+                    (0..w * h).map(|i| pixels[(i % h) * w + i / h]).collect();
+                let counts = crate::grounding::mask::encode_runs(&column_major);
                 return json!({
                     "id": index + 1, "image_id": 1, "category_id": 1, "iscrowd": 1,
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
