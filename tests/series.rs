@@ -308,3 +308,29 @@ fn a_dicomdir_names_the_files_of_its_series() {
     // No patient data in the listing.
     assert!(!stdout.contains("Phantom^CT") && !stdout.contains("PHANTOM-CT"));
 }
+
+/// Two studies in one folder: their series are listed study by study, under study headings.
+#[test]
+fn two_studies_in_one_folder_are_listed_study_by_study() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in [0u64, 1] {
+        let series = CtSeries {
+            slices: 3,
+            seed,
+            ..CtSeries::default()
+        };
+        fovea::demo::ct_series::write(&dir.path().join(format!("study{seed}")), &series).unwrap();
+    }
+    let found = scan(dir.path(), &ScanProgress::default()).unwrap();
+    assert_eq!(found.series.len(), 2);
+    assert_eq!(found.studies(), 2);
+    assert_eq!((found.series[0].study, found.series[1].study), (0, 1));
+    assert!(found.starts_study(0) && found.starts_study(1));
+    assert_ne!(found.series[0].study_uid, found.series[1].study_uid);
+    let out = fovea(&["info", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("study 1:\n  [0] CT #3") && stdout.contains("study 2:\n  [1] CT #3"),
+        "{stdout}"
+    );
+}

@@ -52,6 +52,9 @@ pub fn resolve_image(
 fn series_list(scan: &imaging::scan::Scan) -> String {
     let mut text = String::new();
     for (index, series) in scan.series.iter().enumerate() {
+        if scan.starts_study(index) {
+            text.push_str(&format!("  study {}:\n", series.study + 1));
+        }
         text.push_str(&format!("  [{index}] {}\n", series.label()));
     }
     if !scan.skipped.is_empty() {
@@ -72,6 +75,7 @@ pub fn info_folder(args: &InfoArgs) -> Result<()> {
             .iter()
             .map(|s| {
                 serde_json::json!({
+                    "study": s.study,
                     "modality": s.modality,
                     "series_number": s.series_number,
                     "description": s.description,

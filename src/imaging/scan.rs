@@ -20,6 +20,8 @@ use super::sniff::{has_dicm_magic, read_head};
 /// What a series browser shows of a series: nothing that identifies the patient.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesInfo {
+    /// Which study of the scan (0-based, in the order studies were first found).
+    pub study: usize,
     pub study_uid: String,
     pub series_uid: String,
     pub modality: Option<String>,
@@ -63,6 +65,24 @@ pub struct Scan {
     pub series: Vec<SeriesInfo>,
     /// Files that are not DICOM images, with why (shown as a count and on request).
     pub skipped: Vec<(PathBuf, String)>,
+}
+
+impl Scan {
+    /// How many studies the series come from.
+    pub fn studies(&self) -> usize {
+        self.series
+            .iter()
+            .map(|s| s.study)
+            .max()
+            .map_or(0, |k| k + 1)
+    }
+
+    /// Whether series `index` is the first of its study in a scan of several studies (where a
+    /// list shows a study heading).
+    pub fn starts_study(&self, index: usize) -> bool {
+        self.studies() > 1
+            && (index == 0 || self.series[index - 1].study != self.series[index].study)
+    }
 }
 
 /// Live counters a UI can poll while a scan runs on another thread.
@@ -141,9 +161,12 @@ pub fn scan(root: &Path, progress: &ScanProgress) -> Result<Scan, ImagingError> 
 }
 
 /// Group file headers into series (see [`series::group`]) and attach what the browser shows.
+/// Series come out study by study (studies in the order first found), and by Series Number
+/// within a study (series without one last, in the order found).
 fn group(headers: Vec<FileHeader>) -> Vec<SeriesInfo> {
     let slices: Vec<SliceHeader> = headers.iter().flat_map(|h| h.slices.clone()).collect();
-    series::group(slices)
+    let mut studies: Vec<String> = Vec::new();
+    let mut grouped: Vec<SeriesInfo> = series::group(slices)
         .into_iter()
         .map(|s| {
             let first = headers
@@ -154,7 +177,15 @@ fn group(headers: Vec<FileHeader>) -> Vec<SeriesInfo> {
                         .is_some_and(|f| f.series_uid == s.series_uid && f.study_uid == s.study_uid)
                 })
                 .expect("every series comes from a header");
+            let study = match studies.iter().position(|u| *u == s.study_uid) {
+                Some(k) => k,
+                None => {
+                    studies.push(s.study_uid.clone());
+                    studies.len() - 1
+                }
+            };
             SeriesInfo {
+                study,
                 study_uid: s.study_uid,
                 series_uid: s.series_uid,
                 modality: first.modality.clone(),
@@ -166,7 +197,9 @@ fn group(headers: Vec<FileHeader>) -> Vec<SeriesInfo> {
                 ordering: s.ordering,
             }
         })
-        .collect()
+        .collect();
+    grouped.sort_by_key(|s| (s.study, s.series_number.unwrap_or(i64::MAX)));
+    grouped
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>, progress: &ScanProgress) -> Result<(), ImagingError> {

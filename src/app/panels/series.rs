@@ -44,6 +44,9 @@ pub fn series_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     }
     let mut chosen = None;
     for (index, series) in scan.series.iter().enumerate() {
+        if scan.starts_study(index) {
+            ui.label(RichText::new(format!("Study {}", series.study + 1)).strong());
+        }
         if browser
             .thumbnail_textures
             .get(index)
