@@ -334,3 +334,61 @@ fn two_studies_in_one_folder_are_listed_study_by_study() {
         "{stdout}"
     );
 }
+
+/// pydicom's own test DICOMDIR (tests/data/pydicom-corpus, fetched by
+/// tools/fetch_pydicom_corpus.sh; CI requires it): pydicom 3.0.2's FileSet finds 13 series
+/// in 6 studies holding 31 images, with these slice counts; so does fovea. And the whole
+/// corpus folder scans without a panic, every file either in a series or passed over.
+#[test]
+fn pydicoms_dicomdir_and_corpus_folder_scan_as_pydicom_reads_them() {
+    let corpus =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom-corpus");
+    let required = std::env::var("FOVEA_REQUIRE_CORPUS").is_ok_and(|v| v == "1");
+    if !corpus.join("dicomdirtests/DICOMDIR").exists() {
+        assert!(
+            !required,
+            "FOVEA_REQUIRE_CORPUS=1 but the pydicom corpus is missing"
+        );
+        eprintln!("pydicom corpus not fetched: skipped");
+        return;
+    }
+    let found = scan(
+        &corpus.join("dicomdirtests/DICOMDIR"),
+        &ScanProgress::default(),
+    )
+    .unwrap();
+    let mut counts: Vec<usize> = found.series.iter().map(|s| s.slices.len()).collect();
+    counts.sort();
+    assert_eq!(counts, [1, 1, 1, 1, 1, 1, 1, 2, 3, 3, 4, 5, 7]);
+    assert_eq!(found.studies(), 6);
+    assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+    let all = scan(&corpus, &ScanProgress::default()).unwrap();
+    let files: std::collections::BTreeSet<_> = all
+        .series
+        .iter()
+        .flat_map(|s| s.slices.iter().map(|x| x.path.clone()))
+        .collect();
+    let total = walkdir_count(&corpus);
+    assert_eq!(files.len() + all.skipped.len(), total);
+    eprintln!(
+        "corpus: {} series from {} files, {} passed over",
+        all.series.len(),
+        files.len(),
+        all.skipped.len()
+    );
+}
+
+fn walkdir_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                walkdir_count(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}

@@ -15,7 +15,7 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 
 use super::error::{error_chain, ImagingError};
 use super::series::{self, Ordering, SliceHeader};
-use super::sniff::{has_dicm_magic, read_head};
+use super::sniff::{has_dicm_magic, looks_like_bare_dataset, read_head};
 
 /// What a series browser shows of a series: nothing that identifies the patient.
 #[derive(Clone, Debug, PartialEq)]
@@ -309,15 +309,32 @@ fn functional<'a>(
 
 /// Read one file's header (up to its pixel data) and the slices it holds.
 fn read_header(path: &Path) -> Result<FileHeader, String> {
-    let head = read_head(path, 132).map_err(|err| err.to_string())?;
-    let obj: DefaultDicomObject = if has_dicm_magic(&head) {
-        OpenFileOptions::new()
+    let head = read_head(path, 64 << 10).map_err(|err| err.to_string())?;
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let check = super::sniff::check_lengths(&head, file_len);
+    if let Some(problem) = check.problem() {
+        return Err(problem);
+    }
+    let misdeclared = check == super::sniff::LengthCheck::ImplicitUnderExplicitLabel;
+    let obj: DefaultDicomObject = if misdeclared {
+        super::dicom::open(path).map_err(|e| e.to_string())?
+    } else if has_dicm_magic(&head) {
+        match OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(path)
-            .map_err(|err| format!("cannot parse DICOM ({})", error_chain(&err)))?
-    } else {
+        {
+            Ok(obj) => obj,
+            // The full reader knows files that misstate their encoding (explicit VR declared,
+            // implicit written); what it cannot read either is passed over with its reason.
+            Err(err) => super::dicom::open(path)
+                .map_err(|_| format!("cannot parse DICOM ({})", error_chain(&err)))?,
+        }
+    } else if looks_like_bare_dataset(&head) {
         // Bare data sets (no meta header) are rare enough to read whole.
         super::dicom::open(path).map_err(|_| "not DICOM".to_string())?
+    } else {
+        // Other files (pictures, reports, videos) are passed over without reading them.
+        return Err("not DICOM".into());
     };
     let root: &InMemDicomObject = &obj;
     let rows = root

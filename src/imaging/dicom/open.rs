@@ -7,7 +7,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 
 use crate::imaging::error::{error_chain, ImagingError};
-use crate::imaging::sniff::has_dicm_magic;
+use crate::imaging::sniff::{check_lengths, has_dicm_magic, LengthCheck};
 
 /// Read the data set of a file, with or without preamble and meta header.
 pub fn open(path: &Path) -> Result<DefaultDicomObject, ImagingError> {
@@ -15,6 +15,17 @@ pub fn open(path: &Path) -> Result<DefaultDicomObject, ImagingError> {
         path: path.to_path_buf(),
         source,
     })?;
+    let check = check_lengths(&head, head.len() as u64);
+    if let Some(problem) = check.problem() {
+        return Err(ImagingError::dicom(path, problem));
+    }
+    // Straight to the implicit reading: parsing it as explicit first would take the first
+    // element's bytes for a huge length.
+    if check == LengthCheck::ImplicitUnderExplicitLabel {
+        if let Some(obj) = reopen_as_implicit(&head) {
+            return Ok(obj);
+        }
+    }
     if has_dicm_magic(&head) {
         let opened = OpenFileOptions::new()
             .read_preamble(dicom_object::file::ReadPreamble::Auto)
