@@ -17,7 +17,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::deid::Exporter;
-use super::elements::{code_item, one_item, part10_bytes, put, put_us, sequence, text};
+use super::elements::{one_item, part10_bytes, put, put_us};
 use super::source::SourceImage;
 
 pub const SECONDARY_CAPTURE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
@@ -62,29 +62,7 @@ pub fn build(
     put(&mut obj, tags::DERIVATION_DESCRIPTION, VR::ST, description);
     put(&mut obj, tags::BURNED_IN_ANNOTATION, VR::CS, "NO");
     put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
-    let mut reference = vec![
-        text(
-            tags::REFERENCED_SOP_CLASS_UID,
-            VR::UI,
-            &source.sop_class_uid,
-        ),
-        text(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            VR::UI,
-            &exporter.uid(&source.sop_instance_uid),
-        ),
-    ];
-    if source.frames > 1 {
-        reference.push(text(
-            tags::REFERENCED_FRAME_NUMBER,
-            VR::IS,
-            &(source.frame + 1).to_string(),
-        ));
-    }
-    reference.push(sequence(
-        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-        vec![code_item("121320", "DCM", "Uncompressed predecessor")],
-    ));
+    let reference = source.reference(exporter, ("121320", "Uncompressed predecessor"));
     obj.put(one_item(tags::SOURCE_IMAGE_SEQUENCE, reference));
     put_us(&mut obj, tags::SAMPLES_PER_PIXEL, &[3]);
     put(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");

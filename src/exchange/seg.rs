@@ -261,29 +261,10 @@ pub fn build(
         &segments.len().to_string(),
     );
     let source_sop_uid = exporter.uid(&source.sop_instance_uid);
-    let mut source_ref = vec![
-        text(
-            tags::REFERENCED_SOP_CLASS_UID,
-            VR::UI,
-            &source.sop_class_uid,
-        ),
-        text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &source_sop_uid),
-    ];
-    if source.frames > 1 {
-        source_ref.push(text(
-            tags::REFERENCED_FRAME_NUMBER,
-            VR::IS,
-            &(source.frame + 1).to_string(),
-        ));
-    }
-    source_ref.push(sequence(
-        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-        vec![code_item(
-            "121322",
-            "DCM",
-            "Source image for image processing operation",
-        )],
-    ));
+    let source_ref = source.reference(
+        exporter,
+        ("121322", "Source image for image processing operation"),
+    );
     let derivation = one_item(
         tags::DERIVATION_IMAGE_SEQUENCE,
         vec![

@@ -126,6 +126,38 @@ impl SourceImage {
         })
     }
 
+    /// A Source Image Sequence item's elements for this image (frame): Referenced SOP Class
+    /// and Instance (the instance UID as `exporter` writes it), the frame number for a
+    /// multi-frame source, and the purpose of the reference (a DCM code and its meaning).
+    pub fn reference(
+        &self,
+        exporter: &mut super::Exporter,
+        purpose: (&str, &str),
+    ) -> Vec<dicom_core::DataElement<InMemDicomObject>> {
+        use super::elements::{code_item, sequence, text};
+        use dicom_core::VR;
+        let mut elements = vec![
+            text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &self.sop_class_uid),
+            text(
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                VR::UI,
+                &exporter.uid(&self.sop_instance_uid),
+            ),
+        ];
+        if self.frames > 1 {
+            elements.push(text(
+                tags::REFERENCED_FRAME_NUMBER,
+                VR::IS,
+                &(self.frame + 1).to_string(),
+            ));
+        }
+        elements.push(sequence(
+            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+            vec![code_item(purpose.0, "DCM", purpose.1)],
+        ));
+        elements
+    }
+
     /// Whether the image has a patient geometry a SEG can carry (Frame of Reference,
     /// position, orientation and spacing).
     pub fn has_geometry(&self) -> bool {
