@@ -131,7 +131,7 @@ impl SourceImage {
     /// multi-frame source, and the purpose of the reference (a DCM code and its meaning).
     pub fn reference(
         &self,
-        exporter: &mut super::Exporter,
+        exporter: &mut super::deid::Exporter,
         purpose: (&str, &str),
     ) -> Vec<dicom_core::DataElement<InMemDicomObject>> {
         use super::elements::{code_item, sequence, text};
