@@ -168,13 +168,12 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
                 .and_then(|p| get_f64(p, "rope_theta"))
         })
         .unwrap_or(10000.0);
-    let scaling = obj
-        .get("rope_scaling")
-        .filter(|v| !v.is_null())
-        .or_else(|| obj.get("rope_parameters").filter(|v| !v.is_null()));
+    let scaling = ["rope_scaling", "rope_parameters"]
+        .into_iter()
+        .find_map(|key| Some((key, obj.get(key).filter(|v| !v.is_null())?)));
     let rope = match scaling {
         None => RopeAxes::Sequential,
-        Some(scaling) => {
+        Some((key, scaling)) => {
             let kind = scaling
                 .get("rope_type")
                 .or_else(|| scaling.get("type"))
@@ -205,7 +204,12 @@ pub fn text_config(obj: &Value, arch: TextArch) -> Result<TextConfig> {
                     }
                 }
                 ("default", None) => RopeAxes::Sequential,
-                _ => bail!("RoPE scaling {scaling} is not supported yet"),
+                // Linear, dynamic NTK, YaRN, LongRoPE, Llama 3: positions or frequencies
+                // rescaled, which only Gemma 3's global layers implement (gemma3.rs).
+                _ => bail!(
+                    "{key} = {scaling} is not implemented (RoPE scaling of type {kind:?}: rescaled rotary \
+                     positions or frequencies; fovea implements plain RoPE and M-RoPE sections)"
+                ),
             }
         }
     };

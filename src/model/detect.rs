@@ -41,11 +41,13 @@ use super::preprocess::{read_normalisation, ImageProcessor, Preprocess, Resample
 use super::prompt::PromptFormat;
 use super::qwen_vl::{self, QwenTokens, QwenVisionConfig, QwenVisionKind};
 use super::rope::RopeAxes;
+use super::unsupported::{self, ConfigKeys};
 use super::vision::VisionConfig;
 
 /// What every family's detection starts from.
 struct Found<'a> {
     dir: &'a Path,
+    config_path: &'a Path,
     config: &'a Value,
     weights: Vec<PathBuf>,
     names: &'a BTreeSet<String>,
@@ -83,6 +85,7 @@ pub fn detect(dir: &Path, vision_tower_override: Option<&Path>) -> Result<Checkp
     let eos_token_ids = eos_ids(dir, &config);
     let found = Found {
         dir,
+        config_path: &config_path,
         config: &config,
         weights,
         names: &names,
@@ -90,33 +93,42 @@ pub fn detect(dir: &Path, vision_tower_override: Option<&Path>) -> Result<Checkp
         eos_token_ids,
     };
 
-    if model_type == "qwen2_5_vl" {
-        return detect_qwen_vl(found, QwenVisionKind::Qwen25);
-    }
-    if model_type == "qwen3_vl" {
-        return detect_qwen_vl(found, QwenVisionKind::Qwen3);
-    }
-    if model_type == "gemma3" {
-        return detect_gemma3(found);
-    }
-    if model_type == "llava" && config.get("text_config").is_some() {
-        return detect_llava_hf(found);
-    }
-    if matches!(
-        model_type.as_str(),
-        "llava_qwen2" | "llava_llama" | "llava_mistral" | "llava"
-    ) || config.get("mm_vision_tower").is_some()
-    {
-        return detect_original(found, &model_type, vision_tower_override);
-    }
-    bail!(
-        "unsupported architecture {:?} (model_type {model_type:?}); fovea reads LLaVA checkpoints (llava-hf \
-         LlavaForConditionalGeneration, llava_qwen2 (HuatuoGPT-Vision), llava_llama, llava_mistral (LLaVA-Med)) and \
-         qwen2_5_vl (Qwen2.5-VL: Lingshu, HuatuoGPT-Vision-Qwen2.5VL), qwen3_vl (Qwen3-VL) and gemma3 \
-         (Gemma3ForConditionalGeneration: MedGemma): {}",
-        config.get("architectures").cloned().unwrap_or(Value::Null),
-        config_path.display()
-    )
+    let checkpoint = match model_type.as_str() {
+        "qwen2_5_vl" => detect_qwen_vl(found, QwenVisionKind::Qwen25)?,
+        "qwen3_vl" => detect_qwen_vl(found, QwenVisionKind::Qwen3)?,
+        "gemma3" => detect_gemma3(found)?,
+        "llava" if config.get("text_config").is_some() => detect_llava_hf(found)?,
+        "llava_qwen2" | "llava_llama" | "llava_mistral" | "llava" => {
+            detect_original(found, &model_type, vision_tower_override)?
+        }
+        // LLaVA-OneVision's llava_qwen, llava_mixtral, llava_gemma, ...: the LLaVA repository's
+        // shape, another decoder or image policy. Run as one of the above they would answer.
+        _ if config.get("mm_vision_tower").is_some() => {
+            return Err(unsupported::refusal(
+                "model_type",
+                config.get("model_type").unwrap_or(&Value::Null),
+                "a LLaVA-style checkpoint (it names an mm_vision_tower) of a variant fovea does not know, whose decoder \
+                 or image handling may differ; fovea implements llava, llava_llama, llava_mistral and llava_qwen2",
+                &config_path,
+            ))
+        }
+        _ => bail!(
+            "unsupported architecture {:?} (model_type {model_type:?}); fovea reads LLaVA checkpoints (llava-hf \
+             LlavaForConditionalGeneration, llava_qwen2 (HuatuoGPT-Vision), llava_llama, llava_mistral (LLaVA-Med)) and \
+             qwen2_5_vl (Qwen2.5-VL: Lingshu, HuatuoGPT-Vision-Qwen2.5VL), qwen3_vl (Qwen3-VL) and gemma3 \
+             (Gemma3ForConditionalGeneration: MedGemma): {}",
+            config.get("architectures").cloned().unwrap_or(Value::Null),
+            config_path.display()
+        ),
+    };
+    // After the config's own refusals, which name the setting behind such a tensor.
+    unsupported::unread_tensors(&names, dir)?;
+    Ok(checkpoint)
+}
+
+/// An error of a parser that does not know the file, with the file named last.
+fn in_file(path: &Path) -> impl Fn(anyhow::Error) -> anyhow::Error + Copy + '_ {
+    move |e| anyhow::anyhow!("{e:#}: {}", path.display())
 }
 
 fn image_processor(dirs: &[&Path], size: usize, mode: Preprocess) -> ImageProcessor {
@@ -138,6 +150,7 @@ fn image_processor(dirs: &[&Path], size: usize, mode: Preprocess) -> ImageProces
 fn detect_llava_hf(found: Found) -> Result<Checkpoint> {
     let Found {
         dir,
+        config_path,
         config,
         weights,
         names,
@@ -152,14 +165,22 @@ fn detect_llava_hf(found: Found) -> Result<Checkpoint> {
     let Some(arch) = text_arch(text_type) else {
         bail!(
             "unsupported text model {text_type:?} inside llava: {}",
-            dir.join("config.json").display()
+            config_path.display()
         );
     };
-    let text = text_config(text_obj, arch)?;
-    let vision: VisionConfig =
-        serde_json::from_value(config.get("vision_config").cloned().unwrap_or(Value::Null))
-            .or_else(|_| serde_json::from_value(Value::Object(Default::default())))
-            .context("invalid vision_config")?;
+    unsupported::llava_hf(&ConfigKeys::new(config, "", config_path))?;
+    unsupported::text_decoder(
+        &ConfigKeys::new(text_obj, "text_config.", config_path),
+        arch,
+    )?;
+    let text = text_config(text_obj, arch).map_err(in_file(config_path))?;
+    let vision_obj = config.get("vision_config").cloned().unwrap_or(Value::Null);
+    let vision_keys = ConfigKeys::new(&vision_obj, "vision_config.", config_path);
+    unsupported::vision_model_type(&vision_keys, &["clip_vision_model"], "CLIP")?;
+    unsupported::vision_activation(&vision_keys)?;
+    let vision: VisionConfig = serde_json::from_value(vision_obj.clone())
+        .or_else(|_| serde_json::from_value(Value::Object(Default::default())))
+        .context("invalid vision_config")?;
     let (text_prefix, lm_head, vision_prefix) = conditional_generation_prefixes(dir, names)?;
     let projector = first_with(
         names,
@@ -179,18 +200,10 @@ fn detect_llava_hf(found: Found) -> Result<Checkpoint> {
         ("model.language_model.", _) => "llava-hf (nested model.language_model)",
         _ => "llava-hf (hub: language_model.model)",
     };
-    let strategy = config
-        .get("vision_feature_select_strategy")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    if strategy != "default" {
-        bail!("vision_feature_select_strategy {strategy:?} is not supported (only \"default\": CLS dropped)");
-    }
-    let feature_layer = match config.get("vision_feature_layer") {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(-2),
-        None => -2,
-        Some(other) => bail!("vision_feature_layer {other} is not supported (a single layer is)"),
-    };
+    let feature_layer = config
+        .get("vision_feature_layer")
+        .and_then(Value::as_i64)
+        .unwrap_or(-2);
     let image_token_id = config
         .get("image_token_index")
         .or_else(|| config.get("image_token_id"))
@@ -271,31 +284,23 @@ fn detect_original(
 ) -> Result<Checkpoint> {
     let Found {
         dir,
+        config_path,
         config,
         weights,
         names,
         tokenizer_file,
         eos_token_ids,
     } = found;
-    let arch = text_arch(model_type).unwrap_or(TextArch::Llama);
-    let text = text_config(config, arch)?;
-    let projector_type = config
-        .get("mm_projector_type")
-        .and_then(Value::as_str)
-        .unwrap_or("linear");
-    if projector_type != "mlp2x_gelu" {
+    let Some(arch) = text_arch(model_type) else {
         bail!(
-            "mm_projector_type {projector_type:?} is not supported (mlp2x_gelu is): {}",
-            dir.join("config.json").display()
+            "unsupported LLaVA model_type {model_type:?}: {}",
+            config_path.display()
         );
-    }
-    let select = config
-        .get("mm_vision_select_feature")
-        .and_then(Value::as_str)
-        .unwrap_or("patch");
-    if select != "patch" {
-        bail!("mm_vision_select_feature {select:?} is not supported (patch is)");
-    }
+    };
+    let keys = ConfigKeys::new(config, "", config_path);
+    unsupported::llava_original(&keys)?;
+    unsupported::text_decoder(&keys, arch)?;
+    let text = text_config(config, arch).map_err(in_file(config_path))?;
     let feature_layer = config
         .get("mm_vision_select_layer")
         .and_then(Value::as_i64)
@@ -328,16 +333,41 @@ fn detect_original(
     };
     let vision_obj = match &tower_dir {
         Some(tower) => {
-            let tower_config = read_json(&tower.join("config.json"))?;
-            tower_config
+            let tower_path = tower.join("config.json");
+            let tower_config = read_json(&tower_path)?;
+            let clip = ["clip", "clip_vision_model"];
+            unsupported::vision_model_type(
+                &ConfigKeys::new(&tower_config, "", &tower_path),
+                &clip,
+                "CLIP",
+            )?;
+            match tower_config.get("vision_config") {
+                Some(vision) => {
+                    let keys = ConfigKeys::new(vision, "vision_config.", &tower_path);
+                    unsupported::vision_model_type(&keys, &clip, "CLIP")?;
+                    unsupported::vision_activation(&keys)?;
+                    vision.clone()
+                }
+                None => {
+                    unsupported::vision_activation(&ConfigKeys::new(
+                        &tower_config,
+                        "",
+                        &tower_path,
+                    ))?;
+                    tower_config
+                }
+            }
+        }
+        None => {
+            let vision = config
                 .get("vision_config")
                 .cloned()
-                .unwrap_or(tower_config)
+                .unwrap_or(Value::Object(Default::default()));
+            let keys = ConfigKeys::new(&vision, "vision_config.", config_path);
+            unsupported::vision_model_type(&keys, &["clip_vision_model"], "CLIP")?;
+            unsupported::vision_activation(&keys)?;
+            vision
         }
-        None => config
-            .get("vision_config")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default())),
     };
     let vision: VisionConfig =
         serde_json::from_value(vision_obj).context("invalid CLIP vision config")?;
@@ -419,13 +449,13 @@ fn detect_original(
 fn detect_qwen_vl(found: Found, kind: QwenVisionKind) -> Result<Checkpoint> {
     let Found {
         dir,
+        config_path,
         config,
         weights,
         names,
         tokenizer_file,
         eos_token_ids,
     } = found;
-    let config_path = dir.join("config.json");
     let text_obj = match config.get("text_config") {
         Some(Value::Object(text)) => {
             // transformers 5 keeps text keys under text_config; older files repeat some at
@@ -443,8 +473,13 @@ fn detect_qwen_vl(found: Found, kind: QwenVisionKind) -> Result<Checkpoint> {
         QwenVisionKind::Qwen25 => (TextArch::Qwen2, "qwen2.5-vl", "qwen2_5_vl"),
         QwenVisionKind::Qwen3 => (TextArch::Qwen3, "qwen3-vl", "qwen3_vl"),
     };
-    let mut text =
-        text_config(&text_obj, arch).with_context(|| format!("in {}", config_path.display()))?;
+    let text_keys = if config.get("text_config").is_some() {
+        "text_config."
+    } else {
+        ""
+    };
+    unsupported::text_decoder(&ConfigKeys::new(&text_obj, text_keys, config_path), arch)?;
+    let mut text = text_config(&text_obj, arch).map_err(in_file(config_path))?;
     // transformers lays the M-RoPE sections out by family, whatever `mrope_interleaved` says:
     // contiguous for Qwen2.5-VL, interleaved for Qwen3-VL.
     text.rope = match (&text.rope, kind) {
@@ -464,16 +499,6 @@ fn detect_qwen_vl(found: Found, kind: QwenVisionKind) -> Result<Checkpoint> {
         .or_else(|| config.get("tie_word_embeddings"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if text_obj
-        .get("use_sliding_window")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
-        bail!(
-            "use_sliding_window is set: sliding-window attention in the decoder is not supported: {}",
-            config_path.display()
-        );
-    }
     let vision =
         QwenVisionConfig::from_json(config.get("vision_config").unwrap_or(&Value::Null), kind)
             .map_err(|e| anyhow::anyhow!("{e}: {}", config_path.display()))?;
@@ -577,14 +602,14 @@ fn detect_qwen_vl(found: Found, kind: QwenVisionKind) -> Result<Checkpoint> {
 fn detect_gemma3(found: Found) -> Result<Checkpoint> {
     let Found {
         dir,
+        config_path,
         config,
         weights,
         names,
         tokenizer_file,
         eos_token_ids,
     } = found;
-    let config_path = dir.join("config.json");
-    let in_config = |e: anyhow::Error| anyhow::anyhow!("{e}: {}", config_path.display());
+    let in_config = in_file(config_path);
     let text_obj = config.get("text_config").cloned().unwrap_or(Value::Null);
     if !text_obj.is_object() {
         bail!(
@@ -592,6 +617,14 @@ fn detect_gemma3(found: Found) -> Result<Checkpoint> {
             config_path.display()
         );
     }
+    unsupported::text_decoder(
+        &ConfigKeys::new(&text_obj, "text_config.", config_path),
+        TextArch::Gemma3,
+    )?;
+    let vision_obj = config.get("vision_config").cloned().unwrap_or(Value::Null);
+    let vision_keys = ConfigKeys::new(&vision_obj, "vision_config.", config_path);
+    unsupported::vision_model_type(&vision_keys, &["siglip_vision_model"], "SigLIP")?;
+    unsupported::vision_activation(&vision_keys)?;
     // The rotary settings are Gemma's own (per layer type): parse the rest without them.
     let mut plain = text_obj.clone();
     if let Some(obj) = plain.as_object_mut() {
@@ -609,8 +642,7 @@ fn detect_gemma3(found: Found) -> Result<Checkpoint> {
         .or_else(|| config.get("tie_word_embeddings"))
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let vision = gemma3::siglip_config(config.get("vision_config").unwrap_or(&Value::Null))
-        .map_err(in_config)?;
+    let vision = gemma3::siglip_config(&vision_obj).map_err(in_config)?;
     let mm_tokens_per_image =
         super::config::get_usize(config, "mm_tokens_per_image").unwrap_or(256);
     gemma3::token_grid(mm_tokens_per_image, vision.grid_side()).map_err(in_config)?;

@@ -156,18 +156,22 @@ pub fn gemma_text(obj: &Value, layers: usize) -> Result<GemmaText> {
         Some(params) => {
             let full = params.get("full_attention").unwrap_or(&Value::Null);
             let local = params.get("sliding_attention").unwrap_or(&Value::Null);
-            if rope_kind(local)? != RopeKind::Default {
-                bail!("RoPE scaling of the local layers is not supported: {local}");
+            let local_key = "text_config.rope_parameters.sliding_attention";
+            if rope_kind(local_key, local)? != RopeKind::Default {
+                bail!(
+                    "{local_key} = {local} is not implemented (RoPE scaling of the local layers; fovea implements it \
+                     for the global layers)"
+                );
             }
             (
                 get_f64(local, "rope_theta").unwrap_or(10_000.0),
-                rope_factor(full)?,
+                rope_factor("text_config.rope_parameters.full_attention", full)?,
             )
         }
         None => (
             get_f64(obj, "rope_local_base_freq").unwrap_or(10_000.0),
             match obj.get("rope_scaling").filter(|v| !v.is_null()) {
-                Some(scaling) => rope_factor(scaling)?,
+                Some(scaling) => rope_factor("text_config.rope_scaling", scaling)?,
                 None => 1.0,
             },
         ),
@@ -196,7 +200,8 @@ enum RopeKind {
     Linear,
 }
 
-fn rope_kind(params: &Value) -> Result<RopeKind> {
+/// The kind of a rotary entry; `key` names it in the refusal.
+fn rope_kind(key: &str, params: &Value) -> Result<RopeKind> {
     match params
         .get("rope_type")
         .or_else(|| params.get("type"))
@@ -205,13 +210,16 @@ fn rope_kind(params: &Value) -> Result<RopeKind> {
     {
         "default" => Ok(RopeKind::Default),
         "linear" => Ok(RopeKind::Linear),
-        other => bail!("RoPE type {other:?} is not supported for Gemma 3 (default and linear are)"),
+        other => bail!(
+            "{key} = {params} is not implemented (RoPE scaling of type {other:?}; fovea implements Gemma 3's default \
+             and linear)"
+        ),
     }
 }
 
 /// The linear scaling factor of a rotary entry (1 for default).
-fn rope_factor(params: &Value) -> Result<f64> {
-    Ok(match rope_kind(params)? {
+fn rope_factor(key: &str, params: &Value) -> Result<f64> {
+    Ok(match rope_kind(key, params)? {
         RopeKind::Default => 1.0,
         RopeKind::Linear => get_f64(params, "factor").unwrap_or(1.0),
     })

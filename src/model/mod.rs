@@ -25,6 +25,7 @@ pub mod qwen_vl;
 pub mod rope;
 pub mod session;
 pub mod shapes;
+pub mod unsupported;
 pub mod vision;
 pub mod weights;
 

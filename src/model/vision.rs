@@ -140,6 +140,11 @@ impl ClipAttention {
     }
 }
 
+/// Whether a CLIP / SigLIP `hidden_act` is one the encoder layers implement.
+pub fn supports_activation(name: &str) -> bool {
+    Activation::parse(name).is_ok()
+}
+
 /// The MLP activation of a CLIP / SigLIP encoder layer (`hidden_act`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Activation {

@@ -148,7 +148,7 @@ impl QwenVisionConfig {
                 }
                 if cfg.hidden_act != "silu" {
                     return Err(format!(
-                        "vision hidden_act {:?} is not supported (silu is)",
+                        "vision_config.hidden_act = {:?} is not implemented (the vision MLP's activation; fovea implements \"silu\" for Qwen2.5-VL)",
                         cfg.hidden_act
                     ));
                 }
@@ -173,7 +173,7 @@ impl QwenVisionConfig {
                 }
                 if !matches!(cfg.hidden_act.as_str(), "gelu_pytorch_tanh" | "gelu") {
                     return Err(format!(
-                        "vision hidden_act {:?} is not supported (gelu_pytorch_tanh and gelu are)",
+                        "vision_config.hidden_act = {:?} is not implemented (the vision MLP's activation; fovea implements \"gelu_pytorch_tanh\" and \"gelu\" for Qwen3-VL)",
                         cfg.hidden_act
                     ));
                 }
