@@ -411,6 +411,74 @@ fn gemma3_keys_that_change_the_computation_are_refused() {
 }
 
 #[test]
+fn image_processor_steps_that_fovea_does_not_apply_are_refused() {
+    // (family, fixture, processor file, key, value): a step turned off, or another filter.
+    let cases = [
+        (
+            "llava",
+            "llava-llama-hub",
+            "preprocessor_config.json",
+            "do_center_crop",
+            json!(false),
+        ),
+        (
+            "llava",
+            "llava-llama-hub",
+            "preprocessor_config.json",
+            "resample",
+            json!(2),
+        ),
+        (
+            "llava",
+            "llava-llama-hub",
+            "preprocessor_config.json",
+            "do_normalize",
+            json!(false),
+        ),
+        // The original layout reads the processor of the CLIP folder mm_vision_tower names.
+        (
+            "llava",
+            "huatuo-qwen2-original",
+            "vit/clip-tiny/preprocessor_config.json",
+            "do_rescale",
+            json!(false),
+        ),
+        (
+            "qwen_vl",
+            "qwen2_5_vl-flat",
+            "preprocessor_config.json",
+            "do_resize",
+            json!(false),
+        ),
+        (
+            "qwen_vl",
+            "qwen2_5_vl-flat",
+            "preprocessor_config.json",
+            "resample",
+            json!(0),
+        ),
+        (
+            "gemma3",
+            "gemma3-hub",
+            "preprocessor_config.json",
+            "do_normalize",
+            json!(false),
+        ),
+    ];
+    for (family, name, file, key, value) in cases {
+        let copy = Copy::of(family, name);
+        copy.edit_json(file, |c| c[key] = value.clone());
+        copy.refused(key, &value.to_string(), &copy.dir.join(file));
+    }
+    // LLaVA's padding makes the image square first: its centre crop changes nothing.
+    let copy = Copy::of("llava", "huatuo-qwen2-original");
+    copy.edit_json("vit/clip-tiny/preprocessor_config.json", |c| {
+        c["do_center_crop"] = json!(false)
+    });
+    copy.loads();
+}
+
+#[test]
 fn every_fixture_and_published_shape_still_loads() {
     let mut checked = 0;
     for family in ["llava", "qwen_vl", "qwen3_vl", "gemma3"] {

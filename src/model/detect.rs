@@ -131,12 +131,16 @@ fn in_file(path: &Path) -> impl Fn(anyhow::Error) -> anyhow::Error + Copy + '_ {
     move |e| anyhow::anyhow!("{e:#}: {}", path.display())
 }
 
-fn image_processor(dirs: &[&Path], size: usize, mode: Preprocess) -> ImageProcessor {
+/// A LLaVA family's CLIP image processor: fovea's resize (bicubic) and crop or pad, with the
+/// normalisation of the first folder that has a processor config.
+fn image_processor(dirs: &[&Path], size: usize, mode: Preprocess) -> Result<ImageProcessor> {
     let mut processor = ImageProcessor::clip(size as u32, mode);
-    if let Some(config) = dirs
+    if let Some((path, config)) = dirs
         .iter()
-        .find_map(|dir| super::preprocess::processor_json(dir))
+        .find_map(|dir| super::preprocess::processor_file(dir))
     {
+        let crop = mode == Preprocess::ResizeCenterCrop;
+        unsupported::image_processor(&ConfigKeys::new(&config, "", &path), crop, Some(3))?;
         read_normalisation(
             &config,
             &mut processor.mean,
@@ -144,7 +148,7 @@ fn image_processor(dirs: &[&Path], size: usize, mode: Preprocess) -> ImageProces
             &mut processor.rescale_factor,
         );
     }
-    processor
+    Ok(processor)
 }
 
 fn detect_llava_hf(found: Found) -> Result<Checkpoint> {
@@ -209,7 +213,7 @@ fn detect_llava_hf(found: Found) -> Result<Checkpoint> {
         .or_else(|| config.get("image_token_id"))
         .and_then(Value::as_u64)
         .map(|v| v as u32);
-    let processor = image_processor(&[dir], vision.image_size, Preprocess::ResizeCenterCrop);
+    let processor = image_processor(&[dir], vision.image_size, Preprocess::ResizeCenterCrop)?;
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
         arch: format!("llava-{}", arch.name()),
@@ -402,7 +406,7 @@ fn detect_original(
         processor_dirs.push(tower);
     }
     processor_dirs.push(dir);
-    let processor = image_processor(&processor_dirs, vision.image_size, mode);
+    let processor = image_processor(&processor_dirs, vision.image_size, mode)?;
     let prompt_format = match arch {
         TextArch::Mistral => PromptFormat::MistralInstruct,
         _ => PromptFormat::Huatuo,
@@ -559,6 +563,10 @@ fn detect_qwen_vl(found: Found, kind: QwenVisionKind) -> Result<Checkpoint> {
         (QwenVisionKind::Qwen3, true) => "qwen3-vl (nested model.language_model, model.visual)",
         (QwenVisionKind::Qwen3, false) => "qwen3-vl (flat model.layers, visual)",
     };
+    if let Some((path, config)) = super::preprocess::processor_file(dir) {
+        // Qwen2VLImageProcessor resizes with bicubic (3) unless told otherwise.
+        unsupported::image_processor(&ConfigKeys::new(&config, "", &path), false, Some(3))?;
+    }
     let processor = qwen_vl::processor_config(dir, &vision);
     if processor.patch_size != vision.patch_size
         || processor.merge_size != vision.spatial_merge_size
@@ -724,9 +732,10 @@ fn gemma3_processor(dir: &Path, vision: &VisionConfig) -> Result<ImageProcessor>
         mode: Preprocess::Resize,
         resample: Resample::Bilinear,
     };
-    let Some(config) = super::preprocess::processor_json(dir) else {
+    let Some((path, config)) = super::preprocess::processor_file(dir) else {
         return Ok(processor);
     };
+    unsupported::image_processor(&ConfigKeys::new(&config, "", &path), false, None)?;
     read_normalisation(
         &config,
         &mut processor.mean,

@@ -84,11 +84,19 @@ pub struct ImageProcessor {
 /// A folder's image processor settings: `preprocessor_config.json`, or the `image_processor`
 /// inside transformers 5's `processor_config.json`.
 pub fn processor_json(dir: &std::path::Path) -> Option<serde_json::Value> {
-    let read = |name: &str| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
+    processor_file(dir).map(|(_, config)| config)
+}
+
+/// [`processor_json`] with the file it came from.
+pub fn processor_file(dir: &std::path::Path) -> Option<(std::path::PathBuf, serde_json::Value)> {
+    let read = |name: &str| -> Option<(std::path::PathBuf, serde_json::Value)> {
+        let path = dir.join(name);
+        let value = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+        Some((path, value))
     };
     read("preprocessor_config.json").or_else(|| {
-        read("processor_config.json").map(|p| p.get("image_processor").cloned().unwrap_or(p))
+        read("processor_config.json")
+            .map(|(path, p)| (path, p.get("image_processor").cloned().unwrap_or(p)))
     })
 }
 

@@ -280,3 +280,45 @@ pub fn vision_activation(keys: &ConfigKeys) -> Result<()> {
     }
     Ok(())
 }
+
+/// The image processor's switches (`preprocessor_config.json`): a step turned off, or a resampling
+/// filter other than the one fovea applies, changes every pixel the tower sees. `crop` says
+/// whether the family's processing centre-crops (LLaVA without padding); `resample` is the
+/// Pillow filter fovea applies (3: bicubic), `None` where the family reads it (Gemma 3).
+pub fn image_processor(keys: &ConfigKeys, crop: bool, resample: Option<u64>) -> Result<()> {
+    for (key, step) in [
+        ("do_resize", "the resize to the tower's input"),
+        ("do_rescale", "the rescale of 0..255 to 0..1"),
+        (
+            "do_normalize",
+            "the normalisation by image_mean and image_std",
+        ),
+    ] {
+        if let Some(value) = keys.get(key) {
+            if value.as_bool() != Some(true) {
+                return Err(keys.refuse(key, value, &format!("{step} turned off")));
+            }
+        }
+    }
+    if crop {
+        if let Some(value) = keys.get("do_center_crop") {
+            if value.as_bool() != Some(true) {
+                return Err(keys.refuse(
+                    "do_center_crop",
+                    value,
+                    "the centre crop to the tower's square turned off",
+                ));
+            }
+        }
+    }
+    if let (Some(expected), Some(value)) = (resample, keys.get("resample")) {
+        if value.as_u64() != Some(expected) {
+            return Err(keys.refuse(
+                "resample",
+                value,
+                &format!("Pillow resampling filter; fovea implements {expected} for this family"),
+            ));
+        }
+    }
+    Ok(())
+}
