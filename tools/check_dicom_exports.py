@@ -40,7 +40,7 @@ def main():
         # The source: slice 4 along the normal is the one at z = -10 + 2.5 * 4 = 0 mm.
         sources = [pydicom.dcmread(p) for p in (tmp / "ct").iterdir()]
         source = [s for s in sources if abs(float(s.ImagePositionPatient[2])) < 1e-6][0]
-        ref = ds.SharedFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+        ref = ds.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
         assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
         assert ds.FrameOfReferenceUID == source.FrameOfReferenceUID
         pos = ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient

@@ -11,6 +11,7 @@ pub mod elements;
 pub mod nifti;
 pub mod regions;
 pub mod seg;
+pub mod seg_place;
 pub mod seg_read;
 pub mod segments;
 pub mod source;

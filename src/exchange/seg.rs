@@ -1,10 +1,11 @@
 //! DICOM Segmentation (binary SEG) out and in.
 //!
 //! Out: one frame per segment on the source image's frame, bit-packed, with the references a
-//! PACS or 3D Slicer / OHIF needs to place it: the source's SOP Instance (and frame), its
-//! series in the Common Instance Reference module, and, when the source has a patient
-//! geometry, its Frame of Reference, Image Position and Orientation (Patient) and Pixel
-//! Spacing in the functional groups. Drawn regions are MANUAL segments; fovea's maps (the
+//! PACS or 3D Slicer / OHIF needs to place it: the source's SOP Instance (and frame) in each
+//! frame's Derivation Image macro (where highdicom and dcmqi look for it), its series in the
+//! Common Instance Reference module, and, when the source has a patient geometry, its Frame
+//! of Reference, Image Position and Orientation (Patient) and Pixel Spacing in the functional
+//! groups. Drawn regions are MANUAL segments; fovea's maps (the
 //! triage mask, a thresholded attention map) are AUTOMATIC, with the algorithm named.
 //! A segment drawn in fovea also carries its shape as JSON in Segment Description, so an
 //! import can restore the exact box or polygon (checked against the pixels, else the pixels
@@ -261,10 +262,16 @@ pub fn build(
         &segments.len().to_string(),
     );
     let source_sop_uid = exporter.uid(&source.sop_instance_uid);
-    let source_ref = source.reference(
+    let mut source_ref = source.reference(
         exporter,
         ("121322", "Source image for image processing operation"),
     );
+    // highdicom refuses to index by source frame unless the reference says the pixels keep
+    // their places (they do: one SEG pixel per source pixel).
+    source_ref.push(text(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"));
+    // Per frame, as highdicom and dcmqi write it and read it: a reader that indexes a SEG by
+    // source image looks for the Derivation Image macro in each frame's functional groups,
+    // never in the shared ones.
     let derivation = one_item(
         tags::DERIVATION_IMAGE_SEQUENCE,
         vec![
@@ -275,7 +282,7 @@ pub fn build(
             ),
         ],
     );
-    let mut shared = vec![derivation.clone()];
+    let mut shared = Vec::new();
     if geometry {
         let [row, col] = source.pixel_spacing.unwrap_or([1.0, 1.0]);
         let mut measures = vec![text(tags::PIXEL_SPACING, VR::DS, &ds(&[row, col]))];
@@ -294,6 +301,8 @@ pub fn build(
             )],
         ));
     }
+    // Without a geometry no macro is common to all frames: one empty item (the SEG IOD makes
+    // the sequence Type 1; highdicom writes the same).
     obj.put(one_item(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, shared));
     let dimension_uid = exporter.new_uid();
     let per_frame: Vec<InMemDicomObject> = (0..segments.len())
@@ -304,6 +313,7 @@ pub fn build(
                 index.push(1);
             }
             let mut elements = vec![
+                derivation.clone(),
                 one_item(
                     tags::FRAME_CONTENT_SEQUENCE,
                     vec![DataElement::new(

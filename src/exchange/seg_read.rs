@@ -1,8 +1,11 @@
-//! DICOM SEG in: the frames of a SEG that belong to the open image (by referenced SOP Instance
-//! UID and frame; else by position in the same Frame of Reference; else, for a one-image SEG
-//! that names no image of the open series, with a note: a de-identified export no longer names
-//! its source). A segment carrying a fovea shape that still matches its pixels comes back as
-//! that shape; others become mask regions; fovea's own attention segments are skipped.
+//! DICOM SEG in: the frames of a SEG that belong to the open image: by referenced SOP Instance
+//! UID and frame (per frame, as highdicom and dcmqi write them, or shared); else by where the
+//! frames lie (seg_place.rs: orientation, within half a slice spacing, same pixel grid), which
+//! also places a de-identified export, whose UIDs no longer name its source but whose geometry
+//! is still the patient's; a SEG of another slice is refused with its distance. Only a SEG
+//! with no geometry at all that names one other image is placed with a note. A segment
+//! carrying a fovea shape that still matches its pixels comes back as that shape; others
+//! become mask regions; fovea's own attention segments are skipped.
 
 use std::path::Path;
 
@@ -12,6 +15,7 @@ use dicom_object::InMemDicomObject;
 
 use super::elements::{first_item, floats, text_of};
 use super::seg::SEGMENTATION_STORAGE;
+use super::seg_place::{describe_references, OpenSlice, Placement, Plane};
 use super::source::SourceImage;
 use crate::grounding::region::Region;
 
@@ -138,11 +142,13 @@ pub fn import(path: &Path, image: &Path, frame: usize) -> Result<Imported> {
     let shared = first_item(seg, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     let same_frame_of_reference = text_of(seg, tags::FRAME_OF_REFERENCE_UID).is_some()
         && text_of(seg, tags::FRAME_OF_REFERENCE_UID) == source.frame_of_reference_uid;
-    // Which frames are on the open image, and how that was decided.
+    let same_series = first_item(seg, tags::REFERENCED_SERIES_SEQUENCE)
+        .and_then(|s| text_of(s, tags::SERIES_INSTANCE_UID))
+        .is_some_and(|uid| uid == source.series_uid);
+    // Which frames reference the open image, and where each frame lies.
     let mut on_image = vec![false; frames];
-    let mut by_reference = 0;
-    let mut by_position = 0;
     let mut referenced: Vec<Option<(String, u32)>> = vec![None; frames];
+    let mut planes: Vec<Option<Plane>> = Vec::with_capacity(frames);
     for f in 0..frames {
         let group = |tag| {
             per_frame
@@ -155,62 +161,91 @@ pub fn import(path: &Path, image: &Path, frame: usize) -> Result<Imported> {
         if let Some(item) = source_item {
             let uid = text_of(item, tags::REFERENCED_SOP_INSTANCE_UID).unwrap_or_default();
             let number = int(item, tags::REFERENCED_FRAME_NUMBER).unwrap_or(1);
-            referenced[f] = Some((uid.clone(), number));
-            if uid == source.sop_instance_uid && number as usize == source.frame + 1 {
-                on_image[f] = true;
-                by_reference += 1;
-                continue;
-            }
+            on_image[f] = uid == source.sop_instance_uid && number as usize == source.frame + 1;
+            referenced[f] = Some((uid, number));
         }
-        if same_frame_of_reference {
-            let position = group(tags::PLANE_POSITION_SEQUENCE)
-                .and_then(|p| floats::<3>(p, tags::IMAGE_POSITION_PATIENT));
-            if let (Some(p), Some(q)) = (position, source.position) {
-                if (0..3).all(|a| (p[a] - q[a]).abs() < 1e-3) {
-                    on_image[f] = true;
-                    by_position += 1;
-                }
-            }
-        }
+        planes.push(
+            group(tags::PLANE_POSITION_SEQUENCE)
+                .and_then(|p| floats::<3>(p, tags::IMAGE_POSITION_PATIENT))
+                .map(|position| Plane {
+                    position,
+                    orientation: group(tags::PLANE_ORIENTATION_SEQUENCE)
+                        .and_then(|o| floats::<6>(o, tags::IMAGE_ORIENTATION_PATIENT)),
+                }),
+        );
     }
+    let by_reference = on_image.iter().filter(|&&on| on).count();
+    let seg_has_geometry = planes.iter().any(Option::is_some);
+    let slice = OpenSlice::of(&source, seg, shared);
+    let names_this_series = same_series || same_frame_of_reference;
     let mut notes = Vec::new();
-    if by_reference + by_position == 0 {
-        let distinct: std::collections::BTreeSet<_> = referenced
-            .iter()
-            .flatten()
-            .map(|(u, f)| (u.clone(), *f))
-            .collect();
-        let same_series = first_item(seg, tags::REFERENCED_SERIES_SEQUENCE)
-            .and_then(|s| text_of(s, tags::SERIES_INSTANCE_UID))
-            .is_some_and(|uid| uid == source.series_uid);
-        if same_series || same_frame_of_reference {
+    if by_reference == 0 && seg_has_geometry {
+        // No frame names the open image: where its frames lie decides. In the same Frame of
+        // Reference that is the scanner's geometry; otherwise (a de-identified export, whose
+        // UIDs were all remapped) positions and orientations are still the patient's, not
+        // identifying, and still say which slice a frame was drawn on.
+        let Some(slice) = &slice else {
             bail!(
-                "the SEG lies on another image of this {} (it refers to {}), not on the open one: {}",
-                if same_series { "series" } else { "Frame of Reference" },
-                distinct
-                    .iter()
-                    .map(|(uid, f)| format!("{uid} frame {f}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                "the SEG's frames carry a patient position, the open image none, so fovea cannot tell whether the SEG lies on it: {}",
+                path.display()
+            );
+        };
+        let placements: Vec<Option<Placement>> = planes
+            .iter()
+            .map(|plane| plane.as_ref().map(|p| slice.place(p)))
+            .collect();
+        for (f, placement) in placements.iter().enumerate() {
+            on_image[f] = placement.as_ref().is_some_and(Placement::on_slice);
+        }
+        let placed = on_image.iter().filter(|&&on| on).count();
+        if placed == 0 {
+            let why = slice.why_not(&placements, &planes);
+            if names_this_series {
+                bail!(
+                    "the SEG lies on another image of this {} (it refers to {}), {why}: {}",
+                    if same_series {
+                        "series"
+                    } else {
+                        "Frame of Reference"
+                    },
+                    describe_references(&referenced),
+                    path.display()
+                );
+            }
+            bail!(
+                "the SEG names no image of this series (a de-identified export no longer names its source); by its Image Position (Patient) it lies {why}: {}",
                 path.display()
             );
         }
-        if distinct.len() <= 1 {
-            on_image = vec![true; frames];
-            notes.push(
-                "the SEG refers to another image (de-identified exports no longer name their source); placed on the open image because it is one image of the same size".into(),
+        notes.push(format!(
+            "{placed} frame(s) placed by Image Position (Patient): {}",
+            if names_this_series {
+                "in the open slice's plane, in the same Frame of Reference".to_string()
+            } else {
+                "the SEG names no image of this series (a de-identified export no longer names its source), and its frames lie in the open slice's plane (within half the slice spacing)".to_string()
+            }
+        ));
+    } else if by_reference == 0 {
+        let distinct: std::collections::BTreeSet<_> = referenced.iter().flatten().collect();
+        if names_this_series {
+            bail!(
+                "the SEG lies on another image of this {} (it refers to {}), not on the open one: {}",
+                if same_series { "series" } else { "Frame of Reference" },
+                describe_references(&referenced),
+                path.display()
             );
-        } else {
+        }
+        if distinct.len() > 1 {
             bail!(
                 "the SEG refers to {} other images, none of them the open one: {}",
                 distinct.len(),
                 path.display()
             );
         }
-    } else if by_position > 0 {
-        notes.push(format!(
-            "{by_position} frame(s) placed by position in the shared Frame of Reference"
-        ));
+        on_image = vec![true; frames];
+        notes.push(
+            "the SEG refers to another image (de-identified exports no longer name their source) and carries no patient geometry to check; placed on the open image because it is one image of the same size".into(),
+        );
     }
     let mut segments = Vec::new();
     for f in (0..frames).filter(|&f| on_image[f]) {
