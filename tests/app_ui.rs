@@ -1268,3 +1268,171 @@ fn write_series_screenshot() {
     let image = harness.render().unwrap();
     image.save(out.join("series-browser.png")).unwrap();
 }
+
+/// Hands out one prepared regions file for Import regions… (and saves into a folder).
+struct RegionsDialog {
+    regions_file: Arc<Mutex<PathBuf>>,
+    saves: Arc<Mutex<Vec<PathBuf>>>,
+    out_dir: PathBuf,
+}
+
+impl FileDialog for RegionsDialog {
+    fn open_image(&mut self) -> Option<PathBuf> {
+        None
+    }
+    fn save_file(&mut self, suggested_name: &str) -> Option<PathBuf> {
+        let path = self.out_dir.join(suggested_name);
+        self.saves.lock().unwrap().push(path.clone());
+        Some(path)
+    }
+    fn open_folder(&mut self) -> Option<PathBuf> {
+        None
+    }
+    fn open_regions_file(&mut self) -> Option<PathBuf> {
+        Some(self.regions_file.lock().unwrap().clone())
+    }
+}
+
+/// Regions > Import regions… with the app's own default (de-identified) SEG of slice 12 of a
+/// 16-slice series: refused on slice 3, the status saying it lies 22.5 mm away (9 slices of
+/// 2.5 mm), and nothing added; a SEG without any geometry is placed with the note.
+#[test]
+fn import_regions_refuses_a_seg_of_another_slice_and_places_one_without_geometry() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("ct");
+    let series = CtSeries {
+        slices: 16,
+        ..CtSeries::default()
+    };
+    ct_series::write(&folder, &series).unwrap();
+    let saves = Arc::new(Mutex::new(Vec::new()));
+    let regions_file = Arc::new(Mutex::new(PathBuf::new()));
+    let out = dir.path().to_path_buf();
+    let (file, saved) = (regions_file.clone(), saves.clone());
+    let mut harness = Harness::builder()
+        .with_size(egui::Vec2::new(1400.0, 900.0))
+        .wgpu()
+        .build_eframe(move |cc| {
+            let dialog = RegionsDialog {
+                regions_file: file,
+                saves: saved,
+                out_dir: out.clone(),
+            };
+            let mut app = FoveaApp::new(cc, fovea::demo::demo_model_dir(), None, Box::new(dialog));
+            app.commands.clear();
+            app.cases.clear();
+            app.sessions_dir = out.join("sessions");
+            app
+        });
+    harness.state_mut().open_series(&folder, Arc::default());
+    run_until(&mut harness, "the middle slice", |app| app.image.is_some());
+    let go_to = |harness: &mut Harness<FoveaApp>, k: usize| {
+        harness
+            .state_mut()
+            .commands
+            .push(fovea::app::Command::SetSlice(k));
+        run_until(harness, "the slice", |app| {
+            app.browser.as_ref().is_some_and(|b| b.slice == k)
+                && app.image.as_ref().is_some_and(|image| {
+                    image.study.path
+                        == app.browser.as_ref().unwrap().current().unwrap().slices[k].path
+                })
+        });
+    };
+    go_to(&mut harness, 12);
+    harness.state_mut().regions = vec![fovea::app::NamedRegion {
+        name: "lesion".into(),
+        region: fovea::grounding::region::Region::Box {
+            xyxy_px: [60.0, 40.0, 110.0, 80.0],
+        },
+        role: fovea::app::RegionRole::Target,
+    }];
+    harness
+        .state_mut()
+        .commands
+        .push(fovea::app::Command::Export(fovea::app::ExportKind::Seg));
+    harness.step();
+    let seg = saves.lock().unwrap().last().cloned().unwrap();
+    assert!(seg.exists(), "{}", harness.state().status);
+
+    go_to(&mut harness, 3);
+    harness.state_mut().regions.clear();
+    *regions_file.lock().unwrap() = seg.clone();
+    harness.get_by_label("Import regions…").click();
+    harness.step();
+    harness.step();
+    let distance = (series.position(12)[2] - series.position(3)[2]).abs();
+    assert_eq!(distance, 22.5);
+    let status = harness.state().status.clone();
+    assert!(
+        harness.state().regions.is_empty()
+            && status.contains(&format!("{distance:.1} mm from the open slice")),
+        "{status}"
+    );
+    // Back on slice 12 the same SEG is placed by its position.
+    go_to(&mut harness, 12);
+    harness.state_mut().regions.clear();
+    harness.get_by_label("Import regions…").click();
+    harness.step();
+    harness.step();
+    assert_eq!(
+        harness.state().regions.len(),
+        1,
+        "{}",
+        harness.state().status
+    );
+
+    // A SEG of a source without geometry carries none: placed on slice 3 with the note.
+    let mut bare = dicom_object::open_file(
+        &harness
+            .state()
+            .browser
+            .as_ref()
+            .unwrap()
+            .current()
+            .unwrap()
+            .slices[12]
+            .path,
+    )
+    .unwrap();
+    for tag in [
+        dicom_dictionary_std::tags::IMAGE_POSITION_PATIENT,
+        dicom_dictionary_std::tags::IMAGE_ORIENTATION_PATIENT,
+        dicom_dictionary_std::tags::PIXEL_SPACING,
+        dicom_dictionary_std::tags::FRAME_OF_REFERENCE_UID,
+    ] {
+        bare.remove_element(tag);
+    }
+    let bare_path = dir.path().join("bare.dcm");
+    bare.write_to_file(&bare_path).unwrap();
+    let source = fovea::exchange::SourceImage::read(&bare_path, 0).unwrap();
+    let box_region = fovea::grounding::region::Region::Box {
+        xyxy_px: [60.0, 40.0, 110.0, 80.0],
+    };
+    let bare_seg = dir.path().join("bare.seg.dcm");
+    fovea::exchange::seg::write(
+        &bare_seg,
+        &source,
+        &[fovea::exchange::seg::Segment {
+            label: "lesion".into(),
+            colour: [255, 0, 0],
+            algorithm: fovea::exchange::seg::Algorithm::Manual,
+            property: fovea::exchange::seg::Property::Lesion,
+            pixels: box_region.pixel_mask(128, 128),
+            shape: Some(box_region.clone()),
+        }],
+        &mut fovea::exchange::Exporter::new(fovea::exchange::IdentityChoice::Deidentify),
+    )
+    .unwrap();
+    go_to(&mut harness, 3);
+    harness.state_mut().regions.clear();
+    *regions_file.lock().unwrap() = bare_seg;
+    harness.get_by_label("Import regions…").click();
+    harness.step();
+    harness.step();
+    let status = harness.state().status.clone();
+    let regions = &harness.state().regions;
+    assert_eq!(regions.len(), 1, "{status}");
+    assert_eq!(regions[0].region, box_region);
+    assert!(status.contains("carries no patient geometry"), "{status}");
+}
