@@ -542,6 +542,7 @@ fn nifti_and_coco_on_a_png_follow_their_tools_conventions() {
         width: 160,
         height: 120,
         dicom: false,
+        slice_spacing_mm: None,
     };
     let nifti = fovea::exchange::regions::import(&fixture("png-disk.nii.gz"), &target).unwrap();
     assert_eq!(nifti.regions.len(), 1);

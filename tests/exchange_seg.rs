@@ -106,6 +106,7 @@ fn target(path: &Path) -> Target<'_> {
         width: 128,
         height: 128,
         dicom: true,
+        slice_spacing_mm: None,
     }
 }
 
@@ -465,4 +466,62 @@ fn a_seg_of_another_slice_is_refused_with_its_distance() {
         stderr.contains("1 region(s) imported") && stderr.contains("carries no patient geometry"),
         "{stderr}"
     );
+}
+
+/// An overlapping reconstruction: 5 mm thick slices every 2.5 mm, and no Spacing Between
+/// Slices (as many CT series are written). Half the Slice Thickness would let a SEG of the
+/// neighbouring slice, 2.5 mm away, pass as this slice's; the series' positions say the
+/// slices are 2.5 mm apart, so it is refused (1.25 mm is half that spacing), in the CLI and
+/// through the import the app calls.
+#[test]
+fn a_seg_of_the_neighbouring_slice_is_refused_when_slices_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let ct = dir.path().join("ct");
+    let geometry = series(&ct, 16);
+    for k in 0..16 {
+        let path = slice_file(&ct, k);
+        let mut obj = open_file(&path).unwrap();
+        obj.put(dicom_core::DataElement::new(
+            tags::SLICE_THICKNESS,
+            dicom_core::VR::DS,
+            dicom_core::PrimitiveValue::from("5"),
+        ));
+        obj.write_to_file(&path).unwrap();
+    }
+    let seg = dir.path().join("slice12.seg.dcm");
+    ok(&fovea(&[
+        "inspect",
+        "--image",
+        ct.to_str().unwrap(),
+        "--slice",
+        "12",
+        "--question",
+        "Is there a lesion?",
+        "--region",
+        "60,40,110,80",
+        "--seg",
+        seg.to_str().unwrap(),
+    ]));
+    let gap = (geometry.position(12)[2] - geometry.position(11)[2]).abs();
+    assert_eq!(gap, 2.5);
+    let stderr = refused(&import_cli(&ct, 11, &seg));
+    assert!(
+        stderr.contains("2.5 mm from the open slice")
+            && stderr.contains("the distance to the neighbouring slice in the series"),
+        "{stderr}"
+    );
+    assert!(ok(&import_cli(&ct, 12, &seg)).contains("1 region(s) imported"));
+
+    // The import the app calls, given the spacing its series browser measures.
+    let scan = fovea::imaging::scan::scan(&ct, &Default::default()).unwrap();
+    let spacing = scan.series[0].slice_spacing_mm(11);
+    assert_eq!(spacing, Some(2.5));
+    let on_11 = Target {
+        slice_spacing_mm: spacing,
+        ..target(&scan.series[0].slices[11].path)
+    };
+    let message = format!("{:#}", import(&seg, &on_11).unwrap_err());
+    assert!(message.contains("2.5 mm from the open slice"), "{message}");
+    // Without the series (one file opened on its own) only the header speaks: half of 5 mm.
+    assert!(import(&seg, &target(&scan.series[0].slices[11].path)).is_ok());
 }

@@ -206,6 +206,16 @@ impl SeriesBrowser {
         self.scan.as_ref()?.series.get(self.series)
     }
 
+    /// The shown slice's distance to its nearest neighbour, when `path` / `frame` is the shown
+    /// slice (an import onto it checks a SEG frame's distance against half of it).
+    pub fn slice_spacing_mm(&self, path: &std::path::Path, frame: usize) -> Option<f64> {
+        let series = self.current()?;
+        let header = series.slices.get(self.slice)?;
+        (header.path == path && header.frame == frame)
+            .then(|| series.slice_spacing_mm(self.slice))
+            .flatten()
+    }
+
     /// The study and frame of slice `slice` of the current series: from the cache, else read
     /// now; the next slices in `direction` are queued for the prefetcher.
     pub fn load(&mut self, slice: usize, direction: i64) -> Result<(Arc<Study>, usize), String> {

@@ -76,7 +76,7 @@ fn info(args: &InfoArgs) -> Result<()> {
     if imaging::scan::is_series_source(&args.file) && args.series.slice.is_none() {
         return series::info_folder(args);
     }
-    let (file, _) = series::resolve_image(&args.file, 0, &args.series)?;
+    let (file, _, _) = series::resolve_image(&args.file, 0, &args.series)?;
     let study = imaging::load(&file)?;
     if args.json {
         println!(
@@ -92,7 +92,7 @@ fn info(args: &InfoArgs) -> Result<()> {
 fn convert(args: &ConvertArgs) -> Result<()> {
     let voi = args.window.voi_option()?;
     check_png_path(&args.out)?;
-    let (file, frame) = series::resolve_image(&args.file, args.frame, &args.series)?;
+    let (file, frame, _) = series::resolve_image(&args.file, args.frame, &args.series)?;
     let study = imaging::load(&file)?;
     let image = imaging::render_rgb8(&study, frame, &voi)?;
     crate::io::write_png(&args.out, &image)?;
@@ -314,7 +314,8 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     if let Some(overlay) = &args.overlay {
         check_png_path(overlay)?;
     }
-    let (image_file, frame) = series::resolve_image(&args.image, args.frame, &args.series)?;
+    let (image_file, frame, slice_spacing_mm) =
+        series::resolve_image(&args.image, args.frame, &args.series)?;
     if let Some(t) = args.seg_map_threshold {
         if !(0.0..=1.0).contains(&t) || args.seg.is_none() {
             bail!("--seg-map-threshold needs --seg and a fraction within 0..1, got {t}");
@@ -332,6 +333,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
             width: study.width,
             height: study.height,
             dicom: matches!(study.format, imaging::SourceFormat::Dicom { .. }),
+            slice_spacing_mm,
         };
         for file in &args.regions_from {
             let imported = crate::exchange::regions::import(file, &target)?;

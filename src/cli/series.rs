@@ -9,12 +9,13 @@ use super::args::{InfoArgs, InspectArgs, SeriesArgs};
 use crate::imaging;
 
 /// The file and frame to open: `path` itself, or for a folder / DICOMDIR the chosen slice of
-/// the chosen series (an error lists the series or the slice range when a choice is missing).
+/// the chosen series (an error lists the series or the slice range when a choice is missing),
+/// with the slice's distance to its nearest neighbour when the series is ordered by position.
 pub fn resolve_image(
     path: &Path,
     frame: usize,
     choice: &SeriesArgs,
-) -> Result<(std::path::PathBuf, usize)> {
+) -> Result<(std::path::PathBuf, usize, Option<f64>)> {
     if !imaging::scan::is_series_source(path) {
         if choice.series.is_some() || choice.slice.is_some() {
             bail!(
@@ -22,7 +23,7 @@ pub fn resolve_image(
                 path.display()
             );
         }
-        return Ok((path.to_path_buf(), frame));
+        return Ok((path.to_path_buf(), frame, None));
     }
     let scan = imaging::scan::scan(path, &imaging::scan::ScanProgress::default())?;
     let series = match &choice.series {
@@ -45,8 +46,13 @@ pub fn resolve_image(
             chosen.slices.len() - 1
         ),
     };
-    let (_, header) = imaging::scan::pick(&scan, &series, slice).map_err(anyhow::Error::msg)?;
-    Ok((header.path.clone(), header.frame))
+    let (chosen, header) =
+        imaging::scan::pick(&scan, &series, slice).map_err(anyhow::Error::msg)?;
+    Ok((
+        header.path.clone(),
+        header.frame,
+        chosen.slice_spacing_mm(slice),
+    ))
 }
 
 fn series_list(scan: &imaging::scan::Scan) -> String {

@@ -32,6 +32,9 @@ pub struct Target<'a> {
     pub height: u32,
     /// Whether the image is a DICOM file (a SEG and a NIfTI's geometry need its header).
     pub dicom: bool,
+    /// When the image is a slice of an open series: the distance to its nearest neighbour
+    /// (`Series::slice_spacing_mm`), which says how far off-plane a SEG frame may lie.
+    pub slice_spacing_mm: Option<f64>,
 }
 
 /// Import regions from `file` onto `target`.
@@ -46,7 +49,8 @@ pub fn import(file: &Path, target: &Target) -> Result<Import> {
                 file.display()
             );
         }
-        let imported = super::seg_read::import(file, target.path, target.frame)?;
+        let imported =
+            super::seg_read::import(file, target.path, target.frame, target.slice_spacing_mm)?;
         Import {
             regions: imported
                 .segments

@@ -62,12 +62,14 @@ fn positive(value: Option<[f64; 1]>) -> Option<f64> {
 
 impl OpenSlice {
     /// The open slice, when its header gives a position and orientation. Its slice spacing is
+    /// the distance to its nearest neighbour in the open series (`series_spacing_mm`), else
     /// Spacing Between Slices, else Slice Thickness, from its header, else from the SEG's
     /// Pixel Measures (a SEG written on this series carries the source's).
     pub fn of(
         source: &SourceImage,
         seg: &InMemDicomObject,
         seg_shared: Option<&InMemDicomObject>,
+        series_spacing_mm: Option<f64>,
     ) -> Option<OpenSlice> {
         let (position, orientation) = (source.position?, source.orientation?);
         let source_measures = first_item(&source.header, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
@@ -86,9 +88,14 @@ impl OpenSlice {
         let thickness = |obj: Option<&InMemDicomObject>| {
             obj.and_then(|o| positive(floats::<1>(o, tags::SLICE_THICKNESS)))
         };
-        let spacing = between(Some(&source.header))
-            .or_else(|| between(source_measures))
-            .map(|v| (v, "the open image's Spacing Between Slices"))
+        let spacing = series_spacing_mm
+            .filter(|v| *v > 0.0)
+            .map(|v| (v, "the distance to the neighbouring slice in the series"))
+            .or_else(|| {
+                between(Some(&source.header))
+                    .or_else(|| between(source_measures))
+                    .map(|v| (v, "the open image's Spacing Between Slices"))
+            })
             .or_else(|| {
                 source
                     .slice_thickness

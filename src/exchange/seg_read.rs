@@ -75,7 +75,12 @@ pub struct Imported {
 
 /// Read the segments of the SEG at `path` that lie on the open image: `image` is the open
 /// DICOM (its header is read), `frame` its frame; `width x height` its size.
-pub fn import(path: &Path, image: &Path, frame: usize) -> Result<Imported> {
+pub fn import(
+    path: &Path,
+    image: &Path,
+    frame: usize,
+    series_spacing_mm: Option<f64>,
+) -> Result<Imported> {
     let seg = dicom_object::OpenFileOptions::new()
         .open_file(path)
         .with_context(|| format!("cannot parse DICOM: {}", path.display()))?;
@@ -176,7 +181,7 @@ pub fn import(path: &Path, image: &Path, frame: usize) -> Result<Imported> {
     }
     let by_reference = on_image.iter().filter(|&&on| on).count();
     let seg_has_geometry = planes.iter().any(Option::is_some);
-    let slice = OpenSlice::of(&source, seg, shared);
+    let slice = OpenSlice::of(&source, seg, shared, series_spacing_mm);
     let names_this_series = same_series || same_frame_of_reference;
     let mut notes = Vec::new();
     if by_reference == 0 && seg_has_geometry {

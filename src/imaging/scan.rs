@@ -35,6 +35,14 @@ pub struct SeriesInfo {
 }
 
 impl SeriesInfo {
+    /// Slice `index`'s distance to its nearest neighbour (`series::neighbour_spacing_mm`).
+    pub fn slice_spacing_mm(&self, index: usize) -> Option<f64> {
+        if self.ordering != Ordering::Position {
+            return None;
+        }
+        super::series::neighbour_spacing_mm(&self.slices, index)
+    }
+
     /// One line for lists: "CT #3 AXIAL 2.5 mm, 200 slices 512 x 512, ordered by position".
     pub fn label(&self) -> String {
         let mut text = self.modality.clone().unwrap_or_else(|| "?".into());

@@ -42,6 +42,21 @@ pub struct Series {
     pub ordering: Ordering,
 }
 
+/// The distance (mm, along the slice normal) from slice `index` of a series (in display order)
+/// to its nearest neighbour, when the positions order the series. Headers often lack Spacing
+/// Between Slices, and Slice Thickness exceeds the spacing in overlapping reconstructions (5 mm
+/// slices every 2.5 mm): only the positions say how far apart slices really are.
+pub fn neighbour_spacing_mm(slices: &[SliceHeader], index: usize) -> Option<f64> {
+    let keys = normal_positions(slices)?;
+    let here = *keys.get(index)?;
+    [index.checked_sub(1), Some(index + 1)]
+        .into_iter()
+        .flatten()
+        .filter_map(|k| keys.get(k))
+        .map(|k| (k - here).abs())
+        .min_by(f64::total_cmp)
+}
+
 /// Group slices by (Study, Series Instance UID), series in the order they were first seen, and
 /// order each series' slices.
 pub fn group(slices: Vec<SliceHeader>) -> Vec<Series> {
@@ -178,6 +193,14 @@ mod tests {
             .collect();
         assert_eq!(numbers, (81..=100).rev().collect::<Vec<i64>>());
         assert_eq!(series[1].slices.len(), 1);
+        // Neighbours are 2.5 mm apart along the oblique normal, at either end too; the single
+        // slice of the other series has none.
+        for index in [0, 7, 19] {
+            let spacing = neighbour_spacing_mm(&series[0].slices, index).unwrap();
+            assert!((spacing - 2.5).abs() < 1e-9, "{index}: {spacing}");
+        }
+        assert_eq!(neighbour_spacing_mm(&series[0].slices, 20), None);
+        assert_eq!(neighbour_spacing_mm(&series[1].slices, 0), None);
     }
 
     /// Without positions, Instance Number orders; without either, the file name does.

@@ -114,6 +114,10 @@ pub fn import_regions(app: &mut FoveaApp, file: &Path) {
             image.study.format,
             crate::imaging::SourceFormat::Dicom { .. }
         ),
+        slice_spacing_mm: app
+            .browser
+            .as_ref()
+            .and_then(|b| b.slice_spacing_mm(&image.study.path, image.frame)),
     };
     match exchange::regions::import(file, &target) {
         Ok(imported) => {
