@@ -3,7 +3,8 @@
 //! training, validation, selection and test range of both cards): on conflict phantoms (a side
 //! marker naming the side opposite the lesion) it follows the marker often, and VGRefine with the
 //! heads and layer of its vgrefine.json gets many of those answers back; on ordinary phantoms it
-//! stays accurate either way. Also the bundled teaching cases: each flips as its kind says.
+//! stays accurate either way. Also the bundled teaching cases: each flips as its kind says, and
+//! its caption's numbers are what its view shows.
 
 mod common;
 
@@ -181,6 +182,119 @@ fn teaching_cases_flip_as_labelled() {
             record["answer"],
             record["refined"]["answer"],
             case.answer
+        );
+        caption_holds(case, &record);
+    }
+}
+
+/// Image tokens of a box on the demo models' 12 x 12 grid of their 192 px square images, written
+/// out by hand: every 16 px cell the box overlaps, clipped to the image.
+fn box_tokens(xyxy_px: [f64; 4]) -> Vec<usize> {
+    let cell = |v: f64, round: fn(f64) -> f64| (round(v / 16.0).max(0.0) as usize).min(12);
+    let (cols, rows) = (
+        cell(xyxy_px[0], f64::floor)..cell(xyxy_px[2], f64::ceil),
+        cell(xyxy_px[1], f64::floor)..cell(xyxy_px[3], f64::ceil),
+    );
+    rows.flat_map(|r| cols.clone().map(move |c| r * 12 + c))
+        .collect()
+}
+
+/// Attention ratio written out: the region's share of the map over its share of the tokens.
+fn ratio_by_hand(map: &[f64], tokens: &[usize]) -> f64 {
+    let total: f64 = map.iter().sum();
+    let inside: f64 = tokens.iter().map(|&t| map[t]).sum();
+    inside / (total * tokens.len() as f64 / map.len() as f64 + 1e-8)
+}
+
+/// A teaching case opens on a head or layer map with the before | after panes (the triage map's
+/// two panes can be one picture), and its caption quotes that view's attention ratios on the
+/// conflict marker (its last distractor box) and on the lesion, before and after the knockout,
+/// as the Regions panel prints them, how many of their tokens were knocked out, and both
+/// answers; in the "VGRefine fixes it" cases the view shows the attention on the marker falling.
+fn caption_holds(case: &fovea::demo::DemoCase, record: &serde_json::Value) {
+    use fovea::demo::CaseOverlay;
+    let name = case.path.display();
+    let view = case.view.unwrap_or_else(|| panic!("{name}: no view"));
+    let caption = case
+        .caption
+        .as_deref()
+        .unwrap_or_else(|| panic!("{name}: no caption"));
+    assert!(view.before_after && !view.relative, "{name}: {view:?}");
+    let (layer, head) = match view.overlay {
+        CaseOverlay::LayerMean { layer } => (layer, None),
+        CaseOverlay::Head { layer, head } => (layer, Some(head)),
+        other => panic!("{name}: a teaching view shows a head or a layer, not {other:?}"),
+    };
+    // The view's map in one pass: that head, or the mean over the layer's heads (raw attention).
+    let map = |pass: &serde_json::Value| -> Vec<f64> {
+        let heads: Vec<Vec<f64>> = serde_json::from_value(pass[layer].clone()).unwrap();
+        match head {
+            Some(h) => heads[h].clone(),
+            None => (0..heads[0].len())
+                .map(|i| heads.iter().map(|m| m[i]).sum::<f64>() / heads.len() as f64)
+                .collect(),
+        }
+    };
+    let (before, after) = (
+        map(&record["attention"]["question"]),
+        map(&record["attention"]["refined"]),
+    );
+    let marker = box_tokens(*case.distractor_boxes.last().unwrap());
+    let mut lesion: Vec<usize> = case.boxes.iter().flat_map(|&b| box_tokens(b)).collect();
+    lesion.sort_unstable();
+    lesion.dedup();
+    let numbers = [
+        ("marker before", ratio_by_hand(&before, &marker)),
+        ("marker after", ratio_by_hand(&after, &marker)),
+        ("lesion before", ratio_by_hand(&before, &lesion)),
+        ("lesion after", ratio_by_hand(&after, &lesion)),
+    ];
+    for (what, value) in numbers {
+        assert!(
+            caption.contains(&format!("{value:.2}")),
+            "{name}: the caption lacks the {what} ratio {value:.2}: {caption:?}"
+        );
+    }
+    // What the knockout removed, in the masked layer: the caption counts the marker's and the
+    // lesion's tokens among the knocked-out ones.
+    let knocked_out: Vec<usize> =
+        serde_json::from_value(record["knockout"]["tokens"].clone()).unwrap();
+    let masked = record["knockout"]["layers"][0].as_u64().unwrap() as usize;
+    let out = |tokens: &[usize]| tokens.iter().filter(|t| knocked_out.contains(t)).count();
+    for told in [
+        format!("{} of the marker's {} tokens", out(&marker), marker.len()),
+        format!(
+            "{} of the lesion's {} knocked out in layer {masked}",
+            out(&lesion),
+            lesion.len()
+        ),
+    ] {
+        assert!(
+            caption.contains(&told),
+            "{name}: the caption lacks {told:?}: {caption:?}"
+        );
+    }
+    // Layers before the masked one do not change with the knockout: their two panes are one
+    // picture and tell nothing.
+    assert!(
+        layer >= masked && before != after,
+        "{name}: layer {layer}'s panes are the same"
+    );
+    for answer in [&record["answer"], &record["refined"]["answer"]] {
+        let answer = answer.as_str().unwrap_or("").trim();
+        assert!(
+            caption.contains(&format!("\"{answer}\"")),
+            "{name}: the caption lacks the answer {answer:?}: {caption:?}"
+        );
+    }
+    if case
+        .kind
+        .as_deref()
+        .is_some_and(|k| k.starts_with("misled by marker"))
+    {
+        assert!(
+            numbers[1].1 < numbers[0].1,
+            "{name}: the attention on the marker does not fall: {numbers:?}"
         );
     }
 }

@@ -8,7 +8,8 @@ assets/demo-model/ (for comparison), writes:
   assets/demo-model-distracted/report.json     every number of the card
   assets/demo-model-distracted/README.md       the model card
   assets/cases/13-*.png ... and their rows appended to assets/cases/cases.jsonl (with "model" and
-  "kind"); the first model's rows get "model": "demo-model" and keep their place.
+  "kind", then "view" and "caption" measured by fovea: tools/teaching_views.py); the first model's
+  rows get "model": "demo-model" and keep their place.
 
 Splits (disjoint from every training and validation range):
   held-out (clean)  9_000_000.. 1000 images, `fovea phantom` defaults (distractors 0.3)
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_model as dm  # noqa: E402
 import demo_model_report as rep  # noqa: E402
 import train_distracted_model as tdd  # noqa: E402
+import teaching_views  # noqa: E402
 
 HELDOUT_SEED, CONFLICT_SEED, SELECT_SEED = 9_000_000, 9_300_000, 9_400_000
 MODEL_NAME = "demo-model-distracted"
@@ -308,6 +310,7 @@ def main() -> None:
         chosen = pick_cases(con_items)
         report["cases"] = write_cases(args, chosen, con)
         report["fovea"] = fovea_check(args, report["cases"])
+        report["views"] = teaching_views.annotate(args.cases / "cases.jsonl", dm.FOVEA)
         log(f"fovea on the teaching cases: {[(c['image'], c['fovea_answer'], c['fovea_refined'], c['as_labelled']) for c in report['fovea']]}")
     (args.model / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     if not args.no_cases:

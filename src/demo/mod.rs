@@ -10,7 +10,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub use assets::{assets_dir, demo_cases_file, demo_model_dir, load_demo_cases, DemoCase};
+pub use assets::{
+    assets_dir, demo_cases_file, demo_model_dir, load_demo_cases, CaseOverlay, CaseView, DemoCase,
+};
 pub use phantom::{generate, Case, Family, Recipe};
 
 /// One VGMED-style JSONL row.
