@@ -800,14 +800,44 @@ fn open_teaching_case(
     (harness, case)
 }
 
-/// A bundled teaching case: clicking it loads the distracted demo model, opens the image with its
-/// lesion and distractor boxes as regions (the distractor left out of the metrics), turns on the
-/// before | after view and asks. The model answers wrong and VGRefine right, the triage heads'
-/// attention on the marker falls, and the Regions panel says so.
+/// Teaching case 13 clicked in the case list at the app's default size (1400 x 900), as a user
+/// would: it loads the distracted demo model, opens the image with its lesion and marker boxes as
+/// regions (the marker a distractor, left out of the metrics) and opens on the view its row names
+/// (layer 1's head-mean, before | after) without the Show menu being touched, with its caption
+/// above the panes. The Regions panel shows the attention on the marker falling from above 5 to
+/// below 1, the model answers wrong and VGRefine right, and both answers are in view.
 #[test]
-fn a_teaching_case_shows_the_attention_leaving_the_marker() {
+fn a_teaching_case_opens_on_its_story_with_both_answers_in_view() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut harness, case) = open_teaching_case(dir.path());
+    let mut harness = harness_with(
+        dir.path(),
+        Arc::new(Mutex::new(Vec::new())),
+        fovea::demo::demo_model_dir(),
+    );
+    run_until(&mut harness, "the demo model", |app| app.model.is_some());
+    let cases = fovea::demo::load_demo_cases(&fovea::demo::demo_cases_file());
+    let case = cases
+        .iter()
+        .find(|c| {
+            c.path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("13-"))
+        })
+        .expect("bundled teaching case 13")
+        .clone();
+    harness.state_mut().cases = cases;
+    harness.step();
+    let file = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().to_string();
+    let listed = format!(
+        "{} - {} ({})",
+        file(&case.path),
+        case.kind.as_deref().unwrap(),
+        file(case.model.as_deref().unwrap())
+    );
+    harness.get_by_label(&listed).click();
+    run_until(&mut harness, "the teaching case's answer", |app| {
+        app.result.is_some() && !app.worker.busy && app.loading.is_none()
+    });
     for _ in 0..3 {
         harness.step();
     }
@@ -816,10 +846,9 @@ fn a_teaching_case_shows_the_attention_leaving_the_marker() {
         app.model.as_ref().unwrap().dir,
         *case.model.as_ref().unwrap()
     );
-    assert!(
-        app.side_by_side,
-        "a case with a distractor opens in before | after"
-    );
+    // The view case 13's row names, written out: layer 1's head-mean, before | after, raw maps.
+    assert_eq!(app.layer, OverlayLayer::LayerMean { layer: 1 });
+    assert!(app.side_by_side && !app.persisted.relative_maps);
     let roles: Vec<_> = app
         .regions
         .iter()
@@ -829,38 +858,77 @@ fn a_teaching_case_shows_the_attention_leaving_the_marker() {
         roles,
         [
             ("lesion", fovea::app::RegionRole::Target),
-            ("distractor", fovea::app::RegionRole::Distractor)
+            ("marker", fovea::app::RegionRole::Distractor)
         ]
     );
     let result = app.result.as_ref().unwrap();
     let word = |t: &str| t.split_whitespace().next().unwrap_or("").to_lowercase();
     assert_ne!(word(&result.outcome.original.text), case.answer);
     assert_eq!(word(&result.outcome.refined.text), case.answer);
-    // The triage heads' mean attention on the marker, before and after the knockout.
-    let marker = app.regions[1].region.tokens(&result.grid);
-    let mean = |maps: &fovea::grounding::LayerHeadMaps| {
-        let heads = &result.settings.heads;
-        let mut m = vec![0.0f32; maps[0][0].len()];
-        for &(l, h) in heads {
-            for (v, x) in m.iter_mut().zip(&maps[l][h]) {
-                *v += x / heads.len() as f32;
-            }
-        }
-        fovea::grounding::metrics::attention_ratio(&m, &marker)
+    // The Regions panel's line for the marker: "marker: attention ratio B before, A after knockout".
+    let marker_line = harness
+        .get_by_label_contains("marker: attention ratio")
+        .value()
+        .unwrap();
+    let numbers: Vec<f64> = marker_line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [before, after] = numbers[..] else {
+        panic!("two ratios in {marker_line:?}")
     };
-    let (before, after) = (
-        mean(&result.outcome.question_maps),
-        mean(&result.outcome.refined_maps),
+    assert!(
+        before > 5.0 && after < 1.0,
+        "the marker's attention ratio goes {before} -> {after}: {marker_line:?}"
+    );
+    // Both by hand from the layer's maps: the mean over its heads, the marker box's 16 px cells.
+    let (_, _, marker) =
+        box_tokens_by_hand(*case.distractor_boxes.last().unwrap(), (1.0, 1.0), 16.0, 12);
+    let ratio = |maps: &fovea::grounding::LayerHeadMaps| {
+        let heads = &maps[1];
+        let map: Vec<f64> = (0..heads[0].len())
+            .map(|i| heads.iter().map(|h| f64::from(h[i])).sum::<f64>() / heads.len() as f64)
+            .collect();
+        let total: f64 = map.iter().sum();
+        let inside: f64 = marker.iter().map(|&t| map[t]).sum();
+        inside / (total * marker.len() as f64 / map.len() as f64 + 1e-8)
+    };
+    let by_hand = (
+        ratio(&result.outcome.question_maps),
+        ratio(&result.outcome.refined_maps),
     );
     assert!(
-        after < before,
-        "attention ratio on the marker {before:.2} before, {after:.2} after"
+        (before - by_hand.0).abs() <= 0.006 && (after - by_hand.1).abs() <= 0.006,
+        "the panel shows {before} -> {after}, by hand {by_hand:?}"
     );
-    let shown = format!("attention ratio {before:.2} before, {after:.2} after knockout");
-    assert!(
-        harness.query_by_label_contains(&shown).is_some(),
-        "the Regions panel shows {shown:?}"
-    );
+    // The caption above the panes, and both answers, inside the window without scrolling.
+    let window = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::Vec2::new(1400.0, 900.0));
+    let caption = case.caption.as_deref().expect("case 13 has a caption");
+    let caption_rect = harness.get_by_label(caption).rect();
+    let panes_title = harness
+        .get_by_label("layer 1 head-mean, before knockout")
+        .rect();
+    assert!(window.contains_rect(caption_rect) && caption_rect.max.y <= panes_title.min.y);
+    for name in ["Original", "VGRefine"] {
+        assert!(
+            window.contains_rect(harness.get_by_label(name).rect()),
+            "{name}"
+        );
+    }
+    let answers = harness
+        .get_all_by_label_contains("(p = ")
+        .collect::<Vec<_>>();
+    assert_eq!(answers.len(), 2, "the two answers with their probability");
+    for answer in answers {
+        assert!(
+            window.contains_rect(answer.rect()),
+            "{answer:?} out of view"
+        );
+    }
+    let options = egui_kittest::SnapshotOptions::new()
+        .threshold(1.0)
+        .max_failed_pixels(40);
+    harness.snapshot_options("teaching_case_story", &options);
 }
 
 /// Writes the README's screenshots (screenshots/*.png) from the real app with the bundled demo
@@ -934,21 +1002,16 @@ fn write_screenshots() {
 }
 
 /// Writes the README's teaching screenshot (screenshots/teaching-before-after.png): a bundled
-/// teaching case with the distracted demo model, the masked layer's mean attention before and
-/// after VGRefine's knockout: `cargo test --test app_ui -- --ignored write_teaching_screenshot`.
+/// teaching case with the distracted demo model, opened on its view (the masked layer's mean
+/// attention before and after VGRefine's knockout) with its caption and answers above the panes:
+/// `cargo test --test app_ui -- --ignored write_teaching_screenshot`.
 #[test]
 #[ignore = "writes screenshots/; run by hand when the UI changes"]
 fn write_teaching_screenshot() {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     let dir = tempfile::tempdir().unwrap();
+    // The case opens on its own view (its row's "view"), at the app's default size.
     let (mut harness, _) = open_teaching_case(dir.path());
-    harness.set_size(egui::Vec2::new(1500.0, 1120.0));
-    {
-        let app = harness.state_mut();
-        let layer = app.result.as_ref().unwrap().settings.masked_layers[0];
-        app.layer = OverlayLayer::LayerMean { layer };
-        app.persisted.relative_maps = false;
-    }
     for _ in 0..4 {
         harness.step();
     }

@@ -12,6 +12,7 @@ pub mod panels;
 pub mod series;
 pub mod session;
 pub mod state;
+pub mod teaching;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::demo::load_demo_cases;
-use crate::grounding::region::Region;
 use crate::imaging::{self, Study};
 pub use dialog::NativeDialog;
 use overlay::gpu_pixels;
@@ -251,38 +251,16 @@ impl FoveaApp {
 
     /// Open demo case `index`: load the model it is for if another one is loaded (the question
     /// is asked once it has loaded), open its image with its lesion and distractor boxes as
-    /// regions, and ask its question. A case with a distractor opens in the before | after view.
+    /// regions, show the view that tells its story (teaching.rs), and ask its question.
     fn open_case(&mut self, index: usize) {
         let Some(case) = self.cases.get(index).cloned() else {
             return;
         };
         self.open(&case.path);
         if self.regions.is_empty() {
-            let boxes = |boxes: &[[f64; 4]], name: &str, role| {
-                boxes
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &xyxy_px)| NamedRegion {
-                        name: if boxes.len() > 1 {
-                            format!("{name} {}", k + 1)
-                        } else {
-                            name.to_string()
-                        },
-                        region: Region::Box { xyxy_px },
-                        role,
-                    })
-                    .collect::<Vec<_>>()
-            };
-            self.regions = boxes(&case.boxes, "lesion", RegionRole::Target);
-            self.regions.extend(boxes(
-                &case.distractor_boxes,
-                "distractor",
-                RegionRole::Distractor,
-            ));
+            self.regions = teaching::case_regions(&case);
         }
-        if !case.distractor_boxes.is_empty() {
-            self.side_by_side = true;
-        }
+        teaching::apply_view(self, &case);
         let current = self
             .loading
             .as_ref()

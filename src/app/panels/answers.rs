@@ -1,5 +1,6 @@
-//! The Answers panel: the original and VGRefine answers with their first-token probability, and
-//! each answer as clickable tokens whose maps the viewport and head explorer then show.
+//! The Answers panel: each answer as clickable tokens whose maps the viewport and head explorer
+//! then show, what was knocked out, and the faithfulness curve. The answers themselves, with
+//! their first-token probability, are in the strip above the image (story.rs).
 
 use egui::{Color32, RichText};
 
@@ -8,56 +9,9 @@ use crate::app::state::{AnswerView, FoveaApp};
 pub fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     ui.heading("Answers");
     let Some(result) = &app.result else {
-        ui.label(
-            "Ask a question to see the model's answer, VGRefine's answer and where it looked.",
-        );
+        ui.label("The answers appear above the image once a question is asked.");
         return;
     };
-    let expected = app
-        .cases
-        .iter()
-        .find(|c| {
-            Some(&c.path) == app.image.as_ref().map(|i| &i.study.path)
-                && c.question == result.question
-        })
-        .map(|c| c.answer.clone());
-    egui::Grid::new("answers")
-        .num_columns(2)
-        .striped(true)
-        .show(ui, |ui| {
-            let outcome = &result.outcome;
-            let row = |ui: &mut egui::Ui, name: &str, text: &str, logits: &[f32]| {
-                ui.label(name);
-                ui.label(
-                    RichText::new(format!(
-                        "{text}   (p = {:.2})",
-                        crate::grounding::faithfulness::top_probability(logits)
-                    ))
-                    .strong(),
-                );
-                ui.end_row();
-            };
-            row(
-                ui,
-                "Original",
-                &outcome.original.text,
-                &outcome.original.first_token_logits,
-            );
-            row(
-                ui,
-                "VGRefine",
-                &outcome.refined.text,
-                &outcome.refined.first_token_logits,
-            );
-            if let Some(answer) = &result.look_here {
-                row(ui, "Looked here", &answer.text, &answer.first_token_logits);
-            }
-            if let Some(expected) = expected {
-                ui.label("Expected");
-                ui.label(expected);
-                ui.end_row();
-            }
-        });
     ui.label(format!(
         "{} of {} image tokens knocked out in layer(s) {:?}",
         result.outcome.knocked_out.len(),

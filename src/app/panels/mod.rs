@@ -6,6 +6,7 @@ pub mod export;
 pub mod heads;
 pub mod menu;
 pub mod series;
+pub mod story;
 pub mod viewport;
 
 use egui::{Color32, RichText};
@@ -47,6 +48,9 @@ pub fn show(app: &mut FoveaApp, ui: &mut egui::Ui) {
                 heads::head_explorer_ui(app, ui);
             });
         });
+    // Added after the side panels, so it spans the image's width only: the caption and the
+    // answers right above the panes.
+    egui::Panel::top("story").show(ui, |ui| story::story_ui(app, ui));
     egui::CentralPanel::default().show(ui, |ui| viewport::viewport_ui(app, ui));
 }
 
@@ -359,12 +363,15 @@ fn overlay_controls_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
                 ui.selectable_value(&mut app.layer, option, option.label());
             }
         });
+    // While a model loads its size is unknown, and a slider over 0..=0 would clamp the layer a
+    // teaching case opens on to 0 before its model is there.
+    let size_known = app.model.is_some();
     match &mut app.layer {
-        OverlayLayer::Head { layer, head } => {
+        OverlayLayer::Head { layer, head } if size_known => {
             ui.add(egui::Slider::new(layer, 0..=layers.saturating_sub(1)).text("layer"));
             ui.add(egui::Slider::new(head, 0..=heads.saturating_sub(1)).text("head"));
         }
-        OverlayLayer::LayerMean { layer } => {
+        OverlayLayer::LayerMean { layer } if size_known => {
             ui.add(egui::Slider::new(layer, 0..=layers.saturating_sub(1)).text("layer"));
         }
         _ => {}
@@ -466,7 +473,8 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
                 let ratio = |map: &[f32]| crate::grounding::metrics::attention_ratio(map, &tokens);
                 ui.label(
                     RichText::new(format!(
-                        "    attention ratio {:.2} before, {:.2} after knockout",
+                        "    {}: attention ratio {:.2} before, {:.2} after knockout",
+                        region.name,
                         ratio(before),
                         ratio(after)
                     ))
