@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dicom_core::header::Header;
 use dicom_core::value::Value as DicomValue;
@@ -15,12 +15,9 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::{open_file, FileMetaTableBuilder, InMemDicomObject};
 use fovea::demo::ct_series::CtSeries;
 
-fn fovea(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(args)
-        .output()
-        .expect("fovea runs")
-}
+#[path = "common/exchange.rs"]
+mod common_exchange;
+use common_exchange::{assert_valid, fixture, fovea, ok};
 
 /// `fovea inspect --image IMAGE --question "Is there a lesion?"` plus `extra`.
 fn inspect(image: &Path, extra: &[&str]) -> Output {
@@ -33,59 +30,6 @@ fn inspect(image: &Path, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     fovea(&args)
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "fovea failed: {stderr}");
-    stderr
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/exchange")
-        .join(name)
-}
-
-/// dciodvfy's verdict: its error lines. In CI (or with FOVEA_REQUIRE_DCIODVFY=1) the tool
-/// must be installed; elsewhere its absence skips the check with a note.
-fn dciodvfy_errors(file: &Path) -> Option<Vec<String>> {
-    let run = Command::new("dciodvfy").arg(file).output();
-    match run {
-        Ok(out) => {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Some(
-                text.lines()
-                    .filter(|l| l.starts_with("Error") || l.starts_with("Abort"))
-                    .map(str::to_string)
-                    .collect(),
-            )
-        }
-        Err(_) => {
-            let required = std::env::var("CI").is_ok_and(|v| v == "true")
-                || std::env::var("FOVEA_REQUIRE_DCIODVFY").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "dciodvfy (Debian package dicom3tools) is required here"
-            );
-            eprintln!("dciodvfy not installed: validation skipped");
-            None
-        }
-    }
-}
-
-fn assert_valid(file: &Path) {
-    if let Some(errors) = dciodvfy_errors(file) {
-        assert!(
-            errors.is_empty(),
-            "dciodvfy on {}: {errors:#?}",
-            file.display()
-        );
-    }
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {

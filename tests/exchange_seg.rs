@@ -10,7 +10,7 @@
 //!   spacing; a SEG without any geometry is placed with a note.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dicom_core::header::Header;
 use dicom_core::Tag;
@@ -19,55 +19,9 @@ use dicom_object::{open_file, InMemDicomObject};
 use fovea::demo::ct_series::{self, CtSeries};
 use fovea::exchange::regions::{import, Target};
 
-fn fovea(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(args)
-        .output()
-        .expect("fovea runs")
-}
-
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "fovea failed: {stderr}");
-    stderr
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/exchange")
-        .join(name)
-}
-
-/// dciodvfy's error lines; `None` when it is not installed (then CI must not be set).
-fn assert_valid(file: &Path) {
-    match Command::new("dciodvfy").arg(file).output() {
-        Ok(out) => {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let errors: Vec<&str> = text
-                .lines()
-                .filter(|l| l.starts_with("Error") || l.starts_with("Abort"))
-                .collect();
-            assert!(
-                errors.is_empty(),
-                "dciodvfy on {}: {errors:#?}",
-                file.display()
-            );
-        }
-        Err(_) => {
-            let required = std::env::var("CI").is_ok_and(|v| v == "true")
-                || std::env::var("FOVEA_REQUIRE_DCIODVFY").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "dciodvfy (Debian package dicom3tools) is required here"
-            );
-            eprintln!("dciodvfy not installed: validation skipped");
-        }
-    }
-}
+#[path = "common/exchange.rs"]
+mod common_exchange;
+use common_exchange::{assert_valid, fixture, fovea, ok};
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {
     obj.get(tag)
@@ -337,6 +291,24 @@ fn a_highdicom_seg_on_two_slices_lands_on_those_slices_only() {
     assert!(stderr.contains("1 region(s) imported"), "{stderr}");
 }
 
+/// `fovea inspect --image CT --slice K --region 60,40,110,80 --seg SEG` (a default,
+/// de-identified export); its standard error.
+fn export_seg(ct: &Path, slice: usize, seg: &Path) -> String {
+    ok(&fovea(&[
+        "inspect",
+        "--image",
+        ct.to_str().unwrap(),
+        "--slice",
+        &slice.to_string(),
+        "--question",
+        "Is there a lesion?",
+        "--region",
+        "60,40,110,80",
+        "--seg",
+        seg.to_str().unwrap(),
+    ]))
+}
+
 /// `fovea inspect --image CT --slice K --question ... --regions-from SEG`.
 fn import_cli(ct: &Path, slice: usize, seg: &Path) -> Output {
     fovea(&[
@@ -370,19 +342,7 @@ fn a_seg_of_another_slice_is_refused_with_its_distance() {
     let ct = dir.path().join("ct");
     let geometry = series(&ct, 16);
     let seg = dir.path().join("slice12.seg.dcm");
-    let stderr = ok(&fovea(&[
-        "inspect",
-        "--image",
-        ct.to_str().unwrap(),
-        "--slice",
-        "12",
-        "--question",
-        "Is there a lesion?",
-        "--region",
-        "60,40,110,80",
-        "--seg",
-        seg.to_str().unwrap(),
-    ]));
+    let stderr = export_seg(&ct, 12, &seg);
     assert!(stderr.contains("de-identified"), "{stderr}");
     assert_valid(&seg);
     let z = |k: usize| geometry.position(k)[2];
@@ -489,19 +449,7 @@ fn a_seg_of_the_neighbouring_slice_is_refused_when_slices_overlap() {
         obj.write_to_file(&path).unwrap();
     }
     let seg = dir.path().join("slice12.seg.dcm");
-    ok(&fovea(&[
-        "inspect",
-        "--image",
-        ct.to_str().unwrap(),
-        "--slice",
-        "12",
-        "--question",
-        "Is there a lesion?",
-        "--region",
-        "60,40,110,80",
-        "--seg",
-        seg.to_str().unwrap(),
-    ]));
+    export_seg(&ct, 12, &seg);
     let gap = (geometry.position(12)[2] - geometry.position(11)[2]).abs();
     assert_eq!(gap, 2.5);
     let stderr = refused(&import_cli(&ct, 11, &seg));

@@ -116,12 +116,11 @@ impl OpenSlice {
     fn axes(orientation: &[f64; 6]) -> [[f64; 3]; 3] {
         let row = [orientation[0], orientation[1], orientation[2]];
         let column = [orientation[3], orientation[4], orientation[5]];
-        let normal = [
-            row[1] * column[2] - row[2] * column[1],
-            row[2] * column[0] - row[0] * column[2],
-            row[0] * column[1] - row[1] * column[0],
-        ];
-        [row, column, normal]
+        [
+            row,
+            column,
+            crate::imaging::series::slice_normal(orientation),
+        ]
     }
 
     /// Where `plane` lies against this slice.

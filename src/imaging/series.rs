@@ -108,17 +108,17 @@ pub fn order(slices: &mut [SliceHeader]) -> Ordering {
     Ordering::FileName
 }
 
+/// The slice normal of Image Orientation (Patient): row direction x column direction.
+pub fn slice_normal(orientation: &[f64; 6]) -> [f64; 3] {
+    let [r0, r1, r2, c0, c1, c2] = *orientation;
+    [r1 * c2 - r2 * c1, r2 * c0 - r0 * c2, r0 * c1 - r1 * c0]
+}
+
 /// Each slice's position along the shared slice normal, or `None` when the geometry cannot
 /// order the series.
 fn normal_positions(slices: &[SliceHeader]) -> Option<Vec<f64>> {
     let first = slices.first()?.orientation?;
-    let row = [first[0], first[1], first[2]];
-    let col = [first[3], first[4], first[5]];
-    let normal = [
-        row[1] * col[2] - row[2] * col[1],
-        row[2] * col[0] - row[0] * col[2],
-        row[0] * col[1] - row[1] * col[0],
-    ];
+    let normal = slice_normal(&first);
     if normal.iter().map(|v| v * v).sum::<f64>() < 1e-6 {
         return None;
     }

@@ -69,6 +69,14 @@ impl<'a> ConfigKeys<'a> {
         }
     }
 
+    /// `key` absent or `true` (a step that is on unless turned off).
+    fn not_false(&self, key: &str, why: &str) -> Result<()> {
+        match self.get(key) {
+            Some(value) if value.as_bool() != Some(true) => Err(self.refuse(key, value, why)),
+            _ => Ok(()),
+        }
+    }
+
     /// `key` absent (or `null`).
     fn unset(&self, key: &str, why: &str) -> Result<()> {
         match self.get(key) {
@@ -244,16 +252,10 @@ pub fn llava_hf(keys: &ConfigKeys) -> Result<()> {
         &["gelu"],
         "the projector's activation",
     )?;
-    if let Some(value) = keys.get("multimodal_projector_bias") {
-        if value.as_bool() != Some(true) {
-            return Err(keys.refuse(
-                "multimodal_projector_bias",
-                value,
-                "a projector without biases; fovea's has them",
-            ));
-        }
-    }
-    Ok(())
+    keys.not_false(
+        "multimodal_projector_bias",
+        "a projector without biases; fovea's has them",
+    )
 }
 
 /// The vision tower's `model_type`, where a config names it (`vision_config` or a CLIP folder's
@@ -286,30 +288,17 @@ pub fn vision_activation(keys: &ConfigKeys) -> Result<()> {
 /// whether the family's processing centre-crops (LLaVA without padding); `resample` is the
 /// Pillow filter fovea applies (3: bicubic), `None` where the family reads it (Gemma 3).
 pub fn image_processor(keys: &ConfigKeys, crop: bool, resample: Option<u64>) -> Result<()> {
-    for (key, step) in [
-        ("do_resize", "the resize to the tower's input"),
-        ("do_rescale", "the rescale of 0..255 to 0..1"),
-        (
-            "do_normalize",
-            "the normalisation by image_mean and image_std",
-        ),
-    ] {
-        if let Some(value) = keys.get(key) {
-            if value.as_bool() != Some(true) {
-                return Err(keys.refuse(key, value, &format!("{step} turned off")));
-            }
-        }
-    }
+    keys.not_false("do_resize", "the resize to the tower's input turned off")?;
+    keys.not_false("do_rescale", "the rescale of 0..255 to 0..1 turned off")?;
+    keys.not_false(
+        "do_normalize",
+        "the normalisation by image_mean and image_std turned off",
+    )?;
     if crop {
-        if let Some(value) = keys.get("do_center_crop") {
-            if value.as_bool() != Some(true) {
-                return Err(keys.refuse(
-                    "do_center_crop",
-                    value,
-                    "the centre crop to the tower's square turned off",
-                ));
-            }
-        }
+        keys.not_false(
+            "do_center_crop",
+            "the centre crop to the tower's square turned off",
+        )?;
     }
     if let (Some(expected), Some(value)) = (resample, keys.get("resample")) {
         if value.as_u64() != Some(expected) {
