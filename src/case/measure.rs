@@ -68,7 +68,7 @@ pub fn run(
     progress(&format!("loading {} ({})", dir.display(), quantize.name()));
     let started = Instant::now();
     let device = crate::model::device::from_env()?;
-    let mut model = Model::load_with(dir, vision_tower, &device, quantize)?;
+    let mut model = Model::load_with_progress(dir, vision_tower, &device, quantize, None)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     if pixel_limits != (None, None) {
         model.set_pixel_limits(pixel_limits.0, pixel_limits.1)?;

@@ -55,6 +55,26 @@ pub enum Command {
     Faithfulness(FaithfulnessArgs),
     /// Combine the outputs of sharded runs into exactly what one run would have written
     Merge(MergeArgs),
+    /// Quantize a checkpoint once into the weight cache (later loads read it in seconds) and
+    /// say how long loading took and where the cache is
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Checkpoint folder
+    #[arg(value_name = "DIR")]
+    pub model: PathBuf,
+    /// Quantization to cache
+    #[arg(long, value_enum, default_value_t = QuantizeArg::Q8_0)]
+    pub quantize: QuantizeArg,
+    /// The cache folder (default: $FOVEA_CACHE_DIR, else $XDG_CACHE_HOME/fovea, else
+    /// ~/.cache/fovea)
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Separate CLIP folder (overrides mm_vision_tower)
+    #[arg(long, value_name = "DIR")]
+    pub vision_tower: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

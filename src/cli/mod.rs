@@ -49,6 +49,7 @@ pub fn run(cli: Cli) -> Result<()> {
             },
         ),
         Some(Command::Merge(args)) => crate::eval::merge(&args.dirs, &args.out),
+        Some(Command::Quantize(args)) => quantize(&args),
         None => {
             let model = cli.model.unwrap_or_else(crate::demo::demo_model_dir);
             if !model.join("config.json").exists() {
@@ -193,6 +194,43 @@ fn bench_model(dir: &Path, args: &BenchArgs) -> Result<()> {
         crate::io::write_json(out, &report)?;
         eprintln!("wrote {}", out.display());
     }
+    Ok(())
+}
+
+/// Load `args.model` quantized through the weight cache (writing it when it is missing or
+/// stale) and report the load: what `inspect`, the app and the research commands then read.
+fn quantize(args: &QuantizeArgs) -> Result<()> {
+    let quantize = args.quantize.to_quantize();
+    if quantize == crate::model::linear::Quantize::None {
+        bail!("--quantize none has nothing to cache: choose q8_0 or q4k");
+    }
+    let Some(cache_dir) = args
+        .cache_dir
+        .clone()
+        .or_else(crate::model::cache::default_dir)
+    else {
+        bail!("no cache folder: pass --cache-dir DIR (FOVEA_CACHE_DIR is off, or HOME is unset)");
+    };
+    let started = std::time::Instant::now();
+    let model = crate::model::Model::load_with_cache(
+        &args.model,
+        args.vision_tower.as_deref(),
+        &crate::model::device::from_env()?,
+        quantize,
+        None,
+        Some(&cache_dir),
+    )?;
+    for note in &model.load_notes {
+        eprintln!("{note}");
+    }
+    let (layers, embeddings) = model.decoder.weight_bytes();
+    println!(
+        "loaded {} at {} in {:.1} s ({:.2} GB of decoder weights)",
+        args.model.display(),
+        quantize.name(),
+        started.elapsed().as_secs_f64(),
+        (layers + embeddings) as f64 / 1e9
+    );
     Ok(())
 }
 

@@ -58,7 +58,7 @@ fn for_each_sample(
         args.shard,
     );
     let device = crate::model::device::from_env()?;
-    let mut model = Model::load_with(&args.model, None, &device, args.quantize)?;
+    let mut model = Model::load_with_progress(&args.model, None, &device, args.quantize, None)?;
     if args.pixel_limits != (None, None) {
         model.set_pixel_limits(args.pixel_limits.0, args.pixel_limits.1)?;
     }

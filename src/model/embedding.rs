@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Result, Tensor};
 
+use super::cache::WeightCache;
 use super::gemm::from_tensors::{own_kernels, pack_q8};
 use super::gemm::PackedQ8;
 use super::linear::{Linear, LoadPlan, Quantize};
@@ -48,10 +49,17 @@ impl Embedding {
             ));
             EmbeddingTable::Stored(stored)
         } else {
-            let packed = pack_q8(vocab, hidden, |rows| {
-                stored.narrow(0, rows.start, rows.len())
-            })?;
-            EmbeddingTable::Q8(Arc::new(packed))
+            let packed = WeightCache::q8_or(
+                plan.cache.as_deref(),
+                &Embedding::cache_name(name),
+                (vocab, hidden),
+                || {
+                    pack_q8(vocab, hidden, |rows| {
+                        stored.narrow(0, rows.start, rows.len())
+                    })
+                },
+            )?;
+            EmbeddingTable::Q8(packed)
         };
         Ok(Embedding {
             table,
@@ -59,6 +67,21 @@ impl Embedding {
             hidden,
             device,
         })
+    }
+
+    /// The table's name in the weight cache.
+    pub fn cache_name(name: &str) -> String {
+        format!("{name} (embedding)")
+    }
+
+    /// A q8_0 table read from the weight cache (or shared with a tied head read from it).
+    pub fn from_q8(packed: Arc<PackedQ8>, device: &candle_core::Device) -> Embedding {
+        Embedding {
+            vocab: packed.rows(),
+            hidden: packed.inputs(),
+            table: EmbeddingTable::Q8(packed),
+            device: device.clone(),
+        }
     }
 
     pub fn device(&self) -> &candle_core::Device {

@@ -19,6 +19,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::cache::WeightCache;
 use super::gemm::from_tensors::{
     half_type, own_kernels, pack_half, pack_q4k, pack_q8, SLICE_ELEMENTS,
 };
@@ -86,6 +87,8 @@ pub struct LoadPlan {
     /// What fell back to another precision, and why (shown once after loading).
     pub notes: Arc<Mutex<Vec<String>>>,
     pub progress: Option<LoadProgress>,
+    /// Quantized matrices read from (and recorded for) the weight cache (`cache.rs`).
+    pub cache: Option<Arc<WeightCache>>,
 }
 
 impl LoadPlan {
@@ -98,6 +101,7 @@ impl LoadPlan {
     pub fn unquantized(&self) -> LoadPlan {
         LoadPlan {
             quantize: Quantize::None,
+            cache: None,
             ..self.clone()
         }
     }
@@ -110,6 +114,11 @@ impl LoadPlan {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The stored dtype of the checkpoint tensor `name` under `vb`, without reading it.
+    pub(crate) fn stored_dtype(&self, vb: &VarBuilder, name: &str) -> Option<DType> {
+        self.files.as_ref()?.dtype(&join(&vb.prefix(), name))
     }
 
     pub(crate) fn note(&self, text: String) {
@@ -181,26 +190,41 @@ impl Linear {
         })
     }
 
+    /// A layer over q8_0 weights kept elsewhere (a tied head read from the weight cache).
+    pub fn from_q8(packed: Arc<PackedQ8>) -> Linear {
+        Linear {
+            out_dim: packed.rows(),
+            weight: Weight::Q8(packed),
+            bias: None,
+        }
+    }
+
     /// The tied LM head: the embedding matrix, quantized as the plan says.
     pub fn tied(embeddings: &Tensor, plan: &LoadPlan, name: &str) -> Result<Linear> {
         let (out_dim, in_dim) = embeddings.dims2()?;
         match choose(plan, in_dim, name) {
             Some(GgmlDType::Q8_0) if own_kernels(embeddings.device()) => {
-                let packed = pack_q8(out_dim, in_dim, |rows| {
-                    embeddings.narrow(0, rows.start, rows.len())
-                })?;
+                let packed =
+                    WeightCache::q8_or(plan.cache.as_deref(), name, (out_dim, in_dim), || {
+                        pack_q8(out_dim, in_dim, |rows| {
+                            embeddings.narrow(0, rows.start, rows.len())
+                        })
+                    })?;
                 Ok(Linear {
-                    weight: Weight::Q8(Arc::new(packed)),
+                    weight: Weight::Q8(packed),
                     bias: None,
                     out_dim,
                 })
             }
             Some(GgmlDType::Q4K) if own_kernels(embeddings.device()) => {
-                let packed = pack_q4k(out_dim, in_dim, |rows| {
-                    embeddings.narrow(0, rows.start, rows.len())
-                })?;
+                let packed =
+                    WeightCache::q4k_or(plan.cache.as_deref(), name, (out_dim, in_dim), || {
+                        pack_q4k(out_dim, in_dim, |rows| {
+                            embeddings.narrow(0, rows.start, rows.len())
+                        })
+                    })?;
                 Ok(Linear {
-                    weight: Weight::Q4K(Arc::new(packed)),
+                    weight: Weight::Q4K(packed),
                     bias: None,
                     out_dim,
                 })
@@ -258,27 +282,34 @@ impl Linear {
             ),
             None => candle_core::bail!("cannot find tensor {name}"),
         }
-        let weight = match choose(plan, in_dim, &name) {
-            Some(GgmlDType::Q8_0) if own_kernels(vb.device()) => {
-                Weight::Q8(Arc::new(pack_q8(out_dim, in_dim, |rows| {
+        let weight =
+            match choose(plan, in_dim, &name) {
+                Some(GgmlDType::Q8_0) if own_kernels(vb.device()) => Weight::Q8(
+                    WeightCache::q8_or(plan.cache.as_deref(), &name, (out_dim, in_dim), || {
+                        pack_q8(out_dim, in_dim, |rows| {
+                            files.load_rows(&name, Some(rows), vb.device())
+                        })
+                    })?,
+                ),
+                Some(GgmlDType::Q4K) if own_kernels(vb.device()) => Weight::Q4K(
+                    WeightCache::q4k_or(plan.cache.as_deref(), &name, (out_dim, in_dim), || {
+                        pack_q4k(out_dim, in_dim, |rows| {
+                            files.load_rows(&name, Some(rows), vb.device())
+                        })
+                    })?,
+                ),
+                Some(dtype) => Weight::Quantized(quantize_rows(out_dim, in_dim, dtype, |rows| {
                     files.load_rows(&name, Some(rows), vb.device())
-                })?))
-            }
-            Some(GgmlDType::Q4K) if own_kernels(vb.device()) => {
-                Weight::Q4K(Arc::new(pack_q4k(out_dim, in_dim, |rows| {
-                    files.load_rows(&name, Some(rows), vb.device())
-                })?))
-            }
-            Some(dtype) => Weight::Quantized(quantize_rows(out_dim, in_dim, dtype, |rows| {
-                files.load_rows(&name, Some(rows), vb.device())
-            })?),
-            None => match half_type(files.dtype(&name), in_dim, vb.device()) {
-                Some(dtype) => Weight::Half(Arc::new(pack_half(out_dim, in_dim, dtype, |rows| {
-                    files.load_rows(&name, Some(rows), vb.device())
-                })?)),
-                None => Weight::Dense(files.load(&name, vb.device())?),
-            },
-        };
+                })?),
+                None => match half_type(files.dtype(&name), in_dim, vb.device()) {
+                    Some(dtype) => {
+                        Weight::Half(Arc::new(pack_half(out_dim, in_dim, dtype, |rows| {
+                            files.load_rows(&name, Some(rows), vb.device())
+                        })?))
+                    }
+                    None => Weight::Dense(files.load(&name, vb.device())?),
+                },
+            };
         Ok(Linear {
             weight,
             bias,

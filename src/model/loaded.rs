@@ -1,14 +1,21 @@
 //! A loaded model: the vision side (CLIP tower and projector, or the Qwen-VL ViT), the decoder
 //! and the tokenizer, with what turns an image and a question into the model's inputs.
+//!
+//! Long because loading (detection, the memory check, the weight cache, each family's vision
+//! side, the decoder, the tokenizer) and the methods every caller needs on the loaded model
+//! live on one type; the per-family parts move into the family folders with the tiled families.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
+use super::cache::{self, WeightCache};
 use super::config::{Checkpoint, ImageSpec};
 use super::decoder::Decoder;
+use super::gemm::from_tensors::own_kernels;
 use super::gemma3::{GemmaProjector, GemmaVision, SiglipTower};
 use super::linear::{LoadPlan, LoadProgress, Quantize};
 use super::preprocess::PixelMapping;
@@ -86,24 +93,48 @@ impl Model {
         Model::load_with(dir, vision_tower, device, Quantize::None)
     }
 
-    /// Load with the language model's linear layers and head quantized as `quantize` says.
+    /// Load with the language model's linear layers and head quantized as `quantize` says,
+    /// quantizing now (no weight cache read or written: what tests of the quantizer want).
     pub fn load_with(
         dir: &Path,
         vision_tower: Option<&Path>,
         device: &Device,
         quantize: Quantize,
     ) -> Result<Self> {
-        Model::load_with_progress(dir, vision_tower, device, quantize, None)
+        Model::load_with_cache(dir, vision_tower, device, quantize, None, None)
     }
 
-    /// As [`Model::load_with`], reporting each loaded layer to `progress` (which may cancel).
-    /// Refuses, before reading any weight, a model that cannot fit in the memory available.
+    /// As [`Model::load_with`], reporting each loaded layer to `progress` (which may cancel),
+    /// with quantized weights kept in the user's weight cache (`cache::default_dir`): what the
+    /// app, `inspect` and the research commands load with. Refuses, before reading any weight,
+    /// a model that cannot fit in the memory available.
     pub fn load_with_progress(
         dir: &Path,
         vision_tower: Option<&Path>,
         device: &Device,
         quantize: Quantize,
         progress: Option<LoadProgress>,
+    ) -> Result<Self> {
+        let cache_dir = cache::default_dir();
+        Model::load_with_cache(
+            dir,
+            vision_tower,
+            device,
+            quantize,
+            progress,
+            cache_dir.as_deref(),
+        )
+    }
+
+    /// As [`Model::load_with_progress`], with the weight cache under `cache_dir` (`None`:
+    /// quantize at every load, write nothing).
+    pub fn load_with_cache(
+        dir: &Path,
+        vision_tower: Option<&Path>,
+        device: &Device,
+        quantize: Quantize,
+        progress: Option<LoadProgress>,
+        cache_dir: Option<&Path>,
     ) -> Result<Self> {
         let checkpoint = detect::detect(dir, vision_tower)?;
         let files = WeightFiles::open(&checkpoint.weights)?;
@@ -115,10 +146,21 @@ impl Model {
             memory::check_fits(&checkpoint, &files, vision_files.as_deref(), quantize)?;
         }
         let vb = weights::var_builder(&files, device);
+        // Only fovea's own CPU kernels keep packed matrices; a cache that cannot even be
+        // opened (an unreadable checkpoint file) only costs the quantizing.
+        let weight_cache = match cache_dir {
+            Some(cache_dir) if quantize != Quantize::None && own_kernels(device) => {
+                WeightCache::open(cache_dir, dir, &checkpoint.weights, quantize.name())
+                    .ok()
+                    .map(Arc::new)
+            }
+            _ => None,
+        };
         let plan = LoadPlan {
             files: Some(files),
             quantize,
             progress,
+            cache: weight_cache.clone(),
             ..LoadPlan::default()
         };
         let (vision_vb, vision_plan) = match vision_files {
@@ -215,6 +257,16 @@ impl Model {
                 )
             })?;
         let chat_template = prompt::find_chat_template(dir);
+        let mut load_notes = plan.notes.lock().map(|n| n.clone()).unwrap_or_default();
+        if let Some(cache) = &weight_cache {
+            if cache.needs_writing() {
+                plan.report("writing the weight cache", 0, 1)?;
+                cache.write();
+            }
+            if let Ok(notes) = cache.notes.lock() {
+                load_notes.extend(notes.iter().cloned());
+            }
+        }
         Ok(Model {
             checkpoint,
             image,
@@ -224,7 +276,7 @@ impl Model {
             special_tokens: prompt::special_tokens(dir),
             device: device.clone(),
             quantize,
-            load_notes: plan.notes.lock().map(|n| n.clone()).unwrap_or_default(),
+            load_notes,
         })
     }
 

@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod bench;
+pub mod cache;
 pub mod config;
 pub mod decoder;
 pub mod detect;

@@ -27,6 +27,7 @@ mod x86;
 pub mod from_tensors;
 pub mod q4k;
 pub mod q8;
+pub mod store;
 pub mod stored;
 pub mod tile;
 

@@ -15,6 +15,7 @@
 //! superblock 16 `d` and 16 `dmin` (f16). 4.625 bits per weight (ggml's 4.5 packs the 6-bit
 //! scales tighter).
 
+use super::store::Store;
 use half::f16;
 use rayon::prelude::*;
 
@@ -29,11 +30,11 @@ const GGML_BLOCK_BYTES: usize = 144;
 pub struct PackedQ4K {
     n: usize,
     k: usize,
-    quants: Vec<u8>,
+    quants: Store<u8>,
     /// Per group and block: 16 sub-scales then 16 sub-mins.
-    subs: Vec<u8>,
+    subs: Store<u8>,
     /// Per group and superblock: 16 `d` then 16 `dmin`.
-    supers: Vec<f16>,
+    supers: Store<f16>,
 }
 
 impl std::fmt::Debug for PackedQ4K {
@@ -69,22 +70,12 @@ impl PackedQ4K {
         );
         let groups = n.div_ceil(GROUP);
         let (blocks, supers) = (k / BLOCK, k / SUPER);
-        let mut packed = PackedQ4K {
-            n,
-            k,
-            quants: vec![0u8; groups * k * GROUP / 2],
-            subs: vec![0u8; groups * blocks * 2 * GROUP],
-            supers: vec![f16::ZERO; groups * supers * 2 * GROUP],
-        };
+        let mut quants = vec![0u8; groups * k * GROUP / 2];
+        let mut subs = vec![0u8; groups * blocks * 2 * GROUP];
+        let mut sups = vec![f16::ZERO; groups * supers * 2 * GROUP];
         // Calls cover whole groups, so each fills its own part of the three arrays: run them
         // on every core (candle's quantizer, behind `rows_of`, is one thread).
         let per_call = (rows_per_call / GROUP).max(1);
-        let PackedQ4K {
-            quants,
-            subs,
-            supers: sups,
-            ..
-        } = &mut packed;
         quants
             .par_chunks_mut(per_call * k * GROUP / 2)
             .zip(subs.par_chunks_mut(per_call * blocks * 2 * GROUP))
@@ -106,11 +97,50 @@ impl PackedQ4K {
                 }
                 Ok(())
             })?;
-        Ok(packed)
+        Ok(PackedQ4K {
+            n,
+            k,
+            quants: quants.into(),
+            subs: subs.into(),
+            supers: sups.into(),
+        })
     }
 
     pub fn bytes(&self) -> usize {
         self.quants.len() + self.subs.len() + self.supers.len() * 2
+    }
+
+    /// (outputs, inputs).
+    pub fn shape(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// The packed arrays as the kernels read them (the weight cache stores them as they are).
+    pub fn parts(&self) -> (&[u8], &[u8], &[f16]) {
+        (&self.quants, &self.subs, &self.supers)
+    }
+
+    /// A matrix from [`PackedQ4K::parts`] read back; `None` when the lengths do not fit (n, k).
+    pub fn from_parts(
+        n: usize,
+        k: usize,
+        quants: Store<u8>,
+        subs: Store<u8>,
+        supers: Store<f16>,
+    ) -> Option<PackedQ4K> {
+        let groups = n.div_ceil(GROUP);
+        let fits = k % SUPER == 0
+            && k > 0
+            && quants.len() == groups * k * GROUP / 2
+            && subs.len() == groups * (k / BLOCK) * 2 * GROUP
+            && supers.len() == groups * (k / SUPER) * 2 * GROUP;
+        fits.then_some(PackedQ4K {
+            n,
+            k,
+            quants,
+            subs,
+            supers,
+        })
     }
 
     /// The weights as f32 (n, k), row-major: `d * sc * q - dmin * m`.

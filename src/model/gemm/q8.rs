@@ -5,6 +5,7 @@ use std::ops::Range;
 use half::f16;
 use rayon::prelude::*;
 
+use super::store::Store;
 use super::tile::{for_each_tile, quantize_block, Activations, Kernel, BLOCK, GROUP, MR};
 
 /// An (n, k) matrix quantized to q8_0 in the kernels' layout.
@@ -13,9 +14,9 @@ pub struct PackedQ8 {
     n: usize,
     k: usize,
     /// `groups * k * GROUP` bytes, `q + 128`.
-    quants: Vec<u8>,
+    quants: Store<u8>,
     /// `groups * (k / BLOCK) * GROUP` scales.
-    scales: Vec<f16>,
+    scales: Store<f16>,
 }
 
 impl std::fmt::Debug for PackedQ8 {
@@ -68,13 +69,38 @@ impl PackedQ8 {
         Ok(PackedQ8 {
             n,
             k,
-            quants,
-            scales,
+            quants: quants.into(),
+            scales: scales.into(),
         })
     }
 
     pub fn rows(&self) -> usize {
         self.n
+    }
+
+    /// The packed arrays as the kernels read them (the weight cache stores them as they are).
+    pub fn parts(&self) -> (&[u8], &[f16]) {
+        (&self.quants, &self.scales)
+    }
+
+    /// A matrix from [`PackedQ8::parts`] read back; `None` when the lengths do not fit (n, k).
+    pub fn from_parts(
+        n: usize,
+        k: usize,
+        quants: Store<u8>,
+        scales: Store<f16>,
+    ) -> Option<PackedQ8> {
+        let groups = n.div_ceil(GROUP);
+        let fits = k % BLOCK == 0
+            && k > 0
+            && quants.len() == groups * k * GROUP
+            && scales.len() == groups * (k / BLOCK) * GROUP;
+        fits.then_some(PackedQ8 {
+            n,
+            k,
+            quants,
+            scales,
+        })
     }
 
     pub fn inputs(&self) -> usize {
