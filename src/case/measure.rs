@@ -21,6 +21,8 @@ pub struct ModelReport {
     pub model: String,
     pub arch: String,
     pub quantize: String,
+    /// The CPU tier the kernels ran at (`FOVEA_CPU`), null on a GPU.
+    pub cpu_tier: Option<&'static str>,
     pub load_notes: Vec<String>,
     pub load_ms: f64,
     /// The bench image (width, height) in pixels, its token grid (rows, cols) and, where the
@@ -148,6 +150,7 @@ pub fn run(
         model: dir.display().to_string(),
         arch: model.checkpoint.arch.clone(),
         quantize: quantize.name().to_string(),
+        cpu_tier: model.cpu_tier(),
         load_notes: model.load_notes.clone(),
         load_ms,
         image_size: img.dimensions(),

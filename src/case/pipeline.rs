@@ -182,6 +182,7 @@ pub fn inspect(request: Request) -> Result<Inspection> {
             other => json!(other.name()),
         },
         "weights_dtype": model.weights_dtype_name(),
+        "cpu_tier": model.cpu_tier(),
         "load_notes": model.load_notes,
     });
     let mut image_info = json!({

@@ -144,8 +144,16 @@ fn bench_model(dir: &Path, args: &BenchArgs) -> Result<()> {
         "checkpoint       {} ({}, weights {})",
         report.model, report.arch, report.quantize
     );
+    println!(
+        "kernels          {}",
+        report
+            .cpu_tier
+            .map_or("candle (GPU)".to_string(), |t| format!(
+                "CPU tier {t} (FOVEA_CPU)"
+            ))
+    );
     for note in &report.load_notes {
-        println!("  fallback       {note}");
+        println!("  note           {note}");
     }
     println!("load             {:>10.0} ms", report.load_ms);
     let (rows, cols) = report.image_grid;

@@ -136,6 +136,10 @@ impl Model {
         progress: Option<LoadProgress>,
         cache_dir: Option<&Path>,
     ) -> Result<Self> {
+        if device.is_cpu() {
+            // A FOVEA_CPU this CPU cannot run is refused before anything is read.
+            super::gemm::tier::chosen().map_err(anyhow::Error::msg)?;
+        }
         let checkpoint = detect::detect(dir, vision_tower)?;
         let files = WeightFiles::open(&checkpoint.weights)?;
         let vision_files = match &checkpoint.vision_weights {
@@ -284,6 +288,14 @@ impl Model {
     /// follows each image's shape; see [`Model::grid_for`]).
     pub fn fixed_grid(&self) -> Option<(usize, usize)> {
         self.checkpoint.fixed_grid()
+    }
+
+    /// The CPU tier fovea's kernels run at ("amx", "avx512-vnni", "avx2", "portable"), or
+    /// `None` on a GPU (candle multiplies there).
+    pub fn cpu_tier(&self) -> Option<&'static str> {
+        self.device
+            .is_cpu()
+            .then(|| super::gemm::tier::current().name())
     }
 
     /// The checkpoint's storage dtype of the decoder's weights: "bf16", "f16" or "f32".

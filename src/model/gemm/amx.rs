@@ -24,10 +24,15 @@ pub const MIN_ROWS: usize = 32;
 /// Inputs per tile step (16 rows of 64 bytes of bf16 pairs).
 const STEP: usize = 32;
 
-/// Whether this CPU and OS run AMX-BF16.
+/// Whether the kernels use AMX: this CPU and OS run it and the tier (`FOVEA_CPU`) is `amx`.
 pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
+    supported() && super::tier::current() == super::tier::Tier::Amx
+}
+
+/// Whether this CPU and OS run AMX-BF16 (`FOVEA_NO_AMX` says no).
+pub fn supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
         if std::env::var_os("FOVEA_NO_AMX").is_some() {
             return false;
         }

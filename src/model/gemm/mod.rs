@@ -29,6 +29,7 @@ pub mod q4k;
 pub mod q8;
 pub mod store;
 pub mod stored;
+pub mod tier;
 pub mod tile;
 
 pub use q8::PackedQ8;

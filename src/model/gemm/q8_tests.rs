@@ -105,8 +105,8 @@ fn packing_in_slices_matches_packing_whole() {
     let w = values(n * k, 3);
     let whole = pack(&w, n, k, 1 << 20);
     let sliced = pack(&w, n, k, 16);
-    assert_eq!(whole.quants, sliced.quants);
-    assert_eq!(whole.scales, sliced.scales);
+    assert_eq!(whole.quants[..], sliced.quants[..]);
+    assert_eq!(whole.scales[..], sliced.scales[..]);
     assert_eq!(whole.bytes(), 80 * 96 + 80 * 3 * 2);
 }
 

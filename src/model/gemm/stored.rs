@@ -74,8 +74,20 @@ impl HalfKernel {
         all
     }
 
+    /// The kernel of the tier the kernels run at (`FOVEA_CPU` may ask for a lower one).
     pub fn best() -> HalfKernel {
-        HalfKernel::available()[0]
+        use super::tier::Tier;
+        let available = HalfKernel::available();
+        let wanted = match super::tier::current() {
+            Tier::Amx | Tier::Avx512Vnni => HalfKernel::Avx512,
+            Tier::AvxVnni | Tier::Avx2 => HalfKernel::Avx2,
+            Tier::Portable => HalfKernel::Scalar,
+        };
+        if available.contains(&wanted) {
+            wanted
+        } else {
+            available[0]
+        }
     }
 
     pub fn name(self) -> &'static str {

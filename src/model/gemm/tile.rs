@@ -2,6 +2,7 @@
 //! activations quantized to q8_0 when a product starts, and the parallel loop over register
 //! tiles that writes the output.
 
+use super::tier::Tier;
 use std::sync::OnceLock;
 
 use half::f16;
@@ -28,39 +29,29 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// The kernel of the tier the kernels run at (`tier.rs`: the best this CPU has, or
+    /// `FOVEA_CPU`'s).
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vnni")
-                    && is_x86_feature_detected!("fma")
-                    && is_x86_feature_detected!("f16c")
-                {
-                    return Kernel::Avx512Vnni;
-                }
-                if is_x86_feature_detected!("avx2")
-                    && is_x86_feature_detected!("fma")
-                    && is_x86_feature_detected!("f16c")
-                {
-                    return Kernel::Avx2;
-                }
-            }
-            Kernel::Scalar
-        })
+        *BEST.get_or_init(|| Kernel::of(super::tier::current()))
     }
 
-    /// Every kernel this CPU can run (the tests compare them).
+    fn of(tier: Tier) -> Kernel {
+        match tier {
+            Tier::Amx | Tier::Avx512Vnni => Kernel::Avx512Vnni,
+            Tier::AvxVnni | Tier::Avx2 => Kernel::Avx2,
+            Tier::Portable => Kernel::Scalar,
+        }
+    }
+
+    /// Every kernel this CPU can run, whatever the tier (the tests compare them).
     pub fn available() -> Vec<Kernel> {
-        let best = Kernel::best();
+        let here = super::tier::detected();
         let mut all = vec![Kernel::Scalar];
-        if best == Kernel::Avx512Vnni {
+        if here.contains(&Tier::Avx512Vnni) {
             all.push(Kernel::Avx512Vnni);
         }
-        if matches!(best, Kernel::Avx512Vnni | Kernel::Avx2) {
+        if here.contains(&Tier::Avx2) {
             all.push(Kernel::Avx2);
         }
         all
