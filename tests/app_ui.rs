@@ -14,6 +14,16 @@ use fovea::demo::ct_series::{self, CtSeries};
 use fovea::imaging::scan::ScanProgress;
 use fovea::model::linear::Quantize;
 
+/// The app tests draw with lavapipe on every core: run them one at a time, so the frame-time
+/// test measures the app and not its neighbours (two cores shared by four rendering tests
+/// stalled a frame for 362 ms).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava")
 }
@@ -86,6 +96,7 @@ fn run_until(harness: &mut Harness<FoveaApp>, what: &str, done: impl Fn(&FoveaAp
 
 #[test]
 fn ask_draw_and_export_like_a_user() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let saves = Arc::new(Mutex::new(Vec::new()));
     let mut harness = harness(dir.path(), saves.clone());
@@ -276,6 +287,7 @@ fn model_menu(harness: &mut Harness<FoveaApp>, item: &str) {
 /// reloads it quantized, the recent list remembers both, and a question runs on each.
 #[test]
 fn open_another_model_switch_precision_and_go_back() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut harness = harness(dir.path(), Arc::new(Mutex::new(Vec::new())));
     run_until(&mut harness, "the first model", |app| app.model.is_some());
@@ -343,6 +355,7 @@ fn open_another_model_switch_precision_and_go_back() {
 /// A folder that is not a checkpoint: one clear message, no model, and the app still works.
 #[test]
 fn a_folder_that_is_not_a_model_is_refused_clearly() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut harness = harness(dir.path(), Arc::new(Mutex::new(Vec::new())));
     run_until(&mut harness, "the first model", |app| app.model.is_some());
@@ -369,6 +382,7 @@ fn a_folder_that_is_not_a_model_is_refused_clearly() {
 
 #[test]
 fn overlay_snapshots() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut harness = harness(dir.path(), Arc::new(Mutex::new(Vec::new())));
     run_until(&mut harness, "the model", |app| app.model.is_some());
@@ -484,6 +498,7 @@ fn box_tokens_by_hand(
 /// committed snapshot), and a hand-drawn region covers the tokens its pixels map to.
 #[test]
 fn qwen_overlay_on_a_non_square_dicom() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut harness = qwen_case_on_the_palette_dicom(
         dir.path(),
@@ -548,6 +563,7 @@ fn box_region_then_snapshot(
 /// region's tokens through that resize.
 #[test]
 fn qwen3_vl_case_in_the_app() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut harness =
         qwen_case_on_the_palette_dicom(dir.path(), "tests/fixtures/qwen3_vl/qwen3_vl", "1:0,2:3");
@@ -573,6 +589,7 @@ fn qwen3_vl_case_in_the_app() {
 /// stretches back over the whole image (a committed snapshot), and a region's tokens follow.
 #[test]
 fn gemma3_overlay_on_a_non_square_dicom() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut harness = case_on_the_palette_dicom(
         dir.path(),
@@ -601,6 +618,7 @@ fn gemma3_overlay_on_a_non_square_dicom() {
 /// answer); "whole answer" averages them.
 #[test]
 fn answer_tokens_are_clickable_and_show_their_maps() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let case = fovea::demo::generate(9_800_300, &fovea::demo::Recipe::default());
     let path = dir.path().join("phantom.png");
@@ -726,6 +744,7 @@ fn answer_tokens_are_clickable_and_show_their_maps() {
 /// loaded), opens the image and asks its question; the list shows its kind and model.
 #[test]
 fn a_case_loads_its_model_and_asks() {
+    let _serial = one_at_a_time();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let cases = dir.path().join("cases");
@@ -808,6 +827,7 @@ fn open_teaching_case(
 /// below 1, the model answers wrong and VGRefine right, and both answers are in view.
 #[test]
 fn a_teaching_case_opens_on_its_story_with_both_answers_in_view() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut harness = harness_with(
         dir.path(),
@@ -925,6 +945,9 @@ fn a_teaching_case_opens_on_its_story_with_both_answers_in_view() {
             "{answer:?} out of view"
         );
     }
+    // The status line says how long the answer took: not part of the picture compared.
+    harness.state_mut().status.clear();
+    harness.step();
     let options = egui_kittest::SnapshotOptions::new()
         .threshold(1.0)
         .max_failed_pixels(40);
@@ -936,6 +959,7 @@ fn a_teaching_case_opens_on_its_story_with_both_answers_in_view() {
 #[test]
 #[ignore = "writes screenshots/; run by hand when the UI changes"]
 fn write_screenshots() {
+    let _serial = one_at_a_time();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     std::fs::create_dir_all(&out).unwrap();
     let cases = fovea::demo::load_demo_cases(&fovea::demo::demo_cases_file());
@@ -1008,6 +1032,7 @@ fn write_screenshots() {
 #[test]
 #[ignore = "writes screenshots/; run by hand when the UI changes"]
 fn write_teaching_screenshot() {
+    let _serial = one_at_a_time();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     let dir = tempfile::tempdir().unwrap();
     // The case opens on its own view (its row's "view"), at the app's default size.
@@ -1040,6 +1065,7 @@ fn slice_z(app: &FoveaApp) -> f64 {
 /// slice gets its own answer.
 #[test]
 fn a_200_slice_series_scans_in_the_background_scrolls_and_answers_per_slice() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("ct");
     let series = CtSeries::default();
@@ -1301,6 +1327,7 @@ fn a_200_slice_series_scans_in_the_background_scrolls_and_answers_per_slice() {
 #[test]
 #[ignore = "writes screenshots/; run by hand when the UI changes"]
 fn write_series_screenshot() {
+    let _serial = one_at_a_time();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("ct");
@@ -1361,6 +1388,7 @@ impl FileDialog for RegionsDialog {
 /// 2.5 mm), and nothing added; a SEG without any geometry is placed with the note.
 #[test]
 fn import_regions_refuses_a_seg_of_another_slice_and_places_one_without_geometry() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("ct");
     let series = CtSeries {
