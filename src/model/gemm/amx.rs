@@ -12,8 +12,6 @@
 //! hands out the tile state only after `arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)`, asked once.
 //! Elsewhere, and on CPUs without AMX-BF16, [`available`] is false.
 
-use std::sync::OnceLock;
-
 use half::bf16;
 use rayon::prelude::*;
 
@@ -24,61 +22,10 @@ pub const MIN_ROWS: usize = 32;
 /// Inputs per tile step (16 rows of 64 bytes of bf16 pairs).
 const STEP: usize = 32;
 
-/// Whether the kernels use AMX: this CPU and OS run it and the tier (`FOVEA_CPU`) is `amx`.
+/// Whether the kernels use AMX: this CPU and OS run it (`tier.rs` asks) and the tier
+/// (`FOVEA_CPU`) is `amx`.
 pub fn available() -> bool {
-    supported() && super::tier::current() == super::tier::Tier::Amx
-}
-
-/// Whether this CPU and OS run AMX-BF16 (`FOVEA_NO_AMX` says no).
-pub fn supported() -> bool {
-    static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        if std::env::var_os("FOVEA_NO_AMX").is_some() {
-            return false;
-        }
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        {
-            // CPUID.(7, 0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-            #[allow(unused_unsafe)]
-            // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that runs this binary.
-            let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
-            if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
-                return false;
-            }
-            // The dequantizing path rounds with AVX512-BF16 (every AMX CPU has it).
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512bf16")
-                && is_x86_feature_detected!("f16c")
-                && request_tile_state()
-        }
-        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-        {
-            false
-        }
-    })
-}
-
-/// Ask Linux for the AMX tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn request_tile_state() -> bool {
-    const SYS_ARCH_PRCTL: i64 = 158;
-    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-    const XFEATURE_XTILEDATA: i64 = 18;
-    let result: i64;
-    // SAFETY: a plain system call; it only changes this process's permission to use AMX.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") SYS_ARCH_PRCTL => result,
-            in("rdi") ARCH_REQ_XCOMP_PERM,
-            in("rsi") XFEATURE_XTILEDATA,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack)
-        );
-    }
-    result == 0
+    super::tier::current() == super::tier::Tier::Amx
 }
 
 /// Where a product's weights come from, in the packed bf16 layout.

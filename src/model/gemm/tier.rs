@@ -50,8 +50,7 @@ impl Tier {
     }
 }
 
-/// What this CPU can run, from its feature flags (AMX also needs the OS's permission, asked for
-/// in `amx.rs`).
+/// What this CPU can run, from its feature flags (AMX also needs the OS's permission).
 pub fn detected() -> Vec<Tier> {
     let mut tiers = vec![Tier::Portable];
     #[cfg(target_arch = "x86_64")]
@@ -67,7 +66,7 @@ pub fn detected() -> Vec<Tier> {
         if avx512 {
             tiers.push(Tier::Avx512Vnni);
         }
-        if avx512 && super::amx::supported() {
+        if avx512 && amx_supported() {
             tiers.push(Tier::Amx);
         }
     }
@@ -108,4 +107,56 @@ pub fn chosen() -> Result<Tier, String> {
 /// that can report errors check [`chosen`] first, at load).
 pub fn current() -> Tier {
     chosen().unwrap_or_else(|_| detected().into_iter().max().unwrap_or(Tier::Portable))
+}
+
+/// Whether this CPU and OS run AMX-BF16 (`FOVEA_NO_AMX` says no).
+fn amx_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        if std::env::var_os("FOVEA_NO_AMX").is_some() {
+            return false;
+        }
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            // CPUID.(7, 0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that runs this binary.
+            let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
+            if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+                return false;
+            }
+            // The dequantizing path rounds with AVX512-BF16 (every AMX CPU has it).
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512bf16")
+                && is_x86_feature_detected!("f16c")
+                && request_tile_state()
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
+}
+
+/// Ask Linux for the AMX tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_state() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let result: i64;
+    // SAFETY: a plain system call; it only changes this process's permission to use AMX.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => result,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    result == 0
 }
