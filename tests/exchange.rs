@@ -17,7 +17,7 @@ use fovea::demo::ct_series::CtSeries;
 
 #[path = "common/exchange.rs"]
 mod common_exchange;
-use common_exchange::{assert_valid, fixture, fovea, ok};
+use common_exchange::{assert_valid, fixture, fovea, item, ok, text, unpack};
 
 /// `fovea inspect --image IMAGE --question "Is there a lesion?"` plus `extra`.
 fn inspect(image: &Path, extra: &[&str]) -> Output {
@@ -30,17 +30,6 @@ fn inspect(image: &Path, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     fovea(&args)
-}
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.get(tag)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-        .unwrap_or_default()
-}
-
-fn item(obj: &InMemDicomObject, tag: Tag) -> &InMemDicomObject {
-    &obj.get(tag).unwrap().items().unwrap()[0]
 }
 
 /// The 5-slice CT series the NIfTI fixtures were made from (the generator is deterministic).
@@ -70,15 +59,6 @@ fn box_pixels(w: usize, h: usize, [x0, y0, x1, y1]: [f64; 4]) -> Vec<bool> {
         .map(|i| {
             let (x, y) = ((i % w) as f64 + 0.5, (i / w) as f64 + 0.5);
             x >= x0 && x <= x1 && y >= y0 && y <= y1
-        })
-        .collect()
-}
-
-fn unpack(bytes: &[u8], frame: usize, n: usize) -> Vec<bool> {
-    (0..n)
-        .map(|i| {
-            let k = frame * n + i;
-            bytes[k / 8] >> (k % 8) & 1 == 1
         })
         .collect()
 }

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use dicom_core::header::Header;
-use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::{open_file, InMemDicomObject};
 use fovea::demo::ct_series::{self, CtSeries};
@@ -21,22 +20,7 @@ use fovea::exchange::regions::{import, Target};
 
 #[path = "common/exchange.rs"]
 mod common_exchange;
-use common_exchange::{assert_valid, fixture, fovea, ok};
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.get(tag)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-        .unwrap_or_default()
-}
-
-fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
-    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
-}
-
-fn item(obj: &InMemDicomObject, tag: Tag) -> &InMemDicomObject {
-    &items(obj, tag)[0]
-}
+use common_exchange::{assert_valid, fixture, fovea, item, items, ok, text, unpack};
 
 /// A phantom CT series of `slices` slices, written by the generator the fixtures came from.
 fn series(dir: &Path, slices: usize) -> CtSeries {
@@ -84,15 +68,6 @@ fn from_runs(runs: &serde_json::Value) -> Vec<bool> {
         ));
     }
     pixels
-}
-
-fn unpack(bytes: &[u8], frame: usize, n: usize) -> Vec<bool> {
-    (0..n)
-        .map(|i| {
-            let k = frame * n + i;
-            bytes[k / 8] >> (k % 8) & 1 == 1
-        })
-        .collect()
 }
 
 /// The tags under each frame's functional groups, the shared ones and the dimension index:

@@ -11,18 +11,8 @@ use fovea::demo::{generate, Recipe};
 use fovea::model::linear::Quantize;
 use fovea::model::{Answer, ImageSession, Model, RunOptions};
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+mod common;
+use common::copy_dir;
 
 fn load(dir: &Path, cache: Option<&Path>) -> Model {
     Model::load_with_cache(dir, None, &Device::Cpu, Quantize::Q8_0, None, cache).unwrap()

@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use dicom_core::Tag;
+use dicom_object::InMemDicomObject;
+
 pub fn fovea(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fovea"))
         .args(args)
@@ -65,4 +68,33 @@ pub fn assert_valid(file: &Path) {
             file.display()
         );
     }
+}
+
+/// A text attribute without DICOM's padding; empty when absent.
+pub fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
+}
+
+/// A sequence's items (none when absent).
+pub fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
+    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
+}
+
+/// A sequence's first item.
+pub fn item(obj: &InMemDicomObject, tag: Tag) -> &InMemDicomObject {
+    &items(obj, tag)[0]
+}
+
+/// Frame `frame` of `n` pixels from a SEG's bit-packed Pixel Data (LSB first, frames back to
+/// back), written out by hand from PS3.5 8.1.1.
+pub fn unpack(bytes: &[u8], frame: usize, n: usize) -> Vec<bool> {
+    (0..n)
+        .map(|i| {
+            let k = frame * n + i;
+            bytes[k / 8] >> (k % 8) & 1 == 1
+        })
+        .collect()
 }

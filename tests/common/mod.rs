@@ -278,3 +278,17 @@ pub fn inspect_case(model: Option<&Path>, case: &fovea::demo::DemoCase, json: &P
     );
     serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
 }
+
+/// Copy a folder (a fixture checkpoint) recursively, to edit the copy.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
