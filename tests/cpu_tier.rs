@@ -3,7 +3,9 @@
 //! tier ran; a tier the CPU lacks, or an unknown name, is refused in one line before anything
 //! loads. fovea's int8 tiers agree to 1e-4 of the largest logit (the integer products are
 //! exact; only the order of the f32 sums differs); `portable` is candle's q8_0 product (ggml's
-//! own rounding of the activations), measured 9.7e-4 of the largest logit away, allowed 5e-3.
+//! own rounding of the activations), measured 9.7e-4 of the largest logit away, allowed 5e-3;
+//! `amx` rounds prefill activations to bf16 and is allowed 2e-2 (no AMX CPU was at hand to
+//! measure it).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -35,7 +37,8 @@ fn every_tier_this_cpu_runs_gives_the_same_answer_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let here = detected();
     let mut reference: Option<(String, Vec<f64>)> = None;
-    for tier in [Tier::Amx, Tier::Avx512Vnni, Tier::Avx2, Tier::Portable] {
+    // The int8 tiers first: the first that runs is the reference.
+    for tier in [Tier::Avx512Vnni, Tier::Avx2, Tier::Portable, Tier::Amx] {
         let json = dir.path().join(format!("{}.json", tier.name()));
         let run = inspect(tier.name(), &json, dir.path());
         let stderr = String::from_utf8_lossy(&run.stderr);
@@ -67,7 +70,13 @@ fn every_tier_this_cpu_runs_gives_the_same_answer_and_says_so() {
                     .zip(first_logits)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f64, f64::max);
-                let bound = if tier == Tier::Portable { 5e-3 } else { 1e-4 };
+                let bound = match tier {
+                    Tier::Portable => 5e-3,
+                    // Prefills on the tiles round the activations to bf16 (as transformers
+                    // does in bf16): a bf16-sized difference, not measured here (no AMX).
+                    Tier::Amx => 2e-2,
+                    _ => 1e-4,
+                };
                 assert!(
                     worst <= bound * scale,
                     "{}: logits differ by {worst:.2e} of {scale:.2}",
