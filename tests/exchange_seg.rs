@@ -266,37 +266,35 @@ fn a_highdicom_seg_on_two_slices_lands_on_those_slices_only() {
     assert!(stderr.contains("1 region(s) imported"), "{stderr}");
 }
 
-/// `fovea inspect --image CT --slice K --region 60,40,110,80 --seg SEG` (a default,
-/// de-identified export); its standard error.
-fn export_seg(ct: &Path, slice: usize, seg: &Path) -> String {
-    ok(&fovea(&[
+/// `fovea inspect --image CT --slice K --question "Is there a lesion?"` plus `extra`.
+fn inspect_slice(ct: &Path, slice: usize, extra: &[&str]) -> Output {
+    let slice = slice.to_string();
+    let mut args = vec![
         "inspect",
         "--image",
         ct.to_str().unwrap(),
         "--slice",
-        &slice.to_string(),
+        &slice,
         "--question",
         "Is there a lesion?",
-        "--region",
-        "60,40,110,80",
-        "--seg",
-        seg.to_str().unwrap(),
-    ]))
+    ];
+    args.extend_from_slice(extra);
+    fovea(&args)
 }
 
-/// `fovea inspect --image CT --slice K --question ... --regions-from SEG`.
+/// A default (de-identified) SEG of slice K with the box 60,40,110,80; its standard error.
+fn export_seg(ct: &Path, slice: usize, seg: &Path) -> String {
+    let seg = seg.to_str().unwrap();
+    ok(&inspect_slice(
+        ct,
+        slice,
+        &["--region", "60,40,110,80", "--seg", seg],
+    ))
+}
+
+/// `--regions-from SEG` onto slice K.
 fn import_cli(ct: &Path, slice: usize, seg: &Path) -> Output {
-    fovea(&[
-        "inspect",
-        "--image",
-        ct.to_str().unwrap(),
-        "--slice",
-        &slice.to_string(),
-        "--question",
-        "Is there a lesion?",
-        "--regions-from",
-        seg.to_str().unwrap(),
-    ])
+    inspect_slice(ct, slice, &["--regions-from", seg.to_str().unwrap()])
 }
 
 fn refused(out: &Output) -> String {

@@ -230,10 +230,6 @@ impl WeightCache {
         Ok(cache)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn note(&self, text: String) {
         if let Ok(mut notes) = self.notes.lock() {
             notes.push(text);
