@@ -1,7 +1,7 @@
 //! `fovea bench --model DIR`: what a real checkpoint costs on this machine, at the precision
 //! asked for: load time, peak resident memory, vision, prefill (tokens/s and GFLOP/s), decode
-//! (tokens/s), and one whole VGRefine case (vision, prefix, question, general prompt,
-//! knockout, one new token each). Works on any checkpoint fovea loads, including the sparse
+//! (tokens/s), three suffixes one after another and as one batch, and one whole VGRefine case
+//! (vision, prefix, question, general prompt, knockout, one new token each). Works on any checkpoint fovea loads, including the sparse
 //! full-size ones `fovea bench --write-model DIR --shape ...` writes.
 
 use std::path::Path;
@@ -13,7 +13,7 @@ use super::defaults::model_defaults;
 use crate::grounding::refine::{self, Settings};
 use crate::model::bench::decoder_flops;
 use crate::model::linear::Quantize;
-use crate::model::{ImageSession, Model, RunOptions};
+use crate::model::{EdgeMask, ImageSession, Model, RunOptions};
 
 /// What `fovea bench --model --json` writes (field names are read by tools/).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -44,10 +44,87 @@ pub struct ModelReport {
     pub decode_tokens: usize,
     pub decode_ms: f64,
     pub decode_tokens_per_s: f64,
+    /// The question, general and knockout suffixes (1 new token each) on the cached prefix:
+    /// one after another, and as one batch (`ImageSession::run_batch`); fastest of a few runs.
+    pub suffixes_sequential_ms: f64,
+    pub suffixes_batched_ms: f64,
+    /// Rows of those three suffixes together.
+    pub suffix_rows: usize,
     /// One whole VGRefine case on a fresh image session, 1 new token per answer.
     pub vgrefine_ms: f64,
     pub vgrefine_heads: Vec<(usize, usize)>,
     pub vgrefine_masked_layers: Vec<usize>,
+}
+
+impl ModelReport {
+    /// The report as `fovea bench --model` prints it, a line a measure.
+    pub fn summary(&self) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        let gib = |bytes: f64| bytes / (1u64 << 30) as f64;
+        lines.push(format!(
+            "checkpoint       {} ({}, weights {})",
+            self.model, self.arch, self.quantize
+        ));
+        lines.push(format!(
+            "kernels          {}",
+            self.cpu_tier
+                .map_or("candle (GPU)".to_string(), |t| format!(
+                    "CPU tier {t} (FOVEA_CPU)"
+                ))
+        ));
+        for note in &self.load_notes {
+            lines.push(format!("  note           {note}"));
+        }
+        lines.push(format!("load             {:>10.0} ms", self.load_ms));
+        let (rows, cols) = self.image_grid;
+        match self.pixel_limits {
+        Some((min, max)) => lines.push(format!(
+            "image            {}x{} px -> {rows} x {cols} = {} tokens (min_pixels {min}, max_pixels {max})",
+            self.image_size.0,
+            self.image_size.1,
+            rows * cols
+        )),
+        None => lines.push(format!(
+            "image            {}x{} px -> {rows} x {cols} = {} tokens",
+            self.image_size.0,
+            self.image_size.1,
+            rows * cols
+        )),
+    }
+        lines.push(format!(
+            "weights          {:>10.2} GiB linear layers + head, {:.2} GiB embeddings",
+            gib(self.linear_bytes as f64),
+            gib(self.embedding_bytes as f64)
+        ));
+        if let Some(peak) = self.peak_rss_bytes {
+            lines.push(format!("peak resident    {:>10.2} GiB", gib(peak as f64)));
+        }
+        lines.push(format!(
+            "vision           {:>10.0} ms ({:.0} GFLOP/s)",
+            self.vision_ms, self.vision_gflops
+        ));
+        lines.push(format!(
+            "prefill          {:>10.0} ms for {} tokens: {:.1} tokens/s, {:.0} GFLOP/s",
+            self.prefill_ms, self.prefill_tokens, self.prefill_tokens_per_s, self.prefill_gflops
+        ));
+        lines.push(format!(
+            "decode           {:>10.0} ms for {} tokens: {:.2} tokens/s",
+            self.decode_ms, self.decode_tokens, self.decode_tokens_per_s
+        ));
+        lines.push(format!(
+        "3 suffixes       {:>10.0} ms one after another, {:.0} ms as one batch ({:.2}x; {} rows)",
+        self.suffixes_sequential_ms,
+        self.suffixes_batched_ms,
+        self.suffixes_batched_ms / self.suffixes_sequential_ms,
+        self.suffix_rows
+    ));
+        lines.push(format!(
+            "VGRefine case    {:>10.0} ms (one whole case, 1 new token)",
+            self.vgrefine_ms
+        ));
+        lines.push(String::new());
+        lines.join("\n")
+    }
 }
 
 /// Peak resident memory of this process (Linux: VmHWM in /proc/self/status).
@@ -123,6 +200,36 @@ pub fn run(
 
     let text = &model.checkpoint.text;
     let (layers, heads) = (text.num_hidden_layers, text.num_attention_heads);
+
+    progress("three suffixes one after another, then as one batch");
+    let (question_prompt, general_prompt) =
+        refine::prompts(&session, question, &Settings::default())?;
+    let span = question_prompt.image_span.clone();
+    let knockout = RunOptions {
+        knockout: Some(EdgeMask {
+            layers: vec![layers / 2],
+            queries_from: span.end,
+            blocked_keys: span.clone().step_by(5).collect(),
+        }),
+        ..one_token.clone()
+    };
+    let jobs = [
+        (&question_prompt, &one_token),
+        (&general_prompt, &one_token),
+        (&question_prompt, &knockout),
+    ];
+    let suffix_rows = jobs.iter().map(|(p, _)| p.after_image().len()).sum();
+    let (mut sequential, mut batched) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..repeats {
+        let started = Instant::now();
+        for (prompt, options) in jobs {
+            session.run(prompt, options)?;
+        }
+        sequential = sequential.min(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        session.run_batch(&jobs)?;
+        batched = batched.min(started.elapsed().as_secs_f64() * 1e3);
+    }
     let defaults = model_defaults(&model)?.unwrap_or_default();
     let mut settings = Settings {
         max_new_tokens: 1,
@@ -168,6 +275,9 @@ pub fn run(
         decode_tokens,
         decode_ms,
         decode_tokens_per_s: decode_tokens as f64 / (decode_ms / 1e3),
+        suffixes_sequential_ms: sequential,
+        suffixes_batched_ms: batched,
+        suffix_rows,
         vgrefine_ms,
         vgrefine_heads: settings.heads,
         vgrefine_masked_layers: settings.masked_layers,

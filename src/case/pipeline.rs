@@ -252,8 +252,17 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         "load": load_ms,
         "vision": vision_ms,
         "prefix": prefix_ms,
-        "question": outcome.question_ms,
-        "general": outcome.general_ms,
+        // The question and the general prompt run as one batch: its time is "question" (the
+        // answer's wait) and "suffixes"; "general" has no time of its own (0), nor has
+        // "knockout" when given tokens let it join the batch.
+        "question": outcome.suffixes_ms,
+        "general": 0.0,
+        "suffixes": outcome.suffixes_ms,
+        "suffix_batch": if outcome.triage.is_none() {
+            json!(["question", "general", "knockout"])
+        } else {
+            json!(["question", "general"])
+        },
         "knockout": outcome.knockout_ms,
         "total": total_started.elapsed().as_secs_f64() * 1e3,
     });

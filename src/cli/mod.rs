@@ -139,65 +139,7 @@ fn bench_model(dir: &Path, args: &BenchArgs) -> Result<()> {
         args.decode_tokens,
         &mut |step| eprintln!("bench: {step}"),
     )?;
-    let gib = |bytes: f64| bytes / (1u64 << 30) as f64;
-    println!(
-        "checkpoint       {} ({}, weights {})",
-        report.model, report.arch, report.quantize
-    );
-    println!(
-        "kernels          {}",
-        report
-            .cpu_tier
-            .map_or("candle (GPU)".to_string(), |t| format!(
-                "CPU tier {t} (FOVEA_CPU)"
-            ))
-    );
-    for note in &report.load_notes {
-        println!("  note           {note}");
-    }
-    println!("load             {:>10.0} ms", report.load_ms);
-    let (rows, cols) = report.image_grid;
-    match report.pixel_limits {
-        Some((min, max)) => println!(
-            "image            {}x{} px -> {rows} x {cols} = {} tokens (min_pixels {min}, max_pixels {max})",
-            report.image_size.0,
-            report.image_size.1,
-            rows * cols
-        ),
-        None => println!(
-            "image            {}x{} px -> {rows} x {cols} = {} tokens",
-            report.image_size.0,
-            report.image_size.1,
-            rows * cols
-        ),
-    }
-    println!(
-        "weights          {:>10.2} GiB linear layers + head, {:.2} GiB embeddings",
-        gib(report.linear_bytes as f64),
-        gib(report.embedding_bytes as f64)
-    );
-    if let Some(peak) = report.peak_rss_bytes {
-        println!("peak resident    {:>10.2} GiB", gib(peak as f64));
-    }
-    println!(
-        "vision           {:>10.0} ms ({:.0} GFLOP/s)",
-        report.vision_ms, report.vision_gflops
-    );
-    println!(
-        "prefill          {:>10.0} ms for {} tokens: {:.1} tokens/s, {:.0} GFLOP/s",
-        report.prefill_ms,
-        report.prefill_tokens,
-        report.prefill_tokens_per_s,
-        report.prefill_gflops
-    );
-    println!(
-        "decode           {:>10.0} ms for {} tokens: {:.2} tokens/s",
-        report.decode_ms, report.decode_tokens, report.decode_tokens_per_s
-    );
-    println!(
-        "VGRefine case    {:>10.0} ms (one whole case, 1 new token)",
-        report.vgrefine_ms
-    );
+    print!("{}", report.summary());
     if let Some(out) = &args.json {
         crate::io::write_json(out, &report)?;
         eprintln!("wrote {}", out.display());

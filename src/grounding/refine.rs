@@ -77,8 +77,10 @@ pub struct Outcome {
     pub refined_maps: LayerHeadMaps,
     pub triage: Option<Triage>,
     pub knocked_out: Vec<usize>,
-    pub question_ms: f64,
-    pub general_ms: f64,
+    /// The question's and the general prompt's suffixes, prefilled and answered as one batch
+    /// (with the knockout in it too when its tokens were given).
+    pub suffixes_ms: f64,
+    /// The knockout run after the triage (0 when it joined the batch).
     pub knockout_ms: f64,
 }
 
@@ -174,9 +176,11 @@ pub struct Measured {
     pub original: Answer,
     pub question_maps: LayerHeadMaps,
     pub general_maps: LayerHeadMaps,
-    pub question_ms: f64,
-    pub general_ms: f64,
+    /// The question's and the general prompt's suffixes, prefilled and answered in one batch.
+    pub suffixes_ms: f64,
     answer_options: RunOptions,
+    /// The knockout run, when its tokens were given (it joined the batch).
+    knockout: Option<Answer>,
 }
 
 /// Ask the question and the general prompt; no triage, no knockout.
@@ -210,20 +214,31 @@ fn measure_with_progress(
         ..RunOptions::default()
     };
 
-    step(Stage::Question)?;
-    let started = Instant::now();
-    let original = session.run(&prompt, &answer_options)?;
-    let question_ms = started.elapsed().as_secs_f64() * 1e3;
+    // A knockout whose tokens are given needs no triage: it joins the same batch.
+    let fixed_knockout = settings
+        .knockout_tokens
+        .as_ref()
+        .map(|tokens| knockout_options(&prompt, tokens, settings, &answer_options));
 
-    step(Stage::General)?;
-    let started = Instant::now();
+    step(Stage::Question)?;
     let general_options = RunOptions {
         max_new_tokens: 1,
         query: rows(&general_prompt),
         ..RunOptions::default()
     };
-    let general = session.run(&general_prompt, &general_options)?;
-    let general_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut jobs = vec![
+        (&prompt, &answer_options),
+        (&general_prompt, &general_options),
+    ];
+    jobs.extend(fixed_knockout.as_ref().map(|options| (&prompt, options)));
+    let started = Instant::now();
+    let mut answers = session.run_batch(&jobs)?.into_iter();
+    let suffixes_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (original, general) = (
+        answers.next().expect("the question's answer"),
+        answers.next().expect("the general prompt's answer"),
+    );
+    let knockout = answers.next();
     let question_maps = split_heads(&original.attention, heads);
     let general_maps = split_heads(&general.attention, heads);
     Ok(Measured {
@@ -232,10 +247,30 @@ fn measure_with_progress(
         original,
         question_maps,
         general_maps,
-        question_ms,
-        general_ms,
+        suffixes_ms,
         answer_options,
+        knockout,
     })
+}
+
+/// The knockout run's options: `answer_options` with the edges from the question's rows to
+/// the `knocked_out` image tokens blocked in the settings' layers.
+fn knockout_options(
+    prompt: &TokenisedPrompt,
+    knocked_out: &[usize],
+    settings: &Settings,
+    answer_options: &RunOptions,
+) -> RunOptions {
+    let edges = EdgeMask {
+        layers: settings.masked_layers.clone(),
+        queries_from: prompt.image_span.end,
+        blocked_keys: crate::model::image_key_positions(&prompt.image_span, knocked_out),
+    };
+    RunOptions {
+        knockout: Some(edges),
+        knockout_decode: settings.knockout_decode,
+        ..answer_options.clone()
+    }
 }
 
 /// Report `stage`; an error when the caller asked to cancel.
@@ -272,9 +307,9 @@ pub fn run_with_progress(
         original,
         question_maps,
         general_maps,
-        question_ms,
-        general_ms,
+        suffixes_ms,
         answer_options,
+        knockout,
     } = measure_with_progress(session, question, settings, progress)?;
     let mut step = |stage: Stage| proceed(progress, stage);
     let (triage, knocked_out) = match &settings.knockout_tokens {
@@ -294,18 +329,14 @@ pub fn run_with_progress(
 
     step(Stage::Knockout)?;
     let started = Instant::now();
-    let edges = EdgeMask {
-        layers: settings.masked_layers.clone(),
-        queries_from: prompt.image_span.end,
-        blocked_keys: crate::model::image_key_positions(&prompt.image_span, &knocked_out),
+    let (refined, knockout_ms) = match knockout {
+        Some(refined) => (refined, 0.0),
+        None => {
+            let options = knockout_options(&prompt, &knocked_out, settings, &answer_options);
+            let refined = session.run(&prompt, &options)?;
+            (refined, started.elapsed().as_secs_f64() * 1e3)
+        }
     };
-    let knockout_options = RunOptions {
-        knockout: Some(edges),
-        knockout_decode: settings.knockout_decode,
-        ..answer_options
-    };
-    let refined = session.run(&prompt, &knockout_options)?;
-    let knockout_ms = started.elapsed().as_secs_f64() * 1e3;
     let refined_maps = split_heads(&refined.attention, heads);
 
     Ok(Outcome {
@@ -318,8 +349,7 @@ pub fn run_with_progress(
         refined_maps,
         triage,
         knocked_out,
-        question_ms,
-        general_ms,
+        suffixes_ms,
         knockout_ms,
     })
 }

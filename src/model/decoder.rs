@@ -95,9 +95,13 @@ pub struct GemmaText {
 
 /// Per-layer keys and values of everything run so far. Cloning is cheap (tensors are shared),
 /// and extending a clone never changes the original: a prefix cache stays valid.
+///
+/// Each layer keeps at most two segments: the first pass's keys and values (the shared image
+/// prefix, never copied again) and everything run after it (a prompt's suffix and its answer,
+/// grown by concatenation). Dozens of suffixes on one prefix then cost their own rows only.
 #[derive(Clone, Debug)]
 pub struct Cache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Vec<(Tensor, Tensor)>>,
     len: usize,
     /// Rotary position of the next text token: `len` for 1-D RoPE; with M-RoPE, one past the
     /// largest position used so far (an image of r x c tokens advances it by max(r, c)).
@@ -107,7 +111,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(cfg: &TextConfig) -> Self {
         Cache {
-            layers: vec![None; cfg.num_hidden_layers],
+            layers: vec![Vec::new(); cfg.num_hidden_layers],
             len: 0,
             next_position: 0,
         }
@@ -126,6 +130,31 @@ impl Cache {
     pub fn next_position(&self) -> usize {
         self.next_position
     }
+}
+
+/// Add this pass's keys and values (1, KV, n, d) to a layer's segments: the first pass makes
+/// the frozen first segment, later passes grow the second.
+fn extend_segments(segments: &mut Vec<(Tensor, Tensor)>, k: Tensor, v: Tensor) -> Result<()> {
+    if segments.len() < 2 {
+        segments.push((k, v));
+        return Ok(());
+    }
+    let (past_k, past_v) = segments.pop().expect("two segments");
+    segments.push((
+        Tensor::cat(&[&past_k, &k], 2)?,
+        Tensor::cat(&[&past_v, &v], 2)?,
+    ));
+    Ok(())
+}
+
+/// One sequence's rows in a forward pass that may pack several (the batched suffixes of one
+/// image): its rows, its own cache (usually a clone of a shared prefix cache), explicit
+/// rotary positions where the family needs them, and its own instruments (probes, knockout).
+pub struct GroupPass<'c, 'h> {
+    pub len: usize,
+    pub positions: Option<&'c [Position]>,
+    pub cache: &'c mut Cache,
+    pub hooks: Hooks<'h>,
 }
 
 /// Where one image's `len` tokens sit in a forward pass (from row `start` of the pass), and what
@@ -207,16 +236,15 @@ impl Attention {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Attention of a pass of packed sequences (`groups`, rows in order): the projections, norms
+    /// and rotary run on all rows at once; each group then attends over its own cache and rows.
     fn forward(
         &self,
         x: &Tensor,
         layer: usize,
-        start: usize,
         rope: (&Tensor, &Tensor),
-        visibility: &Visibility,
-        cache: &mut Option<(Tensor, Tensor)>,
-        hooks: &mut Hooks,
+        groups: &mut [GroupPass],
+        visibility: &[Visibility],
     ) -> Result<Tensor> {
         let (batch, len, _) = x.dims3()?;
         let shape = |t: Tensor, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
@@ -240,58 +268,31 @@ impl Attention {
         let v = shape(self.v_proj.forward(x)?, self.num_kv_heads, None)?;
         let q = candle_nn::rotary_emb::rope(&q, rope.0, rope.1)?;
         let k = candle_nn::rotary_emb::rope(&k, rope.0, rope.1)?;
-        let (k, v) = match cache.take() {
-            Some((past_k, past_v)) => (
-                Tensor::cat(&[&past_k, &k], 2)?,
-                Tensor::cat(&[&past_v, &v], 2)?,
-            ),
-            None => (k, v),
-        };
-        *cache = Some((k.clone(), v.clone()));
-        let total = k.dim(2)?;
-        let groups = self.num_heads / self.num_kv_heads;
-        let k = repeat_kv(k, groups)?;
-        let v = repeat_kv(v, groups)?;
-
-        let scale = self.scale;
-        let k_t = k.t()?;
-        // Query rows a block at a time, so the scores of a long prefill (16k image tokens)
-        // never exist whole; each row's softmax is the same whatever the block.
-        let mut outputs = Vec::new();
-        let mut probe_sums: [Option<Tensor>; 2] = [None, None];
-        for (row0, rows) in query_blocks(len, self.num_heads, total) {
-            let scores = (q.narrow(2, row0, rows)?.matmul(&k_t)? * scale)?;
-            let mask = attention_mask(
-                row0..row0 + rows,
-                start,
-                total,
-                visibility,
-                layer,
-                hooks.edges,
-                x.device(),
-            )?;
-            let scores = scores.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            for (probe, total) in hooks.probes().zip(probe_sums.iter_mut()) {
-                if let Some(part) = probe_rows(probe, &probs, start, len, row0)? {
-                    *total = Some(match total.take() {
-                        Some(sum) => (sum + part)?,
-                        None => part,
-                    });
+        let single = groups.len() == 1;
+        let mut outputs = Vec::with_capacity(groups.len());
+        let mut offset = 0;
+        for (group, visibility) in groups.iter_mut().zip(visibility) {
+            let rows = |t: &Tensor| -> Result<Tensor> {
+                match single {
+                    true => Ok(t.clone()),
+                    false => t.narrow(2, offset, group.len)?.contiguous(),
                 }
-            }
-            outputs.push(probs.matmul(&v)?);
+            };
+            let start = group.cache.len;
+            let segments = &mut group.cache.layers[layer];
+            extend_segments(segments, rows(&k)?, rows(&v)?)?;
+            outputs.push(self.attend(
+                &rows(&q)?,
+                segments,
+                layer,
+                start,
+                visibility,
+                &mut group.hooks,
+            )?);
+            offset += group.len;
         }
-        for (probe, total) in hooks.probes_mut().zip(probe_sums) {
-            if let Some(sum) = total {
-                let count = probe_row_range(probe, start, len).len();
-                probe
-                    .maps
-                    .push((sum / count as f64)?.flatten_all()?.to_vec1::<f32>()?);
-            }
-        }
-        let out = if outputs.len() == 1 {
-            outputs.pop().expect("one block")
+        let out = if single {
+            outputs.pop().expect("one group")
         } else {
             Tensor::cat(&outputs, 2)?
         };
@@ -299,6 +300,101 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((batch, len, self.num_heads * self.head_dim))?;
         self.o_proj.forward(&out)
+    }
+
+    /// One sequence's attention: queries `q` (1, H, n, d) at positions `start..start + n` over
+    /// the keys and values in `segments` (this pass's rows included), a block of query rows at
+    /// a time, so the scores of a long prefill (16k image tokens) never exist whole; each row's
+    /// softmax is the same whatever the block. Grouped-query heads read their KV head by a
+    /// reshape of the queries (no copies of the keys and values).
+    fn attend(
+        &self,
+        q: &Tensor,
+        segments: &[(Tensor, Tensor)],
+        layer: usize,
+        start: usize,
+        visibility: &Visibility,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        let (batch, heads, len, dim) = q.dims4()?;
+        let kv = self.num_kv_heads;
+        let groups = heads / kv;
+        let total: usize = segments
+            .iter()
+            .map(|(k, _)| k.dim(2))
+            .sum::<Result<usize>>()?;
+        let keys_t = segments
+            .iter()
+            .map(|(k, _)| k.t())
+            .collect::<Result<Vec<_>>>()?;
+        let scale = self.scale;
+        let mut outputs = Vec::new();
+        let mut probe_sums: [Option<Tensor>; 2] = [None, None];
+        for (row0, rows) in query_blocks(len, heads, total) {
+            // (1, H, rows, d) -> (1, KV, G * rows, d): the G heads of a KV head side by side.
+            let q_block =
+                q.narrow(2, row0, rows)?
+                    .contiguous()?
+                    .reshape((batch, kv, groups * rows, dim))?;
+            let parts = keys_t
+                .iter()
+                .map(|k_t| q_block.matmul(k_t))
+                .collect::<Result<Vec<_>>>()?;
+            let scores = match parts.len() {
+                1 => parts.into_iter().next().expect("one segment"),
+                _ => Tensor::cat(&parts, 3)?,
+            };
+            let scores = (scores.reshape((batch, heads, rows, total))? * scale)?;
+            let mask = attention_mask(
+                row0..row0 + rows,
+                start,
+                total,
+                visibility,
+                layer,
+                hooks.edges,
+                q.device(),
+            )?;
+            let scores = scores.broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            for (probe, sum) in hooks.probes().zip(probe_sums.iter_mut()) {
+                if let Some(part) = probe_rows(probe, &probs, start, len, row0)? {
+                    *sum = Some(match sum.take() {
+                        Some(s) => (s + part)?,
+                        None => part,
+                    });
+                }
+            }
+            let probs = probs.reshape((batch, kv, groups * rows, total))?;
+            let mut out: Option<Tensor> = None;
+            let mut key0 = 0;
+            for (_, v) in segments {
+                let n = v.dim(2)?;
+                let p = match segments.len() {
+                    1 => probs.clone(),
+                    _ => probs.narrow(3, key0, n)?.contiguous()?,
+                };
+                let part = p.matmul(v)?;
+                out = Some(match out {
+                    Some(o) => (o + part)?,
+                    None => part,
+                });
+                key0 += n;
+            }
+            let out = out.expect("at least one segment");
+            outputs.push(out.reshape((batch, heads, rows, dim))?);
+        }
+        for (probe, sum) in hooks.probes_mut().zip(probe_sums) {
+            if let Some(sum) = sum {
+                let count = probe_row_range(probe, start, len).len();
+                probe
+                    .maps
+                    .push((sum / count as f64)?.flatten_all()?.to_vec1::<f32>()?);
+            }
+        }
+        match outputs.len() {
+            1 => Ok(outputs.pop().expect("one block")),
+            _ => Tensor::cat(&outputs, 2),
+        }
     }
 }
 
@@ -316,16 +412,6 @@ fn add_rows(x: &Tensor, start: usize, rows: &Tensor) -> Result<Tensor> {
         parts.push(x.narrow(1, start + n, len - start - n)?);
     }
     Tensor::cat(&parts, 1)
-}
-
-fn repeat_kv(x: Tensor, groups: usize) -> Result<Tensor> {
-    if groups == 1 {
-        return Ok(x);
-    }
-    let (batch, kv, len, dim) = x.dims4()?;
-    x.unsqueeze(2)?
-        .expand((batch, kv, groups, len, dim))?
-        .reshape((batch, kv * groups, len, dim))
 }
 
 #[derive(Clone, Debug)]
@@ -571,7 +657,43 @@ impl Decoder {
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
         let (_, len, _) = embeds.dims3()?;
+        let mut group = [GroupPass {
+            len,
+            positions,
+            cache,
+            hooks: Hooks {
+                probe: hooks.probe.as_deref_mut(),
+                token_probe: hooks.token_probe.as_deref_mut(),
+                edges: hooks.edges,
+            },
+        }];
+        self.forward_groups(embeds, &mut group, image)
+    }
+
+    /// Run several sequences packed in one pass: `embeds` (1, R, D) holds the rows of each
+    /// group in order. The linear layers see all R rows at once (one read of the weights for
+    /// every group); attention keeps the groups apart, each over its own cache, with its own
+    /// probes and knockout. Each group's cache is extended by its rows; the hidden states
+    /// (1, R, D) after the last norm come back in the same order. An image's rows
+    /// (`image`) may only be in a pass of one group.
+    pub fn forward_groups(
+        &self,
+        embeds: &Tensor,
+        groups: &mut [GroupPass],
+        image: Option<ImageRows>,
+    ) -> Result<Tensor> {
+        let (_, len, _) = embeds.dims3()?;
+        let rows: usize = groups.iter().map(|g| g.len).sum();
+        if rows != len || groups.is_empty() || groups.iter().any(|g| g.len == 0) {
+            candle_core::bail!(
+                "{len} rows for groups of {:?} rows",
+                groups.iter().map(|g| g.len).collect::<Vec<_>>()
+            );
+        }
         if let Some(image) = &image {
+            if groups.len() != 1 {
+                candle_core::bail!("image rows in a pass of {} groups", groups.len());
+            }
             if image.start + image.len > len {
                 candle_core::bail!(
                     "image rows {}..{} outside a {len}-token pass",
@@ -597,16 +719,31 @@ impl Decoder {
                 }
             }
         }
-        let start = cache.len;
+        let device = embeds.device();
+        // Each group's rotary rows, at its explicit positions or after its cache's last one.
         let rope = |rotary: &Rotary| -> Result<(Tensor, Tensor)> {
-            match positions {
-                Some(positions) => {
-                    if positions.len() != len {
-                        candle_core::bail!("{} rotary positions for {len} tokens", positions.len());
+            let mut cos = Vec::with_capacity(groups.len());
+            let mut sin = Vec::with_capacity(groups.len());
+            for group in groups.iter() {
+                let (c, s) = match group.positions {
+                    Some(positions) => {
+                        if positions.len() != group.len {
+                            candle_core::bail!(
+                                "{} rotary positions for {} tokens",
+                                positions.len(),
+                                group.len
+                            );
+                        }
+                        rotary.at(positions, device)?
                     }
-                    rotary.at(positions, embeds.device())
-                }
-                None => rotary.sequential(cache.next_position, len, embeds.device()),
+                    None => rotary.sequential(group.cache.next_position, group.len, device)?,
+                };
+                cos.push(c);
+                sin.push(s);
+            }
+            match cos.len() {
+                1 => Ok((cos.remove(0), sin.remove(0))),
+                _ => Ok((Tensor::cat(&cos, 0)?, Tensor::cat(&sin, 0)?)),
             }
         };
         let global_rope = rope(&self.rotary)?;
@@ -614,28 +751,42 @@ impl Decoder {
             Some(rotary) => Some(rope(rotary)?),
             None => None,
         };
-        let next_position = match positions {
-            Some(positions) => positions
-                .iter()
-                .flat_map(|p| p.iter())
-                .max()
-                .map_or(cache.next_position, |&m| m as usize + 1)
-                .max(cache.next_position),
-            None => cache.next_position + len,
-        };
-        // Gemma 3: the image block (absolute positions) and the local layers' window.
-        let image_block = match (&self.cfg.gemma, &image) {
-            (Some(_), Some(image)) => Some(start + image.start..start + image.start + image.len),
-            _ => None,
-        };
-        let global = Visibility {
-            window: None,
-            image_block: image_block.clone(),
-        };
-        let local = Visibility {
-            window: self.cfg.gemma.as_ref().map(|g| g.sliding_window),
-            image_block,
-        };
+        // Per group: the global and the local layers' visibility (Gemma 3: the image block at
+        // absolute positions, and the local window).
+        let (global, local): (Vec<Visibility>, Vec<Visibility>) = groups
+            .iter()
+            .map(|group| {
+                let start = group.cache.len;
+                let image_block = match (&self.cfg.gemma, &image) {
+                    (Some(_), Some(image)) => {
+                        Some(start + image.start..start + image.start + image.len)
+                    }
+                    _ => None,
+                };
+                (
+                    Visibility {
+                        window: None,
+                        image_block: image_block.clone(),
+                    },
+                    Visibility {
+                        window: self.cfg.gemma.as_ref().map(|g| g.sliding_window),
+                        image_block,
+                    },
+                )
+            })
+            .unzip();
+        let next_positions: Vec<usize> = groups
+            .iter()
+            .map(|group| match group.positions {
+                Some(positions) => positions
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .max()
+                    .map_or(group.cache.next_position, |&m| m as usize + 1)
+                    .max(group.cache.next_position),
+                None => group.cache.next_position + group.len,
+            })
+            .collect();
         let mut x = embeds.to_dtype(DType::F32)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let sliding = self
@@ -649,15 +800,9 @@ impl Decoder {
             };
             let residual = x.clone();
             let normed = layer.input_layernorm.forward(&x)?;
-            let attn = layer.self_attn.forward(
-                &normed,
-                index,
-                start,
-                (cos, sin),
-                visibility,
-                &mut cache.layers[index],
-                hooks,
-            )?;
+            let attn = layer
+                .self_attn
+                .forward(&normed, index, (cos, sin), groups, visibility)?;
             x = layer.finish(residual, attn)?;
             if let Some(image) = &image {
                 if let Some(feature) = image.deepstack.get(index) {
@@ -665,9 +810,22 @@ impl Decoder {
                 }
             }
         }
-        cache.len += len;
-        cache.next_position = next_position;
+        for (group, next) in groups.iter_mut().zip(next_positions) {
+            group.cache.len += group.len;
+            group.cache.next_position = next;
+        }
         self.norm.forward(&x)
+    }
+
+    /// Logits (G, V) of chosen rows of hidden states (1, T, D): the last row of each group of
+    /// a packed pass.
+    pub fn rows_logits(&self, hidden: &Tensor, rows: &[usize]) -> Result<Tensor> {
+        let index = Tensor::new(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            hidden.device(),
+        )?;
+        self.lm_head
+            .forward(&hidden.squeeze(0)?.index_select(&index, 0)?)
     }
 
     /// Logits (T, V) for hidden states (1, T, D).

@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
-use super::decoder::{self, AttentionProbe, Cache, EdgeMask, Hooks, ImageRows, QueryRows};
+use super::decoder::{
+    self, AttentionProbe, Cache, EdgeMask, GroupPass, Hooks, ImageRows, QueryRows,
+};
 use super::loaded::{Model, PixelInput};
 use super::preprocess::PixelMapping;
 use super::prompt::TokenisedPrompt;
@@ -194,98 +196,221 @@ impl<'m> ImageSession<'m> {
     /// Run `prompt` on the shared prefix: prefill the suffix with the probe (and knockout),
     /// then decode greedily.
     pub fn run(&mut self, prompt: &TokenisedPrompt, options: &RunOptions) -> Result<Answer> {
-        let span = prompt.image_span.clone();
-        if span.len() != self.num_image_tokens() {
-            bail!(
-                "the prompt has {} image positions, this image has {} tokens ({} x {})",
-                span.len(),
-                self.num_image_tokens(),
-                self.grid.0,
-                self.grid.1
-            );
-        }
-        let suffix = prompt.after_image();
-        if suffix.is_empty() {
-            bail!("the prompt has no tokens after the image; the answer needs at least one");
-        }
-        let mut cache = self.prefix_cache(&prompt.before_image())?;
-        let decoder = &self.model.decoder;
-        let started = Instant::now();
-        let mut probe = AttentionProbe::new(options.query.clone(), span.clone());
-        // The first answer token's map is the last prompt row's, whatever `options.query`.
-        let mut last = AttentionProbe::new(QueryRows::Last, span.clone());
-        let hidden = {
-            let mut hooks = Hooks {
-                probe: Some(&mut probe),
-                token_probe: (options.query != QueryRows::Last).then_some(&mut last),
-                edges: options.knockout.as_ref(),
-            };
-            decoder.forward(&decoder.embed(&suffix)?, &mut cache, &mut hooks)?
-        };
-        let first_logits = decoder.last_logits(&hidden)?.to_vec1::<f32>()?;
-        let suffix_ms = ms(started);
-        let started = Instant::now();
-        let first_map = if options.query == QueryRows::Last {
-            probe.maps.clone()
-        } else {
-            last.maps
-        };
-        let (ids, token_attention) =
-            self.decode_greedy(&first_logits, first_map, &span, &mut cache, options)?;
-        Ok(Answer {
-            text: self.model.decode_text(&ids),
-            token_texts: ids.iter().map(|&id| self.model.token_text(id)).collect(),
-            ids,
-            first_token_logits: first_logits,
-            attention: probe.maps,
-            token_attention,
-            suffix_ms,
-            decode_ms: ms(started),
-        })
+        let mut answers = self.run_batch(&[(prompt, options)])?;
+        Ok(answers.pop().expect("one answer for one prompt"))
     }
 
-    /// Greedy decoding from the first token's logits; with each generated token, the map of
-    /// the query that produced it (`first_map` for the first, then each step's own: no extra
-    /// pass).
+    /// Run several prompts about this image as one batch: prompts on the same prefix prefill
+    /// their suffixes in one packed pass and decode their answers a step at a time together,
+    /// each with its own probes, knockout and stopping, so the weights are read once per step
+    /// for all of them. Answers come back in the order of `jobs`, each as [`run`] would give
+    /// it alone (up to the rounding of a matrix product over more rows); their `suffix_ms` and
+    /// `decode_ms` are the batch's.
+    ///
+    /// [`run`]: ImageSession::run
+    pub fn run_batch(&mut self, jobs: &[(&TokenisedPrompt, &RunOptions)]) -> Result<Vec<Answer>> {
+        for (prompt, _) in jobs {
+            let span = &prompt.image_span;
+            if span.len() != self.num_image_tokens() {
+                bail!(
+                    "the prompt has {} image positions, this image has {} tokens ({} x {})",
+                    span.len(),
+                    self.num_image_tokens(),
+                    self.grid.0,
+                    self.grid.1
+                );
+            }
+            if prompt.after_image().is_empty() {
+                bail!("the prompt has no tokens after the image; the answer needs at least one");
+            }
+        }
+        // One batch per distinct prefix, in order of first appearance.
+        let mut answers: Vec<Option<Answer>> = vec![None; jobs.len()];
+        let mut done = vec![false; jobs.len()];
+        for first in 0..jobs.len() {
+            if done[first] {
+                continue;
+            }
+            let before = jobs[first].0.before_image();
+            let members: Vec<usize> = (first..jobs.len())
+                .filter(|&j| !done[j] && jobs[j].0.before_image() == before)
+                .collect();
+            let prefix = self.prefix_cache(&before)?;
+            let batch: Vec<_> = members.iter().map(|&j| jobs[j]).collect();
+            for (j, answer) in members.iter().zip(self.run_on_prefix(&prefix, &batch)?) {
+                answers[*j] = Some(answer);
+                done[*j] = true;
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every job answered"))
+            .collect())
+    }
+
+    /// [`ImageSession::run_batch`] for prompts that share the prefix cache `prefix`.
+    fn run_on_prefix(
+        &self,
+        prefix: &Cache,
+        jobs: &[(&TokenisedPrompt, &RunOptions)],
+    ) -> Result<Vec<Answer>> {
+        let decoder = &self.model.decoder;
+        let started = Instant::now();
+        let mut caches = vec![prefix.clone(); jobs.len()];
+        let mut probes: Vec<AttentionProbe> = jobs
+            .iter()
+            .map(|(p, o)| AttentionProbe::new(o.query.clone(), p.image_span.clone()))
+            .collect();
+        // The first answer token's map is the last prompt row's, whatever `options.query`.
+        let mut lasts: Vec<AttentionProbe> = jobs
+            .iter()
+            .map(|(p, _)| AttentionProbe::new(QueryRows::Last, p.image_span.clone()))
+            .collect();
+        let suffixes: Vec<Vec<u32>> = jobs.iter().map(|(p, _)| p.after_image()).collect();
+        let hidden = {
+            let mut groups: Vec<GroupPass> = caches
+                .iter_mut()
+                .zip(probes.iter_mut().zip(lasts.iter_mut()))
+                .zip(jobs.iter().zip(&suffixes))
+                .map(
+                    |((cache, (probe, last)), ((_, options), suffix))| GroupPass {
+                        len: suffix.len(),
+                        positions: None,
+                        cache,
+                        hooks: Hooks {
+                            probe: Some(probe),
+                            token_probe: (options.query != QueryRows::Last).then_some(last),
+                            edges: options.knockout.as_ref(),
+                        },
+                    },
+                )
+                .collect();
+            decoder.forward_groups(&decoder.embed(&suffixes.concat())?, &mut groups, None)?
+        };
+        let last_rows: Vec<usize> = suffixes
+            .iter()
+            .scan(0, |end, s| {
+                *end += s.len();
+                Some(*end - 1)
+            })
+            .collect();
+        let first_logits = decoder.rows_logits(&hidden, &last_rows)?.to_vec2::<f32>()?;
+        let suffix_ms = ms(started);
+        let started = Instant::now();
+        let first_maps: Vec<Vec<Vec<f32>>> = jobs
+            .iter()
+            .zip(probes.iter().zip(lasts))
+            .map(|((_, o), (probe, last))| match o.query {
+                QueryRows::Last => probe.maps.clone(),
+                _ => last.maps,
+            })
+            .collect();
+        let decoded = self.decode_greedy(&first_logits, first_maps, jobs, &mut caches)?;
+        let decode_ms = ms(started);
+        Ok(decoded
+            .into_iter()
+            .zip(first_logits.into_iter().zip(probes))
+            .map(
+                |((ids, token_attention), (first_token_logits, probe))| Answer {
+                    text: self.model.decode_text(&ids),
+                    token_texts: ids.iter().map(|&id| self.model.token_text(id)).collect(),
+                    ids,
+                    first_token_logits,
+                    attention: probe.maps,
+                    token_attention,
+                    suffix_ms,
+                    decode_ms,
+                },
+            )
+            .collect())
+    }
+
+    /// Greedy decoding of every job together from its first token's logits; with each
+    /// generated token, the map of the query that produced it (the job's `first_map` for the
+    /// first, then each step's own: no extra pass). A job leaves the batch at its stop token or
+    /// its token limit.
     fn decode_greedy(
         &self,
-        first_logits: &[f32],
-        first_map: Vec<Vec<f32>>,
-        span: &Range<usize>,
-        cache: &mut Cache,
-        options: &RunOptions,
-    ) -> Result<(Vec<u32>, Vec<Vec<Vec<f32>>>)> {
+        first_logits: &[Vec<f32>],
+        first_maps: Vec<Vec<Vec<f32>>>,
+        jobs: &[(&TokenisedPrompt, &RunOptions)],
+        caches: &mut [Cache],
+    ) -> Result<Vec<(Vec<u32>, Vec<Vec<Vec<f32>>>)>> {
         let decoder = &self.model.decoder;
         let stops = &self.model.checkpoint.eos_token_ids;
-        let mut ids = Vec::new();
-        let mut maps = vec![first_map];
-        let mut next = decoder::argmax(first_logits) as u32;
-        for step in 0..options.max_new_tokens {
-            if options.stop_at_eos && stops.contains(&next) {
+        let mut ids: Vec<Vec<u32>> = vec![Vec::new(); jobs.len()];
+        let mut maps: Vec<Vec<Vec<Vec<f32>>>> = first_maps.into_iter().map(|m| vec![m]).collect();
+        let mut next: Vec<u32> = first_logits
+            .iter()
+            .map(|l| decoder::argmax(l) as u32)
+            .collect();
+        let mut active: Vec<usize> = (0..jobs.len()).collect();
+        loop {
+            // Keep each active job's next token; it leaves at a stop token or its limit.
+            active.retain(|&j| {
+                let options = jobs[j].1;
+                if ids[j].len() >= options.max_new_tokens
+                    || (options.stop_at_eos && stops.contains(&next[j]))
+                {
+                    return false;
+                }
+                ids[j].push(next[j]);
+                ids[j].len() < options.max_new_tokens
+            });
+            if active.is_empty() {
                 break;
             }
-            ids.push(next);
-            if step + 1 == options.max_new_tokens {
-                break;
+            let mut step_probes: Vec<AttentionProbe> = active
+                .iter()
+                .map(|&j| AttentionProbe::new(QueryRows::Last, jobs[j].0.image_span.clone()))
+                .collect();
+            let tokens: Vec<u32> = active.iter().map(|&j| next[j]).collect();
+            let hidden = {
+                let mut active_caches: Vec<&mut Cache> = caches
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(j, _)| active.contains(j))
+                    .map(|(_, c)| c)
+                    .collect();
+                let mut groups: Vec<GroupPass> = active_caches
+                    .iter_mut()
+                    .zip(step_probes.iter_mut())
+                    .zip(&active)
+                    .map(|((cache, probe), &j)| {
+                        let options = jobs[j].1;
+                        GroupPass {
+                            len: 1,
+                            positions: None,
+                            cache,
+                            hooks: Hooks {
+                                probe: Some(probe),
+                                token_probe: None,
+                                edges: options
+                                    .knockout
+                                    .as_ref()
+                                    .filter(|_| options.knockout_decode),
+                            },
+                        }
+                    })
+                    .collect();
+                decoder.forward_groups(&decoder.embed(&tokens)?, &mut groups, None)?
+            };
+            let rows: Vec<usize> = (0..active.len()).collect();
+            let logits = decoder.rows_logits(&hidden, &rows)?.to_vec2::<f32>()?;
+            for ((&j, probe), logits) in active.iter().zip(step_probes).zip(logits) {
+                maps[j].push(probe.maps);
+                next[j] = decoder::argmax(&logits) as u32;
             }
-            let edges = if options.knockout_decode {
-                options.knockout.as_ref()
-            } else {
-                None
-            };
-            let mut probe = AttentionProbe::new(QueryRows::Last, span.clone());
-            let mut hooks = Hooks {
-                probe: Some(&mut probe),
-                token_probe: None,
-                edges,
-            };
-            let hidden = decoder.forward(&decoder.embed(&[next])?, cache, &mut hooks)?;
-            maps.push(probe.maps);
-            next = decoder::argmax(&decoder.last_logits(&hidden)?.to_vec1::<f32>()?) as u32;
         }
         // A map whose token was a stop token (not kept) goes with it.
-        maps.truncate(ids.len());
-        Ok((ids, maps))
+        Ok(ids
+            .into_iter()
+            .zip(maps)
+            .map(|(ids, mut maps)| {
+                maps.truncate(ids.len());
+                (ids, maps)
+            })
+            .collect())
     }
 
     /// Full-sequence logits (T, V) of `prompt` computed without the prefix cache, for tests
