@@ -649,7 +649,10 @@ fn answer_tokens_are_clickable_and_show_their_maps() {
     assert_eq!(curve.fractions.len(), 21);
     let logits = &result.outcome.original.first_token_logits;
     let plain = fovea::grounding::faithfulness::probability(logits, curve.token_id as usize);
-    assert!((curve.prob[0] - plain).abs() < 1e-9);
+    // The curve's passes run 16 to a batch, the answer with the general prompt: the same sums
+    // over other rows, so equal up to f32 rounding (as tests/faithfulness.rs bounds it).
+    eprintln!("fraction 0: {} vs plain {plain}", curve.prob[0]);
+    assert!((curve.prob[0] - plain).abs() < 1e-6);
     let outcome = &result.outcome;
     assert_eq!(outcome.original.ids.len(), 12);
     assert_eq!(outcome.original.token_texts.len(), 12);
@@ -694,7 +697,7 @@ fn answer_tokens_are_clickable_and_show_their_maps() {
     let result = harness.state().result.as_ref().unwrap();
     let curve = result.faithfulness.as_ref().unwrap();
     assert_eq!(curve.layers, vec![0, 1, 2, 3]);
-    assert!((curve.prob[0] - plain).abs() < 1e-9);
+    assert!((curve.prob[0] - plain).abs() < 1e-6);
     // Two answers, each with its "whole answer" view; click the original's.
     harness
         .get_all_by_label("whole answer")

@@ -12,6 +12,14 @@ weights, and times on a 600-token prompt with 576 image tokens:
   the tokens under the 80th percentile knocked out, and a third full prefill with those
   question -> image edges blocked (a 4D mask), answering from its last logits.
 
+`--model-dir DIR` instead builds the model a fovea-written shape folder describes (`fovea bench
+--write-model DIR --shape qwen2.5-vl-7b|medgemma-4b|...`: its config.json, tokenizer and
+preprocessor, random bf16 weights from transformers' own init), and prompts it with
+the token counts fovea's bench reported (`--image-grid`, `--before`, `--after`), so both sides
+see the same sequence. The knockout pass then passes a 4D mask (the family's
+own visibility: causal, plus Gemma 3's bidirectional image block, plus the blocked edges) and,
+for M-RoPE, the position ids transformers computes for the 2D mask.
+
 Prints one JSON object. Not part of `cargo test`: run by `tools/bench_vs_transformers.sh`,
 which runs fovea's side (`fovea bench --model`) in the same go. Requirements: torch and
 transformers >= 5 from PyPI (`tools/bench_transformers_requirements.txt`).
@@ -72,8 +80,97 @@ def prompt(config, tokens, image_tokens, seed):
     return text
 
 
+def run_dir(args, out):
+    """The plain answer and the authors' pipeline on a fovea-written shape folder."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    config = AutoConfig.from_pretrained(args.model_dir)
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    model = AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa")
+    torch.set_default_dtype(torch.float32)
+    model.eval()
+    out["build_s"] = time.perf_counter() - start
+    gemma = config.model_type == "gemma3"
+    text = config.text_config
+    image_id = config.image_token_index if gemma else config.image_token_id
+    rows, cols = args.image_grid
+    image_tokens = rows * cols
+    if gemma:
+        pixels = {"pixel_values": torch.randn(1, 3, 896, 896, dtype=torch.bfloat16)}
+        opener, closer = config.boi_token_index, config.eoi_token_index
+    else:
+        patch = config.vision_config.patch_size
+        temporal = config.vision_config.temporal_patch_size
+        pixels = {"pixel_values": torch.randn(4 * image_tokens, 3 * temporal * patch * patch,
+                                              dtype=torch.bfloat16),
+                  "image_grid_thw": torch.tensor([[1, 2 * rows, 2 * cols]])}
+        opener, closer = config.vision_start_token_id, config.vision_end_token_id
+
+    def ids(seed):
+        # `before` text tokens (the template, opener last), the image, the closer, `after` text
+        # tokens: the token counts fovea's bench reported for the same image.
+        g = torch.Generator().manual_seed(seed)
+        words = lambda n: torch.randint(100, text.vocab_size - 100, (n,), generator=g)
+        parts = [words(args.before - 1), torch.tensor([opener]),
+                 torch.full((image_tokens,), image_id), torch.tensor([closer]),
+                 words(args.after - 1)]
+        return torch.cat(parts)[None]
+
+    question, general = ids(1), ids(2)
+    first = args.before
+    image_pos = torch.arange(first, first + image_tokens)
+    n = question.shape[1]
+    out["tokens"], out["image_tokens"] = n, image_tokens
+    extra = {"token_type_ids": (question == image_id).long()} if gemma else {}
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.generate(input_ids=question, **pixels, **extra, max_new_tokens=1, do_sample=False)
+        out["plain_s"] = time.perf_counter() - start
+
+        model.set_attn_implementation("eager")
+        start = time.perf_counter()
+        maps = []
+        for p in (question, general):
+            kw = {"token_type_ids": (p == image_id).long()} if gemma else {}
+            o = model(input_ids=p, **pixels, **kw, output_attentions=True)
+            maps.append(torch.stack([a[0, :, -1, image_pos].float() for a in o.attentions]))
+            del o
+        relative = maps[0] / (maps[1] + 1e-6)
+        top = maps[0].sum(-1).flatten().topk(args.top_heads).indices
+        triage = relative.flatten(0, 1)[top].mean(0)
+        keep = triage >= torch.quantile(triage, 0.8)
+        allowed = torch.ones(n, n, dtype=torch.bool).tril()
+        if gemma:
+            block = torch.zeros(n, dtype=torch.bool)
+            block[image_pos] = True
+            allowed |= block[:, None] & block[None, :]
+        after = torch.arange(first + image_tokens, n)
+        allowed[after[:, None], image_pos[~keep][None, :]] = False
+        mask = torch.zeros(1, 1, n, n, dtype=torch.bfloat16)
+        mask[0, 0][~allowed] = float("-inf")
+        kw = dict(extra)
+        if not gemma:
+            kw["position_ids"], _ = model.model.get_rope_index(
+                question, mm_token_type_ids=(question == image_id).int(),
+                image_grid_thw=pixels["image_grid_thw"], attention_mask=torch.ones_like(question))
+        o = model(input_ids=question, **pixels, **kw, attention_mask=mask,
+                  output_attentions=True)
+        out["answer_token"] = int(o.logits[0, -1].argmax())
+        out["authors_vgrefine_s"] = time.perf_counter() - start
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
+    print(json.dumps(out))
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model-dir", help="a fovea-written shape folder (instead of --shape)")
+    ap.add_argument("--image-grid", type=lambda t: tuple(int(v) for v in t.split(",")),
+                    default=(16, 16), help="with --model-dir: image tokens as ROWS,COLS")
+    ap.add_argument("--before", type=int, default=15,
+                    help="with --model-dir: text tokens before the image (opener included)")
+    ap.add_argument("--after", type=int, default=20,
+                    help="with --model-dir: tokens after the image (closer included)")
     ap.add_argument("--shape", default="huatuogpt-vision-7b", choices=sorted(SHAPES))
     ap.add_argument("--tokens", type=int, default=600)
     ap.add_argument("--image-tokens", type=int, default=576)
@@ -87,6 +184,9 @@ def main():
            "torch": torch.__version__, "threads": torch.get_num_threads()}
     import transformers
     out["transformers"] = transformers.__version__
+    if args.model_dir:
+        out["shape"] = args.model_dir
+        return run_dir(args, out)
 
     start = time.perf_counter()
     model, config = build(args.shape, "sdpa")

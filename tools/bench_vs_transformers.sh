@@ -8,7 +8,12 @@
 #      VGRefine pipeline: eager attention, three full prefills);
 # and prints the ratios. Results land in $OUT (default target/bench-vs-transformers/).
 #
-#   tools/bench_vs_transformers.sh [huatuogpt-vision-7b|llava-med-7b] [none q8_0 q4k ...]
+#   tools/bench_vs_transformers.sh [SHAPE] [none q8_0 q4k ...]
+#   SHAPE: huatuogpt-vision-7b | llava-med-7b (transformers' LLaVA built in the script), or
+#          qwen2.5-vl-7b | medgemma-4b (transformers builds the model fovea's folder describes,
+#          fed the image grid and token counts fovea's bench reported: the same sequence)
+# FOVEA_BENCH_MODEL=DIR reuses a written folder (e.g. sparse zeros, `--write-model` without
+# --random-weights: the same speed, no 15 GB of disk; measure memory on random weights).
 #
 # Needs: a release build of fovea (built here), python3 with torch and transformers >= 5
 # (PYTHON=..., e.g. a venv with tools/bench_transformers_requirements.txt), ~20 GiB of RAM.
@@ -43,7 +48,20 @@ for q in "${quants[@]}"; do
 done
 
 echo "transformers (bf16) on the same shapes"
-"$python" tools/bench_transformers.py --shape "$shape" > "$out/transformers-${shape}.json"
+case "$shape" in
+  huatuogpt-vision-7b|llava-med-7b)
+    "$python" tools/bench_transformers.py --shape "$shape" > "$out/transformers-${shape}.json" ;;
+  *)
+    # The sequence fovea's bench ran: its image grid, prefix and question suffix lengths.
+    read -r grid before after < <("$python" -c '
+import json, sys
+f = json.load(open(sys.argv[1]))
+rows, cols = f["image_grid"]
+print(f"{rows},{cols}", f["prefill_tokens"] - rows * cols, f["question_suffix_tokens"])
+' "$out/fovea-${shape}-${quants[0]}.json")
+    "$python" tools/bench_transformers.py --model-dir "$dir" --image-grid "$grid" \
+      --before "$before" --after "$after" > "$out/transformers-${shape}.json" ;;
+esac
 cat "$out/transformers-${shape}.json"
 
 "$python" - "$out" "$shape" "${quants[@]}" <<'EOF'

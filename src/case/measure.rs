@@ -48,8 +48,9 @@ pub struct ModelReport {
     /// one after another, and as one batch (`ImageSession::run_batch`); fastest of a few runs.
     pub suffixes_sequential_ms: f64,
     pub suffixes_batched_ms: f64,
-    /// Rows of those three suffixes together.
+    /// Rows of those three suffixes together, and of the question's alone.
     pub suffix_rows: usize,
+    pub question_suffix_tokens: usize,
     /// One whole VGRefine case on a fresh image session, 1 new token per answer.
     pub vgrefine_ms: f64,
     pub vgrefine_heads: Vec<(usize, usize)>,
@@ -278,6 +279,7 @@ pub fn run(
         suffixes_sequential_ms: sequential,
         suffixes_batched_ms: batched,
         suffix_rows,
+        question_suffix_tokens: question_prompt.after_image().len(),
         vgrefine_ms,
         vgrefine_heads: settings.heads,
         vgrefine_masked_layers: settings.masked_layers,

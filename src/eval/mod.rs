@@ -49,7 +49,7 @@ fn for_each_sample(
     args: &RunArgs,
     command: &str,
     settings: Value,
-    mut work: impl FnMut(&Model, &Sample) -> Result<Value>,
+    mut work: impl FnMut(&mut ImageSession, &Sample) -> Result<Value>,
 ) -> Result<()> {
     let samples = dataset::select(
         dataset::read(&args.data, &args.images)?,
@@ -73,8 +73,24 @@ fn for_each_sample(
         .filter(|s| !results.done.contains(&s.index))
         .collect();
     let mut bar = Progress::new(command, samples.len(), samples.len() - todo.len());
+    let model = model;
+    // Consecutive questions about one image share its session: the vision tower and the
+    // prefix run once for all of them (records are the same as with a session each).
+    let mut current: Option<(PathBuf, ImageSession)> = None;
     for (fresh, sample) in todo.into_iter().enumerate() {
-        let record = work(&model, sample).unwrap_or_else(|err| {
+        let mut run = || -> Result<Value> {
+            let session = match current.take() {
+                Some((image, session)) if image == sample.image => {
+                    &mut current.insert((image, session)).1
+                }
+                _ => {
+                    let session = ImageSession::new(&model, &load_rgb(sample)?)?;
+                    &mut current.insert((sample.image.clone(), session)).1
+                }
+            };
+            work(session, sample)
+        };
+        let record = run().unwrap_or_else(|err| {
             json!({ "index": sample.index, "image": sample.image_name, "question": sample.question, "error": format!("{err:#}") })
         });
         results.append(&record)?;
@@ -109,19 +125,21 @@ pub fn grounding(args: &RunArgs, query: Query, normalize: bool) -> Result<()> {
         ..Settings::default()
     };
     let info = json!({ "query": query, "normalize": normalize, "model": args.model });
-    for_each_sample(args, "grounding", info, |model, sample| {
-        grounding_sample(model, sample, &settings)
+    for_each_sample(args, "grounding", info, |session, sample| {
+        grounding_sample(session, sample, &settings)
     })?;
     report::grounding_report(&args.out)
 }
 
-fn grounding_sample(model: &Model, sample: &Sample, settings: &Settings) -> Result<Value> {
+fn grounding_sample(
+    session: &mut ImageSession,
+    sample: &Sample,
+    settings: &Settings,
+) -> Result<Value> {
     if sample.boxes.is_empty() {
         bail!("no boxes");
     }
-    let rgb = load_rgb(sample)?;
-    let mut session = ImageSession::new(model, &rgb)?;
-    let measured = refine::measure(&mut session, &sample.question, settings)?;
+    let measured = refine::measure(session, &sample.question, settings)?;
     let (rows, cols) = session.grid;
     let grid = TokenGrid {
         rows,
@@ -272,7 +290,8 @@ pub fn faithfulness(
     let from_file = vgrefine.map(read_heads_file).transpose()?;
     let info = json!({ "vgrefine": vgrefine, "model": args.model, "step": curve.step,
         "all_layers": curve.all_layers, "random_draws": curve.random_draws, "seed": curve.seed });
-    for_each_sample(args, "faithfulness", info, |model, sample| {
+    for_each_sample(args, "faithfulness", info, |session, sample| {
+        let model = session.model;
         let (heads, masked_layers, percentile) = match &from_file {
             Some(file) => file.clone(),
             None => {
@@ -298,9 +317,7 @@ pub fn faithfulness(
             max_new_tokens: 1,
             ..Settings::default()
         };
-        let rgb = load_rgb(sample)?;
-        let mut session = ImageSession::new(model, &rgb)?;
-        let outcome = refine::run(&mut session, &sample.question, &settings)?;
+        let outcome = refine::run(session, &sample.question, &settings)?;
         let Some(triage) = &outcome.triage else {
             bail!("no triage map");
         };
@@ -310,7 +327,7 @@ pub fn faithfulness(
             masked_layers
         };
         let result = crate::grounding::faithfulness::curve(
-            &mut session,
+            session,
             &outcome.prompt,
             &triage.score_map,
             "triage_map",
@@ -339,7 +356,7 @@ pub fn eval(args: &RunArgs, vgrefine: Option<&Path>) -> Result<()> {
         None => (Vec::new(), Vec::new(), 80.0),
     };
     let info = json!({ "vgrefine": vgrefine, "model": args.model, "heads": heads, "masked_layers": masked_layers });
-    for_each_sample(args, "eval", info, |model, sample| {
+    for_each_sample(args, "eval", info, |session, sample| {
         let settings = Settings {
             heads: heads.clone(),
             masked_layers: masked_layers.clone(),
@@ -348,28 +365,24 @@ pub fn eval(args: &RunArgs, vgrefine: Option<&Path>) -> Result<()> {
             answer_suffix: score::suffix_for(sample).to_string(),
             ..Settings::default()
         };
-        eval_sample(model, sample, &settings, vgrefine.is_some())
+        eval_sample(session, sample, &settings, vgrefine.is_some())
     })?;
     report::eval_report(&args.out)
 }
 
 fn eval_sample(
-    model: &Model,
+    session: &mut ImageSession,
     sample: &Sample,
     settings: &Settings,
     vgrefine: bool,
 ) -> Result<Value> {
-    let rgb = load_rgb(sample)?;
-    let mut session = ImageSession::new(model, &rgb)?;
     let question = score::question_text(sample);
     let (plain, refined) = if vgrefine {
-        let outcome = refine::run(&mut session, &question, settings)?;
+        let outcome = refine::run(session, &question, settings)?;
         (outcome.original.text, Some(outcome.refined.text))
     } else {
         (
-            refine::measure(&mut session, &question, settings)?
-                .original
-                .text,
+            refine::measure(session, &question, settings)?.original.text,
             None,
         )
     };
