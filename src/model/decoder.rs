@@ -29,6 +29,7 @@ use super::cache::WeightCache;
 use super::embedding::Embedding;
 use super::linear::{Linear, LoadPlan};
 use super::rope::{Position, RopeAxes, Rotary};
+use super::softmax::scaled_masked_softmax;
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{rms_norm, RmsNorm, VarBuilder};
 
@@ -344,7 +345,7 @@ impl Attention {
                 1 => parts.into_iter().next().expect("one segment"),
                 _ => Tensor::cat(&parts, 3)?,
             };
-            let scores = (scores.reshape((batch, heads, rows, total))? * scale)?;
+            let scores = scores.reshape((batch, heads, rows, total))?;
             let mask = attention_mask(
                 row0..row0 + rows,
                 start,
@@ -354,8 +355,7 @@ impl Attention {
                 hooks.edges,
                 q.device(),
             )?;
-            let scores = scores.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probs = scaled_masked_softmax(&scores, scale, Some(&mask))?;
             for (probe, sum) in hooks.probes().zip(probe_sums.iter_mut()) {
                 if let Some(part) = probe_rows(probe, &probs, start, len, row0)? {
                     *sum = Some(match sum.take() {

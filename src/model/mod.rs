@@ -26,6 +26,7 @@ pub mod qwen_vl;
 pub mod rope;
 pub mod session;
 pub mod shapes;
+pub mod softmax;
 pub mod unsupported;
 pub mod vision;
 pub mod weights;

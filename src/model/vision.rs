@@ -6,6 +6,7 @@
 
 use super::attention::query_blocks;
 use super::linear::{Linear, LoadPlan};
+use super::softmax::scaled_masked_softmax;
 use candle_core::{IndexOp, Module, Result, Tensor};
 use candle_nn::{
     conv2d, conv2d_no_bias, embedding, layer_norm, Conv2dConfig, Embedding, LayerNorm, VarBuilder,
@@ -129,8 +130,8 @@ impl ClipAttention {
         // A block of query rows at a time: SigLIP at 896 px has 4096 patches.
         let mut outputs = Vec::new();
         for (row0, rows) in query_blocks(len, self.heads, len) {
-            let scores = (q.narrow(2, row0, rows)?.matmul(&k_t)? * scale)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let scores = q.narrow(2, row0, rows)?.matmul(&k_t)?;
+            let probs = scaled_masked_softmax(&scores, scale, None)?;
             outputs.push(probs.matmul(&v)?);
         }
         let out = Tensor::cat(&outputs, 2)?

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::model::attention::query_blocks;
 use crate::model::linear::{Linear, LoadPlan};
+use crate::model::softmax::scaled_masked_softmax;
 
 /// Which generation of the Qwen-VL vision tower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -320,8 +321,8 @@ pub(super) fn attend(
         // block of query rows at a time.
         for (row0, rows) in query_blocks(length, heads, length) {
             let q = q.narrow(2, start + row0, rows)?;
-            let scores = (q.matmul(&k_t)? * scale)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let scores = q.matmul(&k_t)?;
+            let probs = scaled_masked_softmax(&scores, scale, None)?;
             outputs.push(probs.matmul(&v)?);
         }
     }
