@@ -397,7 +397,9 @@ fn bench_reports_on_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     for quantize in ["none", "q8_0"] {
         let out = dir.path().join(format!("bench-{quantize}.json"));
+        // The q8_0 run's weight cache goes to the test's folder, not the user's cache.
         let run = Command::new(env!("CARGO_BIN_EXE_fovea"))
+            .env("FOVEA_CACHE_DIR", dir.path().join("weight-cache"))
             .args(["bench", "--model"])
             .arg(fovea::demo::demo_model_dir())
             .args(["--quantize", quantize, "--decode-tokens", "3", "--json"])
