@@ -639,15 +639,11 @@ impl Decoder {
         )
     }
 
-    /// Run `embeds` (1, T, D) as text at rotary positions `cache.next_position()..`, extend the
-    /// cache and return the final hidden states (1, T, D) after the last norm.
-    pub fn forward(&self, embeds: &Tensor, cache: &mut Cache, hooks: &mut Hooks) -> Result<Tensor> {
-        self.forward_at(embeds, None, None, cache, hooks)
-    }
-
-    /// As [`Decoder::forward`], with explicit 3-D rotary positions (one per row of `embeds`)
-    /// where the sequence holds an image under M-RoPE, and where the image's rows are in this
-    /// pass (Qwen3-VL adds its DeepStack features there; Gemma 3 lets them see each other).
+    /// Run `embeds` (1, T, D) as one sequence, extend the cache and return the final hidden
+    /// states (1, T, D) after the last norm. `positions`: explicit 3-D rotary positions (one per
+    /// row) where the sequence holds an image under M-RoPE (`None`: text positions from
+    /// `cache.next_position()`); `image`: where the image's rows are in this pass (Qwen3-VL
+    /// adds its DeepStack features there; Gemma 3 lets them see each other).
     pub fn forward_at(
         &self,
         embeds: &Tensor,

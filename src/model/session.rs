@@ -225,17 +225,18 @@ impl<'m> ImageSession<'m> {
             }
         }
         // One batch per distinct prefix, in order of first appearance.
+        let befores: Vec<Vec<u32>> = jobs.iter().map(|(p, _)| p.before_image()).collect();
         let mut answers: Vec<Option<Answer>> = vec![None; jobs.len()];
         let mut done = vec![false; jobs.len()];
         for first in 0..jobs.len() {
             if done[first] {
                 continue;
             }
-            let before = jobs[first].0.before_image();
+            let before = &befores[first];
             let members: Vec<usize> = (first..jobs.len())
-                .filter(|&j| !done[j] && jobs[j].0.before_image() == before)
+                .filter(|&j| !done[j] && &befores[j] == before)
                 .collect();
-            let prefix = self.prefix_cache(&before)?;
+            let prefix = self.prefix_cache(before)?;
             let batch: Vec<_> = members.iter().map(|&j| jobs[j]).collect();
             for (j, answer) in members.iter().zip(self.run_on_prefix(&prefix, &batch)?) {
                 answers[*j] = Some(answer);
