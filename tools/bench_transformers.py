@@ -40,6 +40,15 @@ SHAPES = {
                          num_hidden_layers=20, num_attention_heads=4, num_key_value_heads=2,
                          tie_word_embeddings=False),
     ),
+    # `fovea bench`'s generated checkpoint (src/model/bench.rs): CLIP-L/336 and a 4-layer,
+    # 256-wide Qwen2, stored in f32 (so transformers runs it in f32 too).
+    "bench": dict(
+        text=Qwen2Config(vocab_size=69, hidden_size=256, intermediate_size=1024,
+                         num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+                         head_dim=32, rope_theta=1e4, rms_norm_eps=1e-6,
+                         tie_word_embeddings=False),
+        dtype=torch.float32,
+    ),
     "huatuogpt-vision-7b": dict(
         text=Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
                          num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
@@ -65,8 +74,9 @@ def build(shape, attn):
                          vision_feature_select_strategy="default", image_seq_length=576)
     config._attn_implementation = attn
     torch.manual_seed(0)
-    # Built in bf16 directly (transformers' own random init, std 0.02): never an f32 copy.
-    torch.set_default_dtype(torch.bfloat16)
+    # Built in the checkpoint's dtype directly (bf16 for the 7B shapes; transformers' own random
+    # init, std 0.02): never an f32 copy of a bf16 model.
+    torch.set_default_dtype(SHAPES[shape].get("dtype", torch.bfloat16))
     model = LlavaForConditionalGeneration(config)
     torch.set_default_dtype(torch.float32)
     model.eval()
@@ -191,7 +201,7 @@ def main():
     start = time.perf_counter()
     model, config = build(args.shape, "sdpa")
     out["build_s"] = time.perf_counter() - start
-    pixels = torch.randn(1, 3, 336, 336, dtype=torch.bfloat16)
+    pixels = torch.randn(1, 3, 336, 336, dtype=SHAPES[args.shape].get("dtype", torch.bfloat16))
     ids = prompt(config, args.tokens, args.image_tokens, 1)
     first = 5
     image = slice(first, first + args.image_tokens)
@@ -219,7 +229,7 @@ def main():
         keep = triage >= torch.quantile(triage, 0.8)
         # 3: the question again, with question -> knocked-out image edges blocked.
         n = args.tokens
-        mask = torch.zeros(1, 1, n, n, dtype=torch.bfloat16)
+        mask = torch.zeros(1, 1, n, n, dtype=SHAPES[args.shape].get("dtype", torch.bfloat16))
         mask[0, 0] = torch.triu(torch.full((n, n), float("-inf")), 1)
         blocked = torch.arange(first, first + args.image_tokens)[~keep]
         question = torch.arange(first + args.image_tokens, n)

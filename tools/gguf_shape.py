@@ -1,24 +1,31 @@
 #!/usr/bin/env python3
 """Write a GGUF file of Qwen2-7B's decoder shape (HuatuoGPT-Vision-7B's language model) for
-llama.cpp, all weights zero: the speed anchor of tools/llama_cpp_anchor.sh.
+llama.cpp: the speed anchor of tools/llama_cpp_anchor.sh.
 
 Architecture "qwen2": vocab 152064, hidden 3584, intermediate 18944, 28 layers, 28 heads, 4 KV
 heads (head_dim 128), rope_theta 1e6, RMS eps 1e-6, q/k/v biases, untied head (output.weight).
 Every matrix is Q8_0 (like `llama-quantize ... Q8_0` of the real checkpoint), norms and biases
-F32. Only the header, the metadata and the tensor infos are written (through gguf's GGUFWriter,
-so offsets and alignment are its own); the ~8 GB of tensor data is a hole: the file is extended
-to its full length with os.truncate, a sparse file that reads as zeros. A zero Q8_0 block
-(f16 scale 0, 32 zero int8s) is a valid block, and zero weights cost llama.cpp exactly what real
-ones do. The vocab is a stand-in of the right size (byte tokens, filler, Qwen2's special tokens
+F32. The header, the metadata and the tensor infos are written through gguf's GGUFWriter (so
+offsets and alignment are its own), then the ~8 GB of tensor data:
+
+- `--fill random` (the default): every Q8_0 block a random f16 scale (2^-13..2^-11) and 32 random
+  int8s, norms 1, biases random; 8 GB of real disk, ~1 min to write.
+- `--fill sparse`: nothing; the file is extended to its full length with os.truncate, a sparse
+  file that reads as zeros (no disk, no time). Arithmetic costs the same, but decoding reads
+  weights at memory speed and holes do not: on this project's VMs, pages of a file's holes mapped
+  by llama.cpp read at 57-59 GB/s on 2 cores, pages of written data (random or constant) at
+  26-38 GB/s, so tg (decode) rates on a sparse file are not what a real checkpoint gets.
+
+The vocab is a stand-in of the right size (byte tokens, filler, Qwen2's special tokens
 at their real ids, one merge): llama.cpp's loader needs one, llama-bench never tokenizes.
 
-    python tools/gguf_shape.py OUT.gguf
+    python tools/gguf_shape.py OUT.gguf [--fill random|sparse]
 
 Needs: gguf==0.19.0 (PyPI; the gguf-py vendored by llama-cpp-python 0.3.36's llama.cpp), numpy.
 """
 
+import argparse
 import os
-import sys
 
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
@@ -95,13 +102,37 @@ def nbytes(shape: tuple[int, ...], qtype: GGMLQuantizationType) -> int:
     return int(np.prod(shape)) // block * size
 
 
+def write_random(fout, infos, alignment: int) -> None:
+    """Each tensor's data, padded to the alignment, in the order of the tensor infos."""
+    rng = np.random.default_rng(7)
+    q8 = np.dtype([("d", "<f2"), ("q", "i1", (32,))])
+    assert q8.itemsize == GGML_QUANT_SIZES[GGMLQuantizationType.Q8_0][1]
+    for name, shape, qtype in infos:
+        size = nbytes(shape, qtype)
+        if qtype == GGMLQuantizationType.F32:
+            values = np.ones(shape, np.float32) if name.endswith("norm.weight") else (
+                rng.standard_normal(shape).astype(np.float32) * 0.02)
+            fout.write(values.tobytes())
+        else:
+            blocks = size // q8.itemsize
+            step = 1 << 20
+            for start in range(0, blocks, step):
+                chunk = np.empty(min(step, blocks - start), q8)
+                chunk["d"] = np.exp2(rng.uniform(-13, -11, len(chunk))).astype(np.float16)
+                chunk["q"] = rng.integers(-127, 128, (len(chunk), 32), dtype=np.int8)
+                fout.write(chunk.tobytes())
+        fout.write(bytes(GGUFWriter.ggml_pad(size, alignment) - size))
+
+
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} OUT.gguf")
-    path = sys.argv[1]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="the GGUF file to write")
+    parser.add_argument("--fill", choices=["random", "sparse"], default="random")
+    args = parser.parse_args()
+    path = args.out
 
     w = GGUFWriter(path, "qwen2")
-    w.add_name("Qwen2-7B shape (zero weights, fovea speed anchor)")
+    w.add_name(f"Qwen2-7B shape ({args.fill} weights, fovea speed anchor)")
     w.add_file_type(LlamaFileType.MOSTLY_Q8_0)
     w.add_quantization_version(2)
     w.add_context_length(CONTEXT)
@@ -128,8 +159,8 @@ def main() -> None:
         # float32 + raw_dtype: the shape is taken as the logical one, the type as given.
         w.add_tensor_info(name, shape, np.dtype(np.float32), nbytes(shape, qtype), raw_dtype=qtype)
 
-    # What write_tensors_to_file does, without the data: header, KV, tensor infos, padding to
-    # the alignment, then each tensor padded to the alignment (offsets as write_ti_data_to_file).
+    # What write_tensors_to_file does: header, KV, tensor infos, padding to the alignment, then
+    # each tensor padded to the alignment (offsets as write_ti_data_to_file).
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
@@ -138,8 +169,12 @@ def main() -> None:
     w.write_padding(fout, fout.tell())
     data_start = fout.tell()
     data = sum(GGUFWriter.ggml_pad(nbytes(s, q), w.data_alignment) for _, s, q in infos)
+    if args.fill == "random":
+        write_random(fout, infos, w.data_alignment)
+        assert fout.tell() == data_start + data
     w.close()
-    os.truncate(path, data_start + data)
+    if args.fill == "sparse":
+        os.truncate(path, data_start + data)
 
     # Read it back: every tensor where gguf's reader (and so llama.cpp) expects it, in the file.
     from gguf import GGUFReader
@@ -154,7 +189,7 @@ def main() -> None:
     params = sum(int(np.prod(s)) for _, s, _ in infos)
     print(
         f"wrote {path}: {len(infos)} tensors, {params / 1e9:.2f} B parameters, "
-        f"{size / 2**30:.2f} GiB (sparse; header {data_start} bytes)"
+        f"{size / 2**30:.2f} GiB ({args.fill}; header {data_start} bytes)"
     )
 
 

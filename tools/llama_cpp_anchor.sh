@@ -3,10 +3,11 @@
 # anchor next to tools/bench_vs_transformers.sh. For each ISA asked (default: all this CPU has):
 #   1. builds llama.cpp's llama-bench once, CPU only, for exactly that ISA (GGML_NATIVE=OFF),
 #      from the llama.cpp that the llama-cpp-python sdist vendors (pinned below);
-#   2. runs `llama-bench -p 577 -n 8 -t 2 -r 2` on a Q8_0 GGUF of Qwen2-7B's shape (zero
-#      weights, sparse; tools/gguf_shape.py), 577 = the prefill fovea's bench measures;
+#   2. runs `llama-bench -p 577 -n 8 -t 2 -r 2` on a Q8_0 GGUF of Qwen2-7B's shape (random
+#      weights written out; tools/gguf_shape.py), 577 = the prefill fovea's bench measures;
 #   3. right after, `FOVEA_CPU=<same tier> fovea bench --model DIR --quantize q8_0` on a
-#      HuatuoGPT-Vision-7B-shaped sparse checkpoint (Qwen2-7B decoder);
+#      HuatuoGPT-Vision-7B-shaped sparse checkpoint (Qwen2-7B decoder; the weights fovea
+#      multiplies are its q8_0 copy in memory or in its weight cache: written pages either way);
 # one at a time so they never share the cores, and prints prefill and decode tok/s side by side.
 # ISAs: avx512-vnni, avx2, avx-vnni (fovea has no such kernel: llama.cpp only), amx.
 # Results (llama-bench and fovea JSON, anchor.json, anchor.md) land in $OUT
@@ -17,11 +18,14 @@
 #
 # Env: FOVEA (a fovea binary to use instead of building the release one), FOVEA_ANCHOR_MODEL
 # (the checkpoint folder; written with `fovea bench --write-model` if absent), FOVEA_RUNS,
-# THREADS (default 2, for both), PYTHON (python3 >= 3.9 for the venv).
+# THREADS (default 2, for both), PYTHON (python3 >= 3.9 for the venv), GGUF_FILL (random, the
+# default, or sparse: llama.cpp then maps holes, which read far faster than a real checkpoint's
+# pages on some VMs -- 57-59 vs 26-38 GB/s measured here -- and inflate its decode rate).
 # Needs: network at setup only (PyPI: llama-cpp-python sdist ~77 MB, cmake, gguf, numpy), a C/C++
-# compiler, ~0.6 GB of disk for the cache (two ISAs) plus a sparse 7.5 GiB GGUF and a sparse 15 GB
-# checkpoint (a few MB really), ~10 GiB of RAM, and time: ~4-6 min per llama.cpp build on two
-# cores, then per ISA ~2-4 min of llama-bench and ~2 min of fovea bench.
+# compiler, ~0.6 GB of disk for the cache (two ISAs) plus the 7.5 GiB GGUF (~40 s to write) and a
+# sparse 15 GB checkpoint (a few MB really), ~18 GiB of RAM (both models stay in the page cache),
+# and time: ~4-6 min per llama.cpp build on two cores, then per ISA ~2-4 min of llama-bench and
+# ~2 min of fovea bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -130,9 +134,11 @@ done
 [ "$build_only" = 0 ] || exit 0
 
 # The inputs: the GGUF, fovea, the checkpoint.
-gguf="$cache/qwen2-7b-shape-q8_0.gguf"
+fill="${GGUF_FILL:-random}"
+gguf="$cache/qwen2-7b-shape-q8_0-${fill}.gguf"
 if [ ! -f "$gguf" ]; then
-  "$venv/bin/python" tools/gguf_shape.py "$gguf"
+  "$venv/bin/python" tools/gguf_shape.py "$gguf.part" --fill "$fill"
+  mv "$gguf.part" "$gguf"
 fi
 if [ -n "${FOVEA:-}" ]; then
   fovea="$FOVEA"
@@ -162,9 +168,10 @@ for isa in "${isas[@]}"; do
     || { tail -n 20 "$out/fovea-${isa}.log" >&2; exit 1; }
 done
 
-"$venv/bin/python" - "$out" "$cpu" "$LCP_VERSION" "${llama_commit:-?}" "$cache" "${isas[@]}" <<'EOF'
+"$venv/bin/python" - "$out" "$cpu" "$LCP_VERSION" "${llama_commit:-?}" "$cache" "$fill" "${isas[@]}" <<'EOF'
 import json, os, sys
-out, cpu, lcp, commit, cache, isas = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+out, cpu, lcp, commit, cache, fill, isas = (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4],
+                                            sys.argv[5], sys.argv[6], sys.argv[7:])
 rows = []
 for isa in isas:
     bench = json.load(open(f"{out}/llama-{isa}.json"))
@@ -173,6 +180,7 @@ for isa in isas:
     row = {"tier": isa, "llama_prefill_tok_s": pp["avg_ts"], "llama_decode_tok_s": tg["avg_ts"],
            "llama_prefill_stddev": pp["stddev_ts"], "llama_decode_stddev": tg["stddev_ts"],
            "llama_build_commit": pp.get("build_commit"), "llama_test_prefill": pp["n_prompt"],
+           "llama_gguf_fill": fill,
            "fovea_prefill_tok_s": None, "fovea_decode_tok_s": None, "fovea_cpu_tier": None}
     seconds = f"{cache}/build-{isa}.seconds"
     row["llama_build_s"] = int(open(seconds).read()) if os.path.exists(seconds) else None
@@ -185,7 +193,7 @@ for isa in isas:
 
 def num(x): return "fovea: no kernel" if x is None else f"{x:.2f}"
 def ratio(f, l): return "-" if f is None else f"{f / l:.2f}x"
-lines = [f"CPU: {cpu}; llama.cpp {commit} (llama-cpp-python {lcp}), Q8_0, "
+lines = [f"CPU: {cpu}; llama.cpp {commit} (llama-cpp-python {lcp}), Q8_0 ({fill} GGUF), "
          f"llama-bench -p 577 -n 8 -r 2 vs fovea bench --quantize q8_0; ratio = fovea / llama.cpp", "",
          "| tier | llama.cpp prefill tok/s | fovea prefill tok/s | ratio | llama.cpp decode tok/s | fovea decode tok/s | ratio |",
          "|---|---|---|---|---|---|---|"]

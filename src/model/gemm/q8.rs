@@ -205,6 +205,7 @@ impl PackedQ8 {
             &self.scales[second * group_scales..(second + 1) * group_scales],
         ];
         let a = &acts.q[row * self.k..(row + rows) * self.k];
+        let abs = &acts.abs[row * self.k..(row + rows) * self.k];
         let d = &acts.d[row * blocks..(row + rows) * blocks];
         let sums = &acts.sums[row * blocks..(row + rows) * blocks];
         match kernel {
@@ -219,7 +220,7 @@ impl PackedQ8 {
             Kernel::Avx2 => {
                 assert!(matches!(Kernel::best(), Kernel::Avx512Vnni | Kernel::Avx2));
                 // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-                unsafe { super::x86::tile_avx2(rows, self.k, w, s, a, d, tile) }
+                unsafe { super::x86::tile_avx2(rows, self.k, w, s, a, abs, d, tile) }
             }
             _ => tile_scalar(rows, self.k, w, s, a, d, tile),
         }

@@ -83,6 +83,8 @@ pub(super) fn quantize_block(block: &[f32]) -> (f32, [i8; BLOCK]) {
 pub(super) struct Activations {
     pub k: usize,
     pub q: Vec<i8>,
+    /// `|q|` (the AVX2 kernels' unsigned operand, computed once per product).
+    pub abs: Vec<i8>,
     pub d: Vec<f32>,
     pub sums: Vec<i32>,
     /// `d_a * sum(q_a)` per block (the q4k kernels' min term).
@@ -103,18 +105,24 @@ impl Activations {
     pub(super) fn quantize(x: &[f32], m: usize, k: usize) -> Activations {
         let blocks = k / BLOCK;
         let mut q = vec![0i8; m * k];
+        let mut abs = vec![0i8; m * k];
         let mut d = vec![0f32; m * blocks];
         let mut sums = vec![0i32; m * blocks];
         q.par_chunks_mut(k)
+            .zip(abs.par_chunks_mut(k))
             .zip(d.par_chunks_mut(blocks))
             .zip(sums.par_chunks_mut(blocks))
             .zip(x.par_chunks(k))
             .with_min_len(16)
-            .for_each(|(((q, d), sums), x)| {
+            .for_each(|((((q, abs), d), sums), x)| {
                 for b in 0..blocks {
                     let (scale, quants) = quantize_block(&x[b * BLOCK..(b + 1) * BLOCK]);
                     d[b] = scale;
                     q[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&quants);
+                    for (abs, v) in abs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(quants) {
+                        // |q| <= 127: quantize_block clamps to -127..=127.
+                        *abs = v.unsigned_abs() as i8;
+                    }
                     sums[b] = 128 * quants.iter().map(|&v| v as i32).sum::<i32>();
                 }
             });
@@ -126,6 +134,7 @@ impl Activations {
         Activations {
             k,
             q,
+            abs,
             d,
             sums,
             sum_d,

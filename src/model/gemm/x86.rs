@@ -98,8 +98,14 @@ unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: &mut [f32; MR * 2 
 /// activation's sign onto it so `vpmaddubsw(|q_a|, ±q_w)` multiplies without saturating
 /// (|pair sum| <= 2 * 127 * 127), and `vpmaddwd` with ones sums each 4 inputs into int32.
 ///
+/// Register tiling (16 ymm registers): each weight vector is loaded and sign-flipped once for
+/// all `rows` activation rows (up to 4), `|q_a|` comes precomputed (`abs`), and the int32 block
+/// sums and f32 totals stay in registers (an earlier row-at-a-time kernel reloaded the weights
+/// for every row and spilled its totals every block: 9.9 vs 14.5 tokens/s of 7B prefill).
+///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; slices as for [`tile_avx512`].
+/// The CPU must have AVX2, FMA and F16C; slices as for [`tile_avx512`], `abs` as `a`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn tile_avx2(
     rows: usize,
@@ -107,45 +113,84 @@ pub(super) unsafe fn tile_avx2(
     w: [&[u8]; 2],
     s: [&[f16]; 2],
     a: &[i8],
+    abs: &[i8],
     d: &[f32],
     tile: &mut [f32; MR * 2 * GROUP],
 ) {
-    debug_assert!(a.len() >= rows * k && d.len() >= rows * (k / BLOCK));
+    debug_assert!(w[0].len() >= k * GROUP && w[1].len() >= k * GROUP);
+    debug_assert!(a.len() >= rows * k && abs.len() >= rows * k);
+    debug_assert!(d.len() >= rows * (k / BLOCK));
+    match rows {
+        1 => avx2_rows::<1, 2>(k, w, s, a, abs, d, tile),
+        2 => avx2_rows::<2, 2>(k, w, s, a, abs, d, tile),
+        3 => avx2_rows::<3, 1>(k, w, s, a, abs, d, tile),
+        _ => avx2_rows::<4, 1>(k, w, s, a, abs, d, tile),
+    }
+}
+
+/// `R` rows x `H` half groups per pass over the inputs (`H = 2`: a whole group, both halves of
+/// each 64-byte quad row read together, as decoding's single row wants; `H = 1` for 3-4 rows,
+/// whose block sums would not fit the registers for a whole group).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_rows<const R: usize, const H: usize>(
+    k: usize,
+    w: [&[u8]; 2],
+    s: [&[f16]; 2],
+    a: &[i8],
+    abs: &[i8],
+    d: &[f32],
+    tile: &mut [f32; MR * 2 * GROUP],
+) {
     let blocks = k / BLOCK;
     let flip = _mm256_set1_epi8(-128);
     let ones = _mm256_set1_epi16(1);
-    for (half, (w, s)) in w.iter().zip(s).enumerate() {
-        let (wp, sp) = (w.as_ptr(), s.as_ptr());
-        for r in 0..rows {
-            let ar = a.as_ptr().add(r * k);
-            let mut acc = [_mm256_setzero_ps(); 2];
+    let (a, abs, d) = (a.as_ptr(), abs.as_ptr(), d.as_ptr());
+    for (g, (w, s)) in w.iter().zip(s).enumerate() {
+        for first in (0..2).step_by(H) {
+            // Half group `first + h`: bytes 32 (first + h).. of every 64 (8 outputs x 4 inputs).
+            let wp = w.as_ptr().add(first * 32);
+            let sp = s.as_ptr().add(first * 8);
+            let mut acc = [[_mm256_setzero_ps(); H]; R];
             for b in 0..blocks {
-                let mut dot = [_mm256_setzero_si256(); 2];
-                for step in 0..BLOCK / 4 {
-                    let quad = b * (BLOCK / 4) + step;
-                    let av =
-                        _mm256_set1_epi32(std::ptr::read_unaligned(ar.add(quad * 4) as *const i32));
-                    let aabs = _mm256_abs_epi8(av);
-                    for (h, dot) in dot.iter_mut().enumerate() {
-                        let wq = _mm256_xor_si256(
-                            _mm256_loadu_si256(wp.add(quad * 64 + h * 32) as *const __m256i),
-                            flip,
-                        );
-                        let pairs = _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(wq, av));
-                        *dot = _mm256_add_epi32(*dot, _mm256_madd_epi16(pairs, ones));
+                let mut dot = [[_mm256_setzero_si256(); H]; R];
+                for quad in b * (BLOCK / 4)..(b + 1) * (BLOCK / 4) {
+                    let mut wq = [_mm256_setzero_si256(); H];
+                    for (h, wq) in wq.iter_mut().enumerate() {
+                        let at = wp.add(quad * 64 + h * 32) as *const __m256i;
+                        *wq = _mm256_xor_si256(_mm256_loadu_si256(at), flip);
+                    }
+                    for (r, dot) in dot.iter_mut().enumerate() {
+                        let at = r * k + quad * 4;
+                        let av =
+                            _mm256_set1_epi32(std::ptr::read_unaligned(a.add(at) as *const i32));
+                        let aabs =
+                            _mm256_set1_epi32(std::ptr::read_unaligned(abs.add(at) as *const i32));
+                        for (dot, &wq) in dot.iter_mut().zip(&wq) {
+                            let pairs = _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(wq, av));
+                            *dot = _mm256_add_epi32(*dot, _mm256_madd_epi16(pairs, ones));
+                        }
                     }
                 }
-                let da = _mm256_set1_ps(*d.get_unchecked(r * blocks + b));
-                for (h, (acc, dot)) in acc.iter_mut().zip(dot).enumerate() {
-                    let sc = _mm256_cvtph_ps(_mm_loadu_si128(
-                        sp.add(b * GROUP + h * 8) as *const __m128i
-                    ));
-                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(sc, da), *acc);
+                let mut sc = [_mm256_setzero_ps(); H];
+                for (h, sc) in sc.iter_mut().enumerate() {
+                    let at = sp.add(b * GROUP + h * 8) as *const __m128i;
+                    *sc = _mm256_cvtph_ps(_mm_loadu_si128(at));
+                }
+                for (r, (acc, dot)) in acc.iter_mut().zip(dot).enumerate() {
+                    let da = _mm256_set1_ps(*d.add(r * blocks + b));
+                    for ((acc, dot), &sc) in acc.iter_mut().zip(dot).zip(&sc) {
+                        let f = _mm256_cvtepi32_ps(dot);
+                        *acc = _mm256_fmadd_ps(f, _mm256_mul_ps(sc, da), *acc);
+                    }
                 }
             }
-            let out = tile.as_mut_ptr().add(r * 2 * GROUP + half * GROUP);
-            _mm256_storeu_ps(out, acc[0]);
-            _mm256_storeu_ps(out.add(8), acc[1]);
+            for (r, acc) in acc.iter().enumerate() {
+                for (h, acc) in acc.iter().enumerate() {
+                    let at = r * 2 * GROUP + g * GROUP + (first + h) * 8;
+                    _mm256_storeu_ps(tile.as_mut_ptr().add(at), *acc);
+                }
+            }
         }
     }
 }
