@@ -8,12 +8,12 @@
 //!   of a decoder pass over the text alone (the tokens before and after the image, at their own
 //!   positions, no image rows at all), run here without any knockout mask.
 
-use candle_core::Tensor;
+mod common;
+
 use fovea::demo::{generate, Recipe};
 use fovea::grounding::faithfulness::{self, CurveSettings};
-use fovea::grounding::refine::{self, Settings};
-use fovea::model::rope::Position;
-use fovea::model::{Cache, Hooks, ImageSession, Model};
+use fovea::grounding::refine;
+use fovea::model::ImageSession;
 
 fn softmax_at(logits: &[f32], token: usize) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -21,22 +21,9 @@ fn softmax_at(logits: &[f32], token: usize) -> f64 {
     (logits[token] as f64 - max).exp() / total
 }
 
-fn demo() -> (Model, Settings) {
-    let device = fovea::model::device::from_env().expect("FOVEA_DEVICE names a device");
-    let model = Model::load(&fovea::demo::demo_model_dir(), None, &device).unwrap();
-    let defaults = fovea::case::model_defaults(&model).unwrap().unwrap();
-    let settings = Settings {
-        heads: defaults.heads.iter().map(|&[l, h]| (l, h)).collect(),
-        masked_layers: defaults.masked_layers.clone(),
-        max_new_tokens: 1,
-        ..Settings::default()
-    };
-    (model, settings)
-}
-
 #[test]
 fn the_curve_starts_at_the_plain_answer_and_ends_at_the_text_alone() {
-    let (model, settings) = demo();
+    let (model, settings) = common::demo_model();
     let case = generate(9_800_123, &Recipe::default());
     let rgb = image::DynamicImage::ImageLuma8(case.image.clone()).to_rgb8();
     let mut session = ImageSession::new(&model, &rgb).unwrap();
@@ -69,37 +56,7 @@ fn the_curve_starts_at_the_plain_answer_and_ends_at_the_text_alone() {
     assert!((curve.random_mean[0] - plain).abs() < 1e-6);
 
     // Fraction 1, every layer: the text alone at its own positions.
-    let prompt = &outcome.prompt;
-    let decoder = &model.decoder;
-    let before = prompt.before_image();
-    let after = prompt.after_image();
-    let embeds = Tensor::cat(
-        &[
-            decoder.embed(&before).unwrap(),
-            decoder.embed(&after).unwrap(),
-        ],
-        1,
-    )
-    .unwrap();
-    let positions: Vec<Position> = (0..before.len())
-        .chain(prompt.image_span.end..prompt.input_ids.len())
-        .map(|p| [p as u32; 3])
-        .collect();
-    let mut cache = Cache::new(&decoder.cfg);
-    let hidden = decoder
-        .forward_at(
-            &embeds,
-            Some(&positions),
-            None,
-            &mut cache,
-            &mut Hooks::default(),
-        )
-        .unwrap();
-    let text_only = decoder
-        .last_logits(&hidden)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let text_only = common::text_alone_logits(&model.decoder, &outcome.prompt);
     let no_image = softmax_at(&text_only, token);
     let last = *curve.prob.last().unwrap();
     eprintln!("fraction 1, all layers: {last} vs the text alone {no_image}");
@@ -120,7 +77,7 @@ fn the_curve_starts_at_the_plain_answer_and_ends_at_the_text_alone() {
 /// (README and the issue note quote the figures).
 #[test]
 fn the_triage_map_is_faithful_on_held_out_phantoms() {
-    let (model, settings) = demo();
+    let (model, settings) = common::demo_model();
     let curve_settings = CurveSettings {
         step: 0.05,
         layers: settings.masked_layers.clone(),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::defaults::model_defaults;
 use super::record::{case_record, CaseParts};
+use crate::grounding::causal::{self, Cells};
 use crate::grounding::faithfulness;
 use crate::grounding::refine::{self, Outcome, Settings};
 use crate::grounding::region::{Region, TokenGrid};
@@ -43,6 +44,16 @@ pub struct Request {
     pub announce: Option<Announce>,
     /// Also measure the faithfulness curve of the triage map.
     pub faithfulness: Option<FaithfulnessRequest>,
+    /// Also measure the causal knockout map of the original answer.
+    pub causal: Option<CausalRequest>,
+}
+
+/// How `fovea inspect --causal-map` cuts the image and where it knocks out.
+#[derive(Clone, Debug)]
+pub struct CausalRequest {
+    pub cells: Cells,
+    /// `all` or `l,l,...` (`--causal-layers`).
+    pub layers: String,
 }
 
 /// How `fovea inspect --faithfulness` measures its curve.
@@ -245,9 +256,17 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         record["faithfulness"] = serde_json::to_value(&curve)?;
         faithfulness_ms = started.elapsed().as_secs_f64() * 1e3;
     }
+    let mut causal_ms = 0.0;
+    if let Some(wanted) = &request.causal {
+        let started = Instant::now();
+        let map = causal_map(&mut session, &outcome, wanted, request.announce.as_ref())?;
+        record["causal"] = map;
+        causal_ms = started.elapsed().as_secs_f64() * 1e3;
+    }
     let vision_ms = session.timings.vision_ms;
     let prefix_ms = session.timings.prefix_ms;
     record["timings_ms"] = json!({
+        "causal": causal_ms,
         "faithfulness": faithfulness_ms,
         "load": load_ms,
         "vision": vision_ms,
@@ -276,4 +295,79 @@ pub fn inspect(request: Request) -> Result<Inspection> {
         triage_heads: settings.heads,
         pixel_spacing_mm: study.pixel_spacing_mm,
     })
+}
+
+/// The causal map of the case's original answer, with its agreement with the shown attention
+/// (the triage map; the head-mean attention of all layers when the knockout was given) and with
+/// each layer/head's attention, as the record's `causal`.
+fn causal_map(
+    session: &mut ImageSession,
+    outcome: &Outcome,
+    wanted: &CausalRequest,
+    announce: Option<&Announce>,
+) -> Result<Value> {
+    let num_layers = session.model.decoder.num_layers();
+    let layers = causal::parse_layers(&wanted.layers, num_layers)?;
+    let shape = wanted.cells.shape(session.grid)?;
+    let cells = shape.0 * shape.1;
+    let prompt = &outcome.prompt;
+    let suffix = prompt.after_image().len();
+    if let Some(announce) = announce {
+        // The suffix rows cost about what prefix rows do (the same weights per row).
+        let prefix_rows = prompt.image_span.end.max(1);
+        let estimate_s =
+            session.timings.prefix_ms * (cells * suffix) as f64 / prefix_rows as f64 / 1e3;
+        announce(&format!(
+            "causal map {}x{}: {cells} knockout suffixes x {suffix} tokens = {} suffix tokens \
+             ({:.2}x this prefix of {prefix_rows}); about {estimate_s:.0} s",
+            shape.0,
+            shape.1,
+            cells * suffix,
+            (cells * suffix) as f64 / prefix_rows as f64,
+        ));
+    }
+    let logits = &outcome.original.first_token_logits;
+    if logits.is_empty() {
+        bail!("the causal map follows the answer's first token, but the answer has none");
+    }
+    let id = crate::model::decoder::argmax(logits) as u32;
+    let token = match (
+        outcome.original.ids.first(),
+        outcome.original.token_texts.first(),
+    ) {
+        (Some(&first), Some(text)) if first == id => text.clone(),
+        _ => String::new(),
+    };
+    let base = faithfulness::log_probability(logits, id as usize);
+    let mut map = causal::map(
+        session,
+        prompt,
+        wanted.cells,
+        &layers,
+        causal::Target { id, token },
+        base,
+    )?;
+    let (shown, name) = match &outcome.triage {
+        Some(triage) => (triage.score_map.clone(), "triage_map"),
+        None => (
+            crate::grounding::mean_map(outcome.question_maps.iter().flatten()),
+            "mean_attention",
+        ),
+    };
+    map.agreement = Some(causal::agreement(&shown, &map.cell_tokens, &map.drop, name));
+    let per_head: Vec<Vec<Option<f64>>> = outcome
+        .question_maps
+        .iter()
+        .map(|heads| {
+            heads
+                .iter()
+                .map(|attention| {
+                    causal::spearman(&causal::pool(attention, &map.cell_tokens), &map.drop)
+                })
+                .collect()
+        })
+        .collect();
+    let mut value = serde_json::to_value(&map)?;
+    value["agreement_heads"] = json!(per_head);
+    Ok(value)
 }

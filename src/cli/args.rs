@@ -343,6 +343,20 @@ pub struct InspectArgs {
     pub faithfulness_draws: usize,
     #[arg(long, default_value_t = 0, value_name = "SEED")]
     pub faithfulness_seed: u64,
+    /// Also measure the causal knockout map: cut the image tokens into R x C cells (`tokens`:
+    /// one per token), knock each cell out of the tokens after the image in --causal-layers,
+    /// and record how much the answer's first-token log-probability drops; the record gains
+    /// `causal`
+    #[arg(long, value_name = "RxC|tokens")]
+    pub causal_map: Option<String>,
+    /// Layers the causal map's knockouts apply in: `all` or l,l,...
+    #[arg(
+        long,
+        value_name = "all|L,L,...",
+        default_value = "all",
+        requires = "causal_map"
+    )]
+    pub causal_layers: String,
     /// Region to score against, x0,y0,x1,y1 in original image pixels (repeatable)
     #[arg(long, value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
     pub region: Vec<String>,

@@ -401,6 +401,13 @@ fn inspect(args: &InspectArgs) -> Result<()> {
             random_draws: args.faithfulness_draws,
             seed: args.faithfulness_seed,
         }),
+        causal: match &args.causal_map {
+            Some(spec) => Some(crate::case::CausalRequest {
+                cells: crate::grounding::causal::Cells::parse(spec)?,
+                layers: args.causal_layers.clone(),
+            }),
+            None => None,
+        },
     };
     let inspection = crate::case::inspect(request)?;
     let record = &inspection.record;
@@ -423,6 +430,9 @@ fn inspect(args: &InspectArgs) -> Result<()> {
             "faithfulness      AUC {auc:.3} in the triage map's order, {:.3} in random orders (lower: the answer depends more on those tokens)",
             record["faithfulness"]["random_auc"].as_f64().unwrap_or(f64::NAN)
         );
+    }
+    if let Some(summary) = causal_summary(&record["causal"]) {
+        println!("causal map        {summary}");
     }
     if let Some(ratio) = record["metrics"]["triage_map"]["ratio"].as_f64() {
         println!("triage map ratio  {ratio:.3} (attention ratio against the region; 1 = uniform)");
@@ -448,6 +458,31 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         series::dicom_exports(args, &inspection, &named, &image_file, frame)?;
     }
     Ok(())
+}
+
+/// One line on a record's `causal`: the most causal cell and the agreement with attention.
+fn causal_summary(causal: &serde_json::Value) -> Option<String> {
+    let drop: Vec<f64> = serde_json::from_value(causal["drop"].clone()).ok()?;
+    let cols = causal["cells"][1].as_u64()? as usize;
+    let (best, most) = drop.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
+    let agreement = &causal["agreement"];
+    Some(format!(
+        "{}x{cols} cells: knocking out cell (row {}, col {}) drops log p({:?}) most, by {most:.3}; \
+         Spearman vs the {} {}, top cell {}",
+        causal["cells"][0],
+        best / cols,
+        best % cols,
+        causal["target"]["token"].as_str().unwrap_or(""),
+        agreement["map"].as_str().unwrap_or("map"),
+        agreement["spearman"]
+            .as_f64()
+            .map_or("undefined".to_string(), |r| format!("{r:.3}")),
+        if agreement["top_cell_hit"].as_bool() == Some(true) {
+            "agrees"
+        } else {
+            "differs"
+        }
+    ))
 }
 
 fn phantom(args: &PhantomArgs) -> Result<()> {

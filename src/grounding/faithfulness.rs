@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::model::{image_key_positions, EdgeMask, ImageSession, RunOptions, TokenisedPrompt};
+use crate::model::{ImageSession, RunOptions, TokenisedPrompt};
 
 /// How a curve is measured.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,6 +105,13 @@ pub fn probability(logits: &[f32], token: usize) -> f64 {
     (logits[token] as f64 - max).exp() / total
 }
 
+/// Log-softmax of `token` under `logits` (in f64).
+pub fn log_probability(logits: &[f32], token: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let total: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    logits[token] as f64 - max - total.ln()
+}
+
 /// Softmax probability of the most probable token (the greedy answer's).
 pub fn top_probability(logits: &[f32]) -> f64 {
     if logits.is_empty() {
@@ -126,27 +133,10 @@ fn probabilities_with(
     layers: &[usize],
     token: usize,
 ) -> Result<Vec<f64>> {
-    let options: Vec<RunOptions> = knockouts
-        .iter()
-        .map(|&(order, count)| RunOptions {
-            max_new_tokens: 1,
-            stop_at_eos: false,
-            knockout: Some(EdgeMask {
-                layers: layers.to_vec(),
-                queries_from: prompt.image_span.end,
-                blocked_keys: image_key_positions(&prompt.image_span, &order[..count]),
-            }),
-            ..RunOptions::default()
-        })
-        .collect();
-    let mut probabilities = Vec::with_capacity(options.len());
-    for chunk in options.chunks(BATCH) {
-        let jobs: Vec<_> = chunk.iter().map(|o| (prompt, o)).collect();
-        for answer in session.run_batch(&jobs)? {
-            probabilities.push(probability(&answer.first_token_logits, token));
-        }
-    }
-    Ok(probabilities)
+    let knockouts: Vec<&[usize]> = knockouts.iter().map(|&(o, count)| &o[..count]).collect();
+    super::causal::knockout_scores(session, prompt, &knockouts, layers, BATCH, |logits| {
+        probability(logits, token)
+    })
 }
 
 /// The curve of `prompt` for the tokens ordered by `map` (one value per image token).

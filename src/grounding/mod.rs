@@ -7,6 +7,7 @@
 //! - per-layer metrics: head-mean question map / (head-mean general map + 1e-10);
 //! - per-head metrics and head ranking: head (l, h) question map / (same head's general + 1e-10).
 
+pub mod causal;
 pub mod faithfulness;
 pub mod mask;
 pub mod metrics;

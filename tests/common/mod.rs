@@ -292,3 +292,51 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Last-position logits of a decoder pass over the prompt's text alone: the tokens before and
+/// after the image at their own positions, no image rows and no mask (what knocking out every
+/// image token from the question in every layer must equal).
+pub fn text_alone_logits(decoder: &fovea::model::Decoder, prompt: &TokenisedPrompt) -> Vec<f32> {
+    let (before, after) = (prompt.before_image(), prompt.after_image());
+    let embeds = Tensor::cat(
+        &[
+            decoder.embed(&before).unwrap(),
+            decoder.embed(&after).unwrap(),
+        ],
+        1,
+    )
+    .unwrap();
+    let positions: Vec<fovea::model::rope::Position> = (0..before.len())
+        .chain(prompt.image_span.end..prompt.input_ids.len())
+        .map(|p| [p as u32; 3])
+        .collect();
+    let mut cache = fovea::model::Cache::new(&decoder.cfg);
+    let hidden = decoder
+        .forward_at(
+            &embeds,
+            Some(&positions),
+            None,
+            &mut cache,
+            &mut fovea::model::Hooks::default(),
+        )
+        .unwrap();
+    decoder
+        .last_logits(&hidden)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// The bundled demo model and its VGRefine defaults, answering one token.
+pub fn demo_model() -> (fovea::model::Model, fovea::grounding::refine::Settings) {
+    let device = fovea::model::device::from_env().expect("FOVEA_DEVICE names a device");
+    let model = fovea::model::Model::load(&fovea::demo::demo_model_dir(), None, &device).unwrap();
+    let defaults = fovea::case::model_defaults(&model).unwrap().unwrap();
+    let settings = fovea::grounding::refine::Settings {
+        heads: defaults.heads.iter().map(|&[l, h]| (l, h)).collect(),
+        masked_layers: defaults.masked_layers.clone(),
+        max_new_tokens: 1,
+        ..Default::default()
+    };
+    (model, settings)
+}
