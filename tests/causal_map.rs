@@ -202,3 +202,95 @@ fn inspect_records_the_causal_map() {
         assert_eq!(stderr.trim().lines().count(), 1, "{spec}: {stderr}");
     }
 }
+
+/// Every cell of a 2 x 3 map, batched, against transformers (eager, f32, one forward per cell,
+/// knockout in every layer: tools/make_causal_fixtures.py) on the committed parity checkpoints
+/// of each family: the same cells, target and log-probabilities within 1e-4; the whole image
+/// and the empty knockout too.
+#[test]
+fn causal_maps_match_transformers_on_every_family() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, family_dir) in [
+        ("llava-qwen2-nested", "tests/fixtures/llava"),
+        ("llava-med-mistral-original", "tests/fixtures/llava"),
+        ("qwen2_5_vl-flat", "tests/fixtures/qwen_vl"),
+        ("gemma3-hub", "tests/fixtures/gemma3"),
+    ] {
+        let text = std::fs::read_to_string(
+            root.join(format!("tests/fixtures/causal/{name}.expected.json")),
+        )
+        .unwrap();
+        let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (model, pixels, prompt) = common::fixture_case(name, family_dir);
+        let mut session = ImageSession::from_pixels(&model, &pixels).unwrap();
+        assert_eq!(
+            [session.grid.0, session.grid.1],
+            [
+                want["grid"][0].as_u64().unwrap() as usize,
+                want["grid"][1].as_u64().unwrap() as usize
+            ],
+            "{name}: grid"
+        );
+        let plain = session
+            .run(
+                &prompt,
+                &RunOptions {
+                    max_new_tokens: 1,
+                    stop_at_eos: false,
+                    ..RunOptions::default()
+                },
+            )
+            .unwrap();
+        let target = plain.ids[0];
+        assert_eq!(
+            target as u64,
+            want["target"].as_u64().unwrap(),
+            "{name}: target"
+        );
+        let base = log_softmax_at(&plain.first_token_logits, target as usize);
+        let close = |ours: f64, theirs: &serde_json::Value, what: &str| {
+            let theirs = theirs.as_f64().unwrap();
+            assert!(
+                (ours - theirs).abs() < 1e-4,
+                "{name}: {what}: fovea {ours} vs transformers {theirs}"
+            );
+            (ours - theirs).abs()
+        };
+        let mut largest = close(base, &want["base_logprob"], "base log-probability");
+        let layers: Vec<usize> = (0..model.decoder.num_layers()).collect();
+        let target = Target {
+            id: target,
+            token: String::new(),
+        };
+        let map = causal::map(
+            &mut session,
+            &prompt,
+            Cells::Grid(2, 3),
+            &layers,
+            target,
+            base,
+        )
+        .unwrap();
+        let cells: Vec<Vec<usize>> = serde_json::from_value(want["cell_tokens"].clone()).unwrap();
+        assert_eq!(map.cell_tokens, cells, "{name}: cells");
+        for (cell, ours) in map.logprob.iter().enumerate() {
+            largest = largest.max(close(
+                *ours,
+                &want["logprob"][cell],
+                &format!("cell {cell}"),
+            ));
+        }
+        let all: Vec<usize> = (0..session.num_image_tokens()).collect();
+        let edge = causal::logprobs_with(
+            &mut session,
+            &prompt,
+            &[all, Vec::new()],
+            &layers,
+            map.target.id,
+        )
+        .unwrap();
+        largest = largest.max(close(edge[0], &want["whole_image_logprob"], "whole image"));
+        largest = largest.max(close(edge[1], &want["base_logprob"], "empty knockout"));
+        eprintln!("{name}: largest |fovea - transformers| log-probability {largest:.2e}");
+    }
+}

@@ -14,10 +14,10 @@
 
 use std::path::PathBuf;
 
-use fovea::model::{EdgeMask, ImageSession, Model, RunOptions, TokenisedPrompt};
+use fovea::model::{EdgeMask, ImageSession, RunOptions};
 
 mod common;
-use common::{device, usizes, Expected};
+use common::{usizes, Expected};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,28 +26,10 @@ fn root() -> PathBuf {
 fn check(name: &str, family_dir: &str, batched: bool) {
     eprintln!("{name} (batched: {batched})");
     let reference = Expected::load(&root().join("tests/fixtures/per_token"), name);
-    let committed = Expected::load(&root().join(family_dir), name);
-    let model = Model::load(&root().join(family_dir).join(name), None, &device())
-        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-    // The model's own input for the test image, with the committed reference pixels in it.
-    let img = image::open(root().join("tests/fixtures/qwen_vl/test_image.png"))
-        .unwrap()
-        .to_rgb8();
-    let input = model.pixel_values(&img).unwrap();
-    let values = committed
-        .f32("pixel_values")
-        .reshape(input.values.shape())
-        .unwrap()
-        .to_device(&device())
-        .unwrap();
-    let pixels = fovea::model::PixelInput { values, ..input };
+    let (model, pixels, prompt) = common::fixture_case(name, family_dir);
     let mut session = ImageSession::from_pixels(&model, &pixels).unwrap();
     let span = usizes(&reference.json["image_span"]);
-    let prompt = TokenisedPrompt {
-        text: String::new(),
-        input_ids: committed.ids("input_ids"),
-        image_span: span[0]..span[1],
-    };
+    assert_eq!(prompt.image_span, span[0]..span[1]);
     let knockout = EdgeMask {
         layers: usizes(&reference.json["knockout"]["layers"]),
         queries_from: span[1],

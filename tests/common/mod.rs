@@ -340,3 +340,37 @@ pub fn demo_model() -> (fovea::model::Model, fovea::grounding::refine::Settings)
     };
     (model, settings)
 }
+
+/// A committed parity checkpoint (`family_dir`/`name`, e.g. "tests/fixtures/llava") with the
+/// fixture's own input: the model's pixel input for the test image carrying the committed
+/// reference pixels, and the committed prompt ids and image span.
+pub fn fixture_case(
+    name: &str,
+    family_dir: &str,
+) -> (
+    fovea::model::Model,
+    fovea::model::PixelInput,
+    TokenisedPrompt,
+) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let committed = Expected::load(&root.join(family_dir), name);
+    let model = fovea::model::Model::load(&root.join(family_dir).join(name), None, &device())
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let img = image::open(root.join("tests/fixtures/qwen_vl/test_image.png"))
+        .unwrap()
+        .to_rgb8();
+    let input = model.pixel_values(&img).unwrap();
+    let values = committed
+        .f32("pixel_values")
+        .reshape(input.values.shape())
+        .unwrap()
+        .to_device(&device())
+        .unwrap();
+    let span = committed.ids("image_span");
+    let prompt = TokenisedPrompt {
+        text: String::new(),
+        input_ids: committed.ids("input_ids"),
+        image_span: span[0] as usize..span[1] as usize,
+    };
+    (model, fovea::model::PixelInput { values, ..input }, prompt)
+}
