@@ -205,7 +205,7 @@ fn inspect_records_the_causal_map() {
 
 /// Every cell of a 2 x 3 map, batched, against transformers (eager, f32, one forward per cell,
 /// knockout in every layer: tools/make_causal_fixtures.py) on the committed parity checkpoints
-/// of each family: the same cells, target and log-probabilities within 1e-4; the whole image
+/// of each family (LLaVA in two layouts, Qwen2.5-VL, Gemma 3, Qwen3-VL): the same cells, target and log-probabilities within 1e-4; the whole image
 /// and the empty knockout too.
 #[test]
 fn causal_maps_match_transformers_on_every_family() {
@@ -215,6 +215,7 @@ fn causal_maps_match_transformers_on_every_family() {
         ("llava-med-mistral-original", "tests/fixtures/llava"),
         ("qwen2_5_vl-flat", "tests/fixtures/qwen_vl"),
         ("gemma3-hub", "tests/fixtures/gemma3"),
+        ("qwen3_vl", "tests/fixtures/qwen3_vl"),
     ] {
         let text = std::fs::read_to_string(
             root.join(format!("tests/fixtures/causal/{name}.expected.json")),

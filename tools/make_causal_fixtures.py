@@ -2,8 +2,8 @@
 """Reference causal knockout maps (`fovea inspect --causal-map`) from HF transformers.
 
 For each committed parity checkpoint of tools/make_per_token_fixtures.py (llava-hf nested
-Qwen2, original LLaVA-Med with its CLIP folder, Qwen2.5-VL, Gemma 3), on the committed reference
-pixels and prompt ids, transformers (eager, f32) computes:
+Qwen2, original LLaVA-Med with its CLIP folder, Qwen2.5-VL, Gemma 3) and Qwen3-VL's
+(tools/make_qwen3_vl_fixtures.py), on the committed reference pixels and prompt ids, transformers (eager, f32) computes:
 
 - the first answer token without any knockout (the target: argmax of the last prompt row's
   logits) and its log-probability (log-softmax in float64 of the f32 logits);
@@ -33,9 +33,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_per_token_fixtures as pt  # noqa: E402  (families, loaders, knockout patches)
+import make_qwen_vl_fixtures as qv  # noqa: E402
+
+from transformers import Qwen3VLForConditionalGeneration  # noqa: E402
+from transformers.models.qwen3_vl import modeling_qwen3_vl  # noqa: E402
 
 OUT = pt.FIXTURES / "causal"
 CELLS = (2, 3)
+
+
+class Qwen3(pt.Qwen):
+    """Qwen3-VL (DeepStack, interleaved M-RoPE): the checkpoint make_qwen3_vl_fixtures.py saved."""
+
+    def load(self):
+        model = Qwen3VLForConditionalGeneration.from_pretrained(
+            pt.FIXTURES / "qwen3_vl" / self.name, attn_implementation="eager", dtype=torch.float32)
+        return model.eval()
+
+
+CASES = dict(pt.CASES, qwen3_vl={"family": "qwen3_vl", "folder": "qwen3_vl"})
+FAMILIES = dict(pt.FAMILIES, qwen3_vl=Qwen3)
 
 
 def grid(fam, n: int) -> tuple[int, int]:
@@ -74,11 +91,13 @@ def log_prob(logits: torch.Tensor, token: int) -> float:
 
 def main() -> None:
     pt.install_patches()
+    modeling_qwen3_vl.eager_attention_forward = pt.base._make_wrapper(
+        modeling_qwen3_vl.eager_attention_forward)
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, case in pt.CASES.items():
+    for name, case in CASES.items():
         folder = pt.FIXTURES / case["folder"]
         exp = pt.base.load_st(folder / f"{name}.expected.safetensors")
-        fam = pt.FAMILIES[case["family"]](name, exp)
+        fam = FAMILIES[case["family"]](name, exp)
         committed = exp["input_ids"]
         s, e = exp["image_span"].tolist()
         ids = committed.clone()
@@ -98,6 +117,7 @@ def main() -> None:
         whole = log_prob(first_logits(model, fam, layers, list(range(s, e)), e), target)
         # The first answer token is the committed generation's first id.
         assert target == int(exp["generated_ids"][0]), (name, target, exp["generated_ids"][:1])
+        assert qv.IMAGE_PAD == pt.Qwen.image_token
         drops = [base - v for v in logprob]
         assert max(abs(d) for d in drops) > 1e-4, (name, drops)  # the map is not flat
         pt.base.write_json(OUT / f"{name}.expected.json", {
