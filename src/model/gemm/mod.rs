@@ -23,6 +23,8 @@
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_bf16;
 
 pub mod from_tensors;
 pub mod q4k;

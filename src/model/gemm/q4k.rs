@@ -203,7 +203,7 @@ impl PackedQ4K {
             if super::amx::available() {
                 // SAFETY: AMX CPUs have AVX-512 F/BW, AVX512-BF16 and F16C (checked by
                 // `available`); the parts are one group.
-                unsafe { super::x86::q4k_group_to_bf16(k, &self.group(g), out) };
+                unsafe { super::x86_bf16::q4k_group_to_bf16(k, &self.group(g), out) };
                 continue;
             }
             let tile = self.group(g);

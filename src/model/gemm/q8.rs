@@ -155,7 +155,7 @@ impl PackedQ8 {
             if super::amx::available() {
                 // SAFETY: AMX CPUs have AVX-512 F/BW, AVX512-BF16 and F16C (checked by
                 // `available`); the slices are one group.
-                unsafe { super::x86::q8_group_to_bf16(k, quants, scales, out) };
+                unsafe { super::x86_bf16::q8_group_to_bf16(k, quants, scales, out) };
                 continue;
             }
             for i in 0..k {

@@ -8,9 +8,12 @@
 //!   activations, f32 FMA: the product of the stored weights with the exact activations.
 //! - [`HalfKernel::Scalar`]: the same sums in plain Rust.
 //!
-//! Measured against `vdpbf16ps` (AVX512-BF16, activations rounded to bf16) on this
-//! Sapphire Rapids: 151 vs 182 GFLOP/s on the 7B MLP matrix (600 x 3584 x 18944), since one
-//! `vdpbf16ps` a cycle does what two FMAs do; so the exact f32 path is the only one kept.
+//! - `vdpbf16ps` (AVX512-BF16, activations rounded to bf16 as AMX and transformers in bf16 do)
+//!   for bf16 products of at least 32 rows (prefills, vision towers) on AMD CPUs (Zen 4 and
+//!   later), where it runs two bf16 pairs per lane at the FMA's rate: see [`PackedHalf::uses_bf16_dot`].
+//!   On a Sapphire Rapids it measured 151 vs 182 GFLOP/s for the f32 path on the 7B MLP matrix
+//!   (600 x 3584 x 18944; one `vdpbf16ps` a cycle does what two FMAs do), and AMX is faster
+//!   still there, so Intel CPUs never take it.
 //!
 //! Layout inside a group, for each pair of inputs (i, i + 1): 32 values, 64 bytes. bf16:
 //! interleaved (lane 0 input i, lane 0 input i + 1, lane 1 ...): one 32-bit load holds both,
@@ -169,14 +172,80 @@ impl PackedHalf {
     }
 
     /// `x (m, k) -> x W^T (m, n)` with the best kernel: AMX tiles for a bf16 prefill where
-    /// the CPU has them (activations rounded to bf16, see `amx.rs`), else f32 FMA.
+    /// the CPU has them (activations rounded to bf16, see `amx.rs`), `vdpbf16ps` where that is
+    /// the faster path ([`Self::uses_bf16_dot`]), else f32 FMA.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
         if self.uses_amx(m) {
             let weights = super::amx::Weights::Packed(&self.data);
             return super::amx::matmul(self.n, self.k, weights, x, m);
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.uses_bf16_dot(m) {
+            return self.matmul_bf16_dot(x, m);
+        }
         self.matmul_with(HalfKernel::best(), x, m)
+    }
+
+    /// Whether an `m`-row product runs on `vdpbf16ps`: a bf16 matrix, at least 32 rows, on an
+    /// AMD CPU with AVX512-BF16 at the AVX-512 tier (not forced lower by `FOVEA_CPU`), no AMX.
+    pub fn uses_bf16_dot(&self, m: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::tier::Tier;
+            static FAST: OnceLock<bool> = OnceLock::new();
+            let fast = *FAST.get_or_init(|| {
+                let id = std::arch::x86_64::__cpuid(0);
+                let amd = [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163];
+                amd && is_x86_feature_detected!("avx512bf16") && HalfKernel::detect().0
+            });
+            fast && self.dtype == HalfType::Bf16
+                && m >= super::amx::MIN_ROWS
+                && !super::amx::available()
+                && matches!(super::tier::current(), Tier::Amx | Tier::Avx512Vnni)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = m;
+            false
+        }
+    }
+
+    /// The `vdpbf16ps` product (the caller checked [`Self::uses_bf16_dot`] or the CPU's
+    /// AVX512-BF16): activations rounded to bf16 once, f32 sums.
+    #[cfg(target_arch = "x86_64")]
+    fn matmul_bf16_dot(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "input is not (m, k)");
+        assert_eq!(self.dtype, HalfType::Bf16);
+        let mut a = vec![0u16; x.len()];
+        // SAFETY: AVX-512 F/BW and AVX512-BF16 (checked by the caller); equal lengths.
+        unsafe { super::x86_bf16::round_to_bf16(x, &mut a) };
+        self.tiles(m, |row, rows, w, tile| {
+            let a = &a[row * self.k..(row + rows) * self.k];
+            // SAFETY: as above; the slices are two groups and `rows` activation rows.
+            unsafe { super::x86_bf16::bf16_dot_tile_avx512(rows, self.k, w, a, tile) }
+        })
+    }
+
+    /// The (m, n) output, each register tile computed by `tile(row, rows, groups, tile)` from
+    /// the two groups of weights it covers (the second repeated past the last group).
+    fn tiles(
+        &self,
+        m: usize,
+        tile: impl Fn(usize, usize, [&[u16]; 2], &mut [f32; MR * 2 * GROUP]) + Sync,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; m * self.n];
+        let groups = self.n.div_ceil(GROUP);
+        let group_len = self.k * GROUP;
+        for_each_tile(m, self.n, &mut out, |row, rows, g, buffer| {
+            let second = if g + 1 < groups { g + 1 } else { g };
+            let w = [
+                &self.data[g * group_len..(g + 1) * group_len],
+                &self.data[second * group_len..(second + 1) * group_len],
+            ];
+            tile(row, rows, w, buffer)
+        });
+        out
     }
 
     /// Whether an `m`-row product goes to the AMX tiles.
@@ -203,15 +272,7 @@ impl PackedHalf {
             "kernel {} does not run here",
             kernel.name()
         );
-        let mut out = vec![0f32; m * self.n];
-        let groups = self.n.div_ceil(GROUP);
-        let group_len = self.k * GROUP;
-        for_each_tile(m, self.n, &mut out, |row, rows, g, tile| {
-            let second = if g + 1 < groups { g + 1 } else { g };
-            let w = [
-                &self.data[g * group_len..(g + 1) * group_len],
-                &self.data[second * group_len..(second + 1) * group_len],
-            ];
+        self.tiles(m, |row, rows, w, tile| {
             let x = &x[row * self.k..(row + rows) * self.k];
             match kernel {
                 #[cfg(target_arch = "x86_64")]
@@ -244,8 +305,7 @@ impl PackedHalf {
                 }
                 _ => tile_scalar(self.dtype, rows, self.k, w, x, tile),
             }
-        });
-        out
+        })
     }
 }
 
@@ -404,6 +464,40 @@ mod tests {
         }
     }
 
+    /// The `vdpbf16ps` product (where the CPU has AVX512-BF16, whether or not `matmul` picks it
+    /// here) against the product written out in f64 over the stored weights and the
+    /// bf16-rounded activations; odd pair counts, row counts around the 4-row tiles.
+    #[test]
+    fn bf16_dot_computes_the_bf16_product() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !(is_x86_feature_detected!("avx512bf16") && HalfKernel::detect().0) {
+                eprintln!("no AVX512-BF16 here: nothing to check");
+                return;
+            }
+            for &(m, n, k) in &[(1, 16, 2), (5, 48, 62), (33, 40, 96), (70, 100, 330)] {
+                let w = values(n * k, (m + 7 * n) as u64);
+                let x = values(m * k, (k + 3 * n) as u64);
+                let packed = pack(&w, n, k, HalfType::Bf16);
+                let stored = packed.to_f32();
+                let rounded: Vec<f64> = x.iter().map(|&v| bf16::from_f32(v).to_f64()).collect();
+                let got = packed.matmul_bf16_dot(&x, m);
+                for o in 0..m * n {
+                    let (r, c) = (o / n, o % n);
+                    let terms = (0..k).map(|i| stored[c * k + i] as f64 * rounded[r * k + i]);
+                    let want: f64 = terms.clone().sum();
+                    let mass: f64 = terms.map(f64::abs).sum();
+                    assert!(
+                        (got[o] as f64 - want).abs() <= 1e-5 * mass + 1e-6,
+                        "m={m} n={n} k={k} output {o}: {} vs {want}",
+                        got[o]
+                    );
+                }
+                assert_eq!(packed.uses_bf16_dot(m), packed.uses_bf16_dot(32) && m >= 32);
+            }
+        }
+    }
+
     /// Throughput on the 7B MLP shape (run with `--release -- --ignored`).
     #[test]
     #[ignore]
@@ -425,6 +519,12 @@ mod tests {
         if packed.uses_amx(m) {
             report("bf16 amx", (m, n, k), packed.bytes(), |rows| {
                 packed.matmul(&x[..rows * k], rows)
+            });
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512bf16") {
+            report("bf16 vdpbf16ps", (m, n, k), packed.bytes(), |rows| {
+                packed.matmul_bf16_dot(&x[..rows * k], rows)
             });
         }
     }
