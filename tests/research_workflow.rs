@@ -274,9 +274,10 @@ fn killed_run_resumes_to_the_same_result() {
     eprintln!("killed after {partial} of {total} samples; resumed to identical results");
 }
 
-/// `fovea faithfulness` over phantoms with the bundled demo model (its own heads): one record
-/// per sample with both areas, the summary tables and the plot; two shards merge into the
-/// single run byte for byte.
+/// `fovea faithfulness --causal-map 3x3` over phantoms with the bundled demo model (its own
+/// heads): one record per sample with both areas and its causal map, the summary tables, the
+/// per-head agreement ranking (each head's mean recomputed here from the records) and the plots;
+/// two shards merge into the single run byte for byte.
 #[test]
 fn faithfulness_runs_over_a_dataset_and_merges() {
     let dir = tempfile::tempdir().unwrap();
@@ -295,6 +296,8 @@ fn faithfulness_runs_over_a_dataset_and_merges() {
             "0.25",
             "--draws",
             "2",
+            "--causal-map",
+            "3x3",
         ];
         if let Some(shard) = shard {
             args.extend(["--shard", shard]);
@@ -317,6 +320,50 @@ fn faithfulness_runs_over_a_dataset_and_merges() {
     }
     let summary = std::fs::read_to_string(single.join("summary.csv")).unwrap();
     assert!(summary.starts_with("group,name,n,auc,random_auc,ratio,below_random\nall,all,"));
+    // Causal maps: 9 cells each; the ranking's means are the records' means, head by head.
+    let (layers, heads) = {
+        let first = records[0]["causal"]["agreement_heads"].as_array().unwrap();
+        (first.len(), first[0].as_array().unwrap().len())
+    };
+    for record in &records {
+        assert_eq!(
+            record["causal"]["drop"].as_array().unwrap().len(),
+            9,
+            "{record}"
+        );
+    }
+    let ranking = std::fs::read_to_string(single.join("causal_heads.csv")).unwrap();
+    let mut lines = ranking.lines();
+    assert_eq!(lines.next(), Some("rank,layer,head,n,mean_spearman"));
+    let mut previous = f64::INFINITY;
+    let mut rows = 0;
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let (l, h): (usize, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        let values: Vec<f64> = records
+            .iter()
+            .filter_map(|r| r["causal"]["agreement_heads"][l][h].as_f64())
+            .collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert_eq!(f[3].parse::<usize>().unwrap(), values.len(), "{line}");
+        let listed: f64 = f[4].parse().unwrap();
+        assert!((listed - mean).abs() < 1e-4, "{line}: mean {mean}");
+        assert!(listed <= previous + 1e-12, "ranked by mean: {line}");
+        previous = listed;
+        rows += 1;
+    }
+    assert!(rows > 0 && rows <= layers * heads, "{rows} heads ranked");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(single.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["causal"]["samples"].as_u64().unwrap() as usize,
+        records.len()
+    );
+    assert!(!summary["causal"]["triage_heads"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let shards: Vec<PathBuf> = (0..2)
         .map(|i| {
             let out = dir.path().join(format!("shard{i}"));
@@ -334,6 +381,8 @@ fn faithfulness_runs_over_a_dataset_and_merges() {
             "summary.csv",
             "summary.json",
             "faithfulness.png",
+            "causal_heads.csv",
+            "causal_heads.png",
         ],
     );
 }

@@ -13,5 +13,5 @@ pub mod record;
 pub use compose::Colormap;
 pub use defaults::{model_defaults, parse_heads_arg, ModelDefaults, HUATUOGPT_VISION_7B_HEADS};
 pub use picture::overlay_picture;
-pub use pipeline::{inspect, CausalRequest, FaithfulnessRequest, Inspection, Request};
+pub use pipeline::{causal_map, inspect, CausalRequest, FaithfulnessRequest, Inspection, Request};
 pub use record::{case_record, metrics_record, CaseParts};

@@ -300,7 +300,7 @@ pub fn inspect(request: Request) -> Result<Inspection> {
 /// The causal map of the case's original answer, with its agreement with the shown attention
 /// (the triage map; the head-mean attention of all layers when the knockout was given) and with
 /// each layer/head's attention, as the record's `causal`.
-fn causal_map(
+pub fn causal_map(
     session: &mut ImageSession,
     outcome: &Outcome,
     wanted: &CausalRequest,
@@ -338,7 +338,7 @@ fn causal_map(
         (Some(&first), Some(text)) if first == id => text.clone(),
         _ => String::new(),
     };
-    let base = faithfulness::log_probability(logits, id as usize);
+    let base = causal::log_probability(logits, id as usize);
     let mut map = causal::map(
         session,
         prompt,

@@ -204,6 +204,42 @@ pub struct FaithfulnessArgs {
     /// Seed of the random orders
     #[arg(long, default_value_t = 0, value_name = "SEED")]
     pub draw_seed: u64,
+    /// Also each sample's causal knockout map, and which layers' and heads' attention agrees
+    /// with it (`causal_heads.csv`, `causal_heads.png`)
+    #[command(flatten)]
+    pub causal: CausalArgs,
+}
+
+/// The causal knockout map (`inspect`, `faithfulness`).
+#[derive(Debug, Args)]
+pub struct CausalArgs {
+    /// Also measure the causal knockout map: cut the image tokens into R x C cells (`tokens`:
+    /// one per token), knock each cell out of the tokens after the image in --causal-layers,
+    /// and record how much the answer's first-token log-probability drops; the record gains
+    /// `causal`
+    #[arg(long, value_name = "RxC|tokens")]
+    pub causal_map: Option<String>,
+    /// Layers the causal map's knockouts apply in: `all` or l,l,...
+    #[arg(
+        long,
+        value_name = "all|L,L,...",
+        default_value = "all",
+        requires = "causal_map"
+    )]
+    pub causal_layers: String,
+}
+
+impl CausalArgs {
+    /// What to measure, when --causal-map was given (a bad spec is refused here).
+    pub fn request(&self) -> anyhow::Result<Option<crate::case::CausalRequest>> {
+        let Some(spec) = &self.causal_map else {
+            return Ok(None);
+        };
+        Ok(Some(crate::case::CausalRequest {
+            cells: crate::grounding::causal::Cells::parse(spec)?,
+            layers: self.causal_layers.clone(),
+        }))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -343,20 +379,8 @@ pub struct InspectArgs {
     pub faithfulness_draws: usize,
     #[arg(long, default_value_t = 0, value_name = "SEED")]
     pub faithfulness_seed: u64,
-    /// Also measure the causal knockout map: cut the image tokens into R x C cells (`tokens`:
-    /// one per token), knock each cell out of the tokens after the image in --causal-layers,
-    /// and record how much the answer's first-token log-probability drops; the record gains
-    /// `causal`
-    #[arg(long, value_name = "RxC|tokens")]
-    pub causal_map: Option<String>,
-    /// Layers the causal map's knockouts apply in: `all` or l,l,...
-    #[arg(
-        long,
-        value_name = "all|L,L,...",
-        default_value = "all",
-        requires = "causal_map"
-    )]
-    pub causal_layers: String,
+    #[command(flatten)]
+    pub causal: CausalArgs,
     /// Region to score against, x0,y0,x1,y1 in original image pixels (repeatable)
     #[arg(long, value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
     pub region: Vec<String>,

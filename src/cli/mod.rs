@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 all_layers: args.all_layers,
                 random_draws: args.draws,
                 seed: args.draw_seed,
+                causal: args.causal.request()?,
             },
         ),
         Some(Command::Merge(args)) => crate::eval::merge(&args.dirs, &args.out),
@@ -401,13 +402,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
             random_draws: args.faithfulness_draws,
             seed: args.faithfulness_seed,
         }),
-        causal: match &args.causal_map {
-            Some(spec) => Some(crate::case::CausalRequest {
-                cells: crate::grounding::causal::Cells::parse(spec)?,
-                layers: args.causal_layers.clone(),
-            }),
-            None => None,
-        },
+        causal: args.causal.request()?,
     };
     let inspection = crate::case::inspect(request)?;
     let record = &inspection.record;

@@ -3,6 +3,7 @@
 //! appends one JSON line per sample (resumable), and derives its tables and plots from those
 //! lines only, so a merged set of shards reproduces a single run exactly.
 
+mod causal_report;
 pub mod dataset;
 pub mod progress;
 pub mod report;
@@ -278,18 +279,26 @@ pub struct FaithfulnessArgs {
     pub all_layers: bool,
     pub random_draws: usize,
     pub seed: u64,
+    /// Also each sample's causal knockout map (the record's `causal`).
+    pub causal: Option<crate::case::CausalRequest>,
 }
 
 /// `fovea faithfulness`: per sample, the faithfulness curve of the triage map (heads from the
-/// heads file, else the model's defaults); `summary.csv` and `faithfulness.png`.
+/// heads file, else the model's defaults), and with `causal` its causal knockout map;
+/// `summary.csv` and `faithfulness.png` (and `causal_heads.csv`, `causal_heads.png`).
 pub fn faithfulness(
     args: &RunArgs,
     vgrefine: Option<&Path>,
     curve: &FaithfulnessArgs,
 ) -> Result<()> {
     let from_file = vgrefine.map(read_heads_file).transpose()?;
+    let causal = curve
+        .causal
+        .as_ref()
+        .map(|c| json!({"cells": format!("{:?}", c.cells), "layers": c.layers}));
     let info = json!({ "vgrefine": vgrefine, "model": args.model, "step": curve.step,
-        "all_layers": curve.all_layers, "random_draws": curve.random_draws, "seed": curve.seed });
+        "all_layers": curve.all_layers, "random_draws": curve.random_draws, "seed": curve.seed,
+        "causal": causal });
     for_each_sample(args, "faithfulness", info, |session, sample| {
         let model = session.model;
         let (heads, masked_layers, percentile) = match &from_file {
@@ -345,9 +354,14 @@ pub fn faithfulness(
         {
             record.extend(curve);
         }
+        if let Some(wanted) = &curve.causal {
+            record["causal"] = crate::case::causal_map(session, &outcome, wanted, None)?;
+            record["triage_heads"] = json!(settings.heads);
+        }
         Ok(record)
     })?;
-    report::faithfulness_report(&args.out)
+    report::faithfulness_report(&args.out)?;
+    causal_report::add_causal_report(&args.out)
 }
 
 pub fn eval(args: &RunArgs, vgrefine: Option<&Path>) -> Result<()> {
@@ -450,7 +464,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
     match info["command"].as_str() {
         Some("grounding") => report::grounding_report(out),
         Some("eval") => report::eval_report(out),
-        Some("faithfulness") => report::faithfulness_report(out),
+        Some("faithfulness") => {
+            report::faithfulness_report(out)?;
+            causal_report::add_causal_report(out)
+        }
         other => bail!("unknown command {other:?} in run.json"),
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::progress::read_records;
 
-fn mean(values: &[f64]) -> f64 {
+pub(super) fn mean(values: &[f64]) -> f64 {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if finite.is_empty() {
         return f64::NAN;
@@ -189,7 +189,11 @@ pub fn grounding_report(out: &Path) -> Result<()> {
             &xs,
             &curves,
         )?;
-        plot_head_heatmap(&out.join("heads_ratio.png"), &heads.ratio)?;
+        plot_head_heatmap(
+            &out.join("heads_ratio.png"),
+            &heads.ratio,
+            "Mean attention ratio per head",
+        )?;
     }
     eprintln!(
         "grounding: {} of {} samples usable; wrote {}",
@@ -475,7 +479,7 @@ fn plot_curves(path: &Path, axes: &Axes, xs: &[f64], curves: &[(String, Vec<f64>
     crate::io::write_png(path, &image)
 }
 
-fn plot_head_heatmap(path: &Path, ratio: &[Vec<f64>]) -> Result<()> {
+pub(super) fn plot_head_heatmap(path: &Path, ratio: &[Vec<f64>], title: &str) -> Result<()> {
     use plotters::prelude::*;
     font();
     let layers = ratio.len();
@@ -496,10 +500,7 @@ fn plot_head_heatmap(path: &Path, ratio: &[Vec<f64>]) -> Result<()> {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("Mean attention ratio per head ({lo:.2} .. {hi:.2})"),
-                ("sans-serif", 20),
-            )
+            .caption(format!("{title} ({lo:.2} .. {hi:.2})"), ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)

@@ -12,8 +12,14 @@
 
 use anyhow::{bail, Result};
 
-use super::faithfulness::log_probability;
 use crate::model::{image_key_positions, EdgeMask, ImageSession, RunOptions, TokenisedPrompt};
+
+/// Log-softmax of `token` under `logits` (in f64).
+pub fn log_probability(logits: &[f32], token: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let total: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    logits[token] as f64 - max - total.ln()
+}
 
 /// How the grid is cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

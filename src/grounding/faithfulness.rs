@@ -105,13 +105,6 @@ pub fn probability(logits: &[f32], token: usize) -> f64 {
     (logits[token] as f64 - max).exp() / total
 }
 
-/// Log-softmax of `token` under `logits` (in f64).
-pub fn log_probability(logits: &[f32], token: usize) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let total: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    logits[token] as f64 - max - total.ln()
-}
-
 /// Softmax probability of the most probable token (the greedy answer's).
 pub fn top_probability(logits: &[f32]) -> f64 {
     if logits.is_empty() {
