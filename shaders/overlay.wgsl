@@ -19,7 +19,7 @@ struct Uniforms {
     colour_scale: f32,
     heat_opacity: f32,
     heat_smooth: f32,
-    colormap: f32,              // 0 inferno, 1 viridis, 2 jet
+    colormap: f32,              // 0 inferno, 1 viridis, 2 jet, 3 diverging (0.5 = zero)
     mask_mode: f32,             // 0 none, 1 outline, 2 fill
     show_heat: f32,
 };
@@ -81,10 +81,21 @@ fn jet(t: f32) -> vec3<f32> {
     return mix(stops[i], stops[i + 1u], p - f32(i));
 }
 
+fn diverging(t: f32) -> vec3<f32> {
+    var stops = array<vec3<f32>, 5>(
+        vec3<f32>(0.230, 0.299, 0.754), vec3<f32>(0.552, 0.690, 0.996), vec3<f32>(0.865, 0.865, 0.865),
+        vec3<f32>(0.958, 0.603, 0.482), vec3<f32>(0.706, 0.016, 0.150),
+    );
+    let p = clamp(t, 0.0, 1.0) * 4.0;
+    let i = min(u32(floor(p)), 3u);
+    return mix(stops[i], stops[i + 1u], p - f32(i));
+}
+
 fn colormap(t: f32) -> vec3<f32> {
     if (u.colormap < 0.5) { return inferno(t); }
     if (u.colormap < 1.5) { return viridis(t); }
-    return jet(t);
+    if (u.colormap < 2.5) { return jet(t); }
+    return diverging(t);
 }
 
 // DICOM PS3.3 C.11.2.1.2.1 LINEAR window (same as imaging::window::apply_window).

@@ -94,6 +94,36 @@ fn run_until(harness: &mut Harness<FoveaApp>, what: &str, done: impl Fn(&FoveaAp
     harness.step();
 }
 
+/// The bundled demo model with `case` open and `question` asked (`set` adjusts the app first),
+/// stepped until the answer is in.
+fn ask_demo_case(
+    dir: &std::path::Path,
+    case: &fovea::demo::Case,
+    question: &str,
+    set: impl FnOnce(&mut FoveaApp),
+) -> Harness<'static, FoveaApp> {
+    let path = dir.join("phantom.png");
+    case.image.save(&path).unwrap();
+    let mut harness = harness_with(
+        dir,
+        Arc::new(Mutex::new(Vec::new())),
+        fovea::demo::demo_model_dir(),
+    );
+    run_until(&mut harness, "the model", |app| app.model.is_some());
+    {
+        let app = harness.state_mut();
+        app.commands.push(fovea::app::Command::Open(path));
+        app.question = question.to_string();
+        set(app);
+    }
+    run_until(&mut harness, "the image", |app| app.image.is_some());
+    harness.get_by_label("Ask").click();
+    run_until(&mut harness, "the answer", |app| {
+        app.result.is_some() && !app.worker.busy
+    });
+    harness
+}
+
 #[test]
 fn ask_draw_and_export_like_a_user() {
     let _serial = one_at_a_time();
@@ -621,26 +651,11 @@ fn answer_tokens_are_clickable_and_show_their_maps() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let case = fovea::demo::generate(9_800_300, &fovea::demo::Recipe::default());
-    let path = dir.path().join("phantom.png");
-    case.image.save(&path).unwrap();
-    let mut harness = harness_with(
-        dir.path(),
-        Arc::new(Mutex::new(Vec::new())),
-        fovea::demo::demo_model_dir(),
-    );
-    run_until(&mut harness, "the model", |app| app.model.is_some());
-    {
-        let app = harness.state_mut();
-        app.commands.push(fovea::app::Command::Open(path.clone()));
-        app.question = case.questions()[0].question.clone();
+    let question = case.questions()[0].question.clone();
+    let mut harness = ask_demo_case(dir.path(), &case, &question, |app| {
         app.max_new_tokens = 12;
         app.stop_at_eos = false;
         app.faithfulness = true;
-    }
-    run_until(&mut harness, "the image", |app| app.image.is_some());
-    harness.get_by_label("Ask").click();
-    run_until(&mut harness, "the answer", |app| {
-        app.result.is_some() && !app.worker.busy
     });
     let result = harness.state().result.as_ref().unwrap();
     // The faithfulness curve came with the answer: 21 fractions, starting at the first answer
@@ -1529,4 +1544,118 @@ fn import_regions_refuses_a_seg_of_another_slice_and_places_one_without_geometry
     assert_eq!(regions.len(), 1, "{status}");
     assert_eq!(regions[0].region, box_region);
     assert!(status.contains("carries no patient geometry"), "{status}");
+}
+
+/// The causal map of an answer on the bundled demo model: "Causal map" says its cost before
+/// running (the default resolution costs about one prefill), shows progress, then switches the
+/// overlay to the causal map (diverging colours around zero; a committed snapshot). Each cell's
+/// log-probability and the region's drop equal knockouts run here one at a time through the
+/// library on a fresh session, and each token shows its cell's drop.
+#[test]
+fn the_causal_map_shows_where_the_answer_depends() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    // The first phantom from seed 9_800_300 with a "yes" question: a finding the answer
+    // depends on.
+    let (case, question) = (9_800_300..9_800_400)
+        .find_map(|seed| {
+            let case = fovea::demo::generate(seed, &fovea::demo::Recipe::default());
+            let yes = case.questions().into_iter().find(|q| q.answer == "yes")?;
+            Some((case, yes.question))
+        })
+        .unwrap();
+    let mut harness = ask_demo_case(dir.path(), &case, &question, |app| app.max_new_tokens = 1);
+    let default =
+        fovea::app::panels::answers::default_causal_side(harness.state().result.as_ref().unwrap());
+    assert_eq!(harness.state().causal_side, default);
+    // Prefix 145 rows (144 image tokens), a 20-row suffix: 2 x 2 cells cost ~0.55 prefixes.
+    assert_eq!(default, 2);
+    {
+        let app = harness.state_mut();
+        app.causal_side = 4;
+        app.regions.push(fovea::app::NamedRegion {
+            name: "upper left".into(),
+            region: fovea::grounding::region::Region::Box {
+                xyxy_px: [0.0, 0.0, 96.0, 96.0],
+            },
+            role: fovea::app::RegionRole::Target,
+        });
+    }
+    harness.step();
+    assert!(harness
+        .query_by_label_contains("4x4 cells: 16 knockout passes")
+        .is_some());
+    harness.get_by_label("Causal map").click();
+    run_until(&mut harness, "the causal map", |app| {
+        app.result.as_ref().is_some_and(|r| r.causal.is_some())
+    });
+    assert_eq!(harness.state().layer, OverlayLayer::Causal);
+    let result = harness.state().result.as_ref().unwrap();
+    let view = result.causal.clone().unwrap();
+    assert_eq!(view.map.cells, [4, 4]);
+    assert_eq!(view.map.layers, vec![0, 1, 2, 3]);
+    let target = view.map.target.id as usize;
+    assert_eq!(result.outcome.original.ids[0] as usize, target);
+
+    // The same knockouts one at a time, on a fresh session of the same model input.
+    let device = fovea::model::device::from_env().unwrap();
+    let model = fovea::model::Model::load(&fovea::demo::demo_model_dir(), None, &device).unwrap();
+    let rgb = harness.state().image.as_ref().unwrap().model_input.clone();
+    let mut session = fovea::model::ImageSession::new(&model, &rgb).unwrap();
+    let prompt = result.outcome.prompt.clone();
+    let mut single = |tokens: &[usize]| -> f64 {
+        let answer = session
+            .run(
+                &prompt,
+                &fovea::model::RunOptions {
+                    max_new_tokens: 1,
+                    stop_at_eos: false,
+                    knockout: Some(fovea::model::EdgeMask {
+                        layers: vec![0, 1, 2, 3],
+                        queries_from: prompt.image_span.end,
+                        blocked_keys: fovea::model::image_key_positions(&prompt.image_span, tokens),
+                    }),
+                    ..fovea::model::RunOptions::default()
+                },
+            )
+            .unwrap();
+        fovea::grounding::causal::log_probability(&answer.first_token_logits, target)
+    };
+    for cell in 0..16 {
+        let want = single(&view.map.cell_tokens[cell]);
+        assert!(
+            (view.map.logprob[cell] - want).abs() < 1e-5,
+            "cell {cell}: {} vs {want}",
+            view.map.logprob[cell]
+        );
+    }
+    let region_tokens = harness.state().regions[0].region.tokens(&result.grid);
+    assert_eq!(region_tokens.len(), 36, "96 px of 192 on a 12 x 12 grid");
+    let region_drop = view.map.base_logprob - single(&region_tokens);
+    assert_eq!(view.regions.len(), 1);
+    assert!((view.regions[0].1 - region_drop).abs() < 1e-5);
+    // The overlay: each token shows its cell's drop.
+    let shown =
+        fovea::app::panels::heads::layer_values(harness.state(), OverlayLayer::Causal).unwrap();
+    for (tokens, &drop) in view.map.cell_tokens.iter().zip(&view.map.drop) {
+        for &t in tokens {
+            assert_eq!(shown[t], drop as f32);
+        }
+    }
+    eprintln!(
+        "causal map drops {:?}, region {:.4}",
+        view.map
+            .drop
+            .iter()
+            .map(|d| (d * 1e3).round() / 1e3)
+            .collect::<Vec<_>>(),
+        view.regions[0].1
+    );
+    for _ in 0..3 {
+        harness.step();
+    }
+    let options = egui_kittest::SnapshotOptions::new()
+        .threshold(1.0)
+        .max_failed_pixels(40);
+    harness.snapshot_options("causal_map_demo", &options);
 }

@@ -6,6 +6,7 @@
 //! and overlays are drawn by fovea's WGSL pipeline (overlay.rs, shaders/overlay.wgsl).
 
 pub mod browse;
+mod causal;
 pub mod dialog;
 pub mod overlay;
 pub mod panels;
@@ -76,6 +77,7 @@ impl FoveaApp {
             result: None,
             stage: None,
             stage_started: None,
+            progress: None,
             status: String::new(),
             view: View {
                 centre_px: [0.0, 0.0],
@@ -94,6 +96,7 @@ impl FoveaApp {
             stop_at_eos: true,
             faithfulness: false,
             faithfulness_all_layers: false,
+            causal_side: 0,
             answer_view: AnswerView::Question,
             max_pixels: None,
             show_phi: false,
@@ -316,6 +319,14 @@ impl FoveaApp {
         self.send_work(request);
     }
 
+    /// The causal map of the last answer (see `causal::request`).
+    fn ask_causal(&mut self) {
+        match causal::request(self) {
+            Ok(request) => self.send_work(request),
+            Err(message) => self.status = message,
+        }
+    }
+
     fn apply(&mut self, command: Command) {
         match command {
             Command::Open(path) => self.open(&path),
@@ -326,6 +337,7 @@ impl FoveaApp {
             }
             Command::Ask => self.ask(false),
             Command::Faithfulness => self.ask_faithfulness(),
+            Command::CausalMap => self.ask_causal(),
             Command::OpenCase(index) => self.open_case(index),
             Command::LookHere => self.ask(true),
             Command::Cancel => {
@@ -468,8 +480,19 @@ impl FoveaApp {
                         result.faithfulness = Some(*curve);
                     }
                 }
+                Event::Progress { done, total } => self.progress = Some((done, total)),
+                Event::Causal(view) => {
+                    self.stage = None;
+                    self.progress = None;
+                    self.worker.busy = false;
+                    if let Some(result) = &mut self.result {
+                        result.causal = Some(*view);
+                        self.layer = OverlayLayer::Causal;
+                    }
+                }
                 Event::Failed(message) => {
                     self.stage = None;
+                    self.progress = None;
                     self.worker.busy = false;
                     self.status = message;
                 }

@@ -75,12 +75,19 @@ pub enum MaskMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OverlayLayer {
     None,
-    Head { layer: usize, head: usize },
-    LayerMean { layer: usize },
+    Head {
+        layer: usize,
+        head: usize,
+    },
+    LayerMean {
+        layer: usize,
+    },
     Triage,
     KnockedOut,
     Before,
     After,
+    /// The causal knockout map of the answer (each token shows its cell's drop).
+    Causal,
 }
 
 impl OverlayLayer {
@@ -93,6 +100,7 @@ impl OverlayLayer {
             OverlayLayer::KnockedOut => "knocked-out mask".into(),
             OverlayLayer::Before => "before knockout".into(),
             OverlayLayer::After => "after knockout".into(),
+            OverlayLayer::Causal => "causal map".into(),
         }
     }
 }
@@ -181,6 +189,8 @@ pub enum Command {
     SetQuantize(Quantize),
     /// Measure the faithfulness curve of the shown map on the last question.
     Faithfulness,
+    /// Measure the causal knockout map of the last answer.
+    CausalMap,
     /// Open demo case `i`: its model (when it names one and another is loaded), its image, and
     /// ask its question.
     OpenCase(usize),
@@ -230,6 +240,8 @@ pub struct FoveaApp {
     pub result: Option<CaseResult>,
     pub stage: Option<&'static str>,
     pub stage_started: Option<Instant>,
+    /// Knockout passes done of a running causal map.
+    pub progress: Option<(usize, usize)>,
     pub status: String,
     pub view: View,
     pub layer: OverlayLayer,
@@ -247,6 +259,8 @@ pub struct FoveaApp {
     pub faithfulness: bool,
     /// Faithfulness curves knock out in every layer (else the masked layers).
     pub faithfulness_all_layers: bool,
+    /// Cells per side of the next causal map (0: the default, about one prefill's cost).
+    pub causal_side: usize,
     pub answer_view: AnswerView,
     /// Qwen-VL: the user's max_pixels (None: the checkpoint's).
     pub max_pixels: Option<u64>,

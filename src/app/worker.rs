@@ -11,6 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::grounding::causal::{self, CausalMap, Cells, Target};
 use crate::grounding::faithfulness::{self, Curve, CurveSettings};
 use crate::grounding::refine::{self, Outcome, Settings, Stage};
 use crate::grounding::region::TokenGrid;
@@ -27,6 +28,30 @@ pub enum Request {
     Ask(Box<Ask>),
     /// The faithfulness curve of a map on the last asked image and prompt.
     Faithfulness(Box<FaithfulnessAsk>),
+    /// The causal knockout map of the last answer.
+    Causal(Box<CausalAsk>),
+}
+
+/// Knock each cell of the last question's image out (and each region), following the answer's
+/// first token.
+pub struct CausalAsk {
+    pub prompt: crate::model::TokenisedPrompt,
+    pub target: Target,
+    pub base_logprob: f64,
+    pub cells: Cells,
+    pub layers: Vec<usize>,
+    /// The shown attention map (its name and one value per image token), for the agreement.
+    pub shown: Option<(String, Vec<f32>)>,
+    /// Regions by name, each knocked out whole.
+    pub regions: Vec<(String, Vec<usize>)>,
+}
+
+/// A finished causal map, with each region's drop (log-probability, base - knocked out).
+#[derive(Clone, Debug)]
+pub struct CausalView {
+    pub map: CausalMap,
+    pub regions: Vec<(String, f64)>,
+    pub ms: f64,
 }
 
 /// Knock out the last question's image tokens in the order of `map` (most attended first).
@@ -89,6 +114,8 @@ pub struct CaseResult {
     /// Words of the question the model's vocabulary lacks (read as `<unk>`).
     pub unknown_words: Vec<String>,
     pub faithfulness: Option<Curve>,
+    /// The causal map, when asked for after the answer.
+    pub causal: Option<CausalView>,
 }
 
 /// What the worker reports.
@@ -108,6 +135,13 @@ pub enum Event {
     Finished(Box<CaseResult>),
     /// A faithfulness curve asked for after the answer.
     Faithfulness(Box<Curve>),
+    /// Knockout passes of a causal map done so far.
+    Progress {
+        done: usize,
+        total: usize,
+    },
+    /// A causal map asked for after the answer.
+    Causal(Box<CausalView>),
     Failed(String),
 }
 
@@ -278,6 +312,24 @@ fn run(
                     }
                     continue;
                 }
+                Request::Causal(wanted) => {
+                    let Some((_, current)) = session.as_mut() else {
+                        emit(Event::Failed("ask a question first".into()));
+                        continue;
+                    };
+                    emit(Event::Stage("causal map"));
+                    let (events, wake, cancel) = (events.clone(), wake.clone(), cancel.clone());
+                    let mut progress = move |done: usize, total: usize| {
+                        let _ = events.try_send(Event::Progress { done, total });
+                        wake();
+                        !cancel.load(Ordering::SeqCst)
+                    };
+                    match causal_view(current, &wanted, &mut progress) {
+                        Ok(view) => emit(Event::Causal(Box::new(view))),
+                        Err(err) => emit(Event::Failed(format!("{err:#}"))),
+                    }
+                    continue;
+                }
             };
             let started = Instant::now();
             let key = format!("{} {:?}", ask.image_key, ask.pixel_limits);
@@ -368,7 +420,49 @@ fn run(
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
                 unknown_words: current.model.unknown_words(&ask.question),
                 faithfulness,
+                causal: None,
             })));
         }
     }
+}
+
+/// The causal map of `wanted` and its regions' drops, on the session's cached prefix.
+fn causal_view(
+    session: &mut ImageSession,
+    wanted: &CausalAsk,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> anyhow::Result<CausalView> {
+    let started = Instant::now();
+    let mut map = causal::map_with(
+        session,
+        &wanted.prompt,
+        wanted.cells,
+        &wanted.layers,
+        wanted.target.clone(),
+        wanted.base_logprob,
+        progress,
+    )?;
+    if let Some((name, shown)) = &wanted.shown {
+        map.agreement = Some(causal::agreement(shown, &map.cell_tokens, &map.drop, name));
+    }
+    let tokens: Vec<Vec<usize>> = wanted.regions.iter().map(|(_, t)| t.clone()).collect();
+    let logprobs = causal::logprobs_with_progress(
+        session,
+        &wanted.prompt,
+        &tokens,
+        &wanted.layers,
+        map.target.id,
+        progress,
+    )?;
+    let regions = wanted
+        .regions
+        .iter()
+        .zip(logprobs)
+        .map(|((name, _), logprob)| (name.clone(), wanted.base_logprob - logprob))
+        .collect();
+    Ok(CausalView {
+        map,
+        regions,
+        ms: started.elapsed().as_secs_f64() * 1e3,
+    })
 }

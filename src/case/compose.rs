@@ -13,6 +13,9 @@ pub enum Colormap {
     Inferno,
     Viridis,
     Jet,
+    /// Blue (negative) - white (zero) - red (positive), for signed maps (causal drops) scaled
+    /// so that 0.5 is zero.
+    Diverging,
 }
 
 impl Colormap {
@@ -51,6 +54,13 @@ impl Colormap {
                 [1.0, 0.0, 0.0],
                 [0.5, 0.0, 0.0],
             ],
+            Colormap::Diverging => &[
+                [0.230, 0.299, 0.754],
+                [0.552, 0.690, 0.996],
+                [0.865, 0.865, 0.865],
+                [0.958, 0.603, 0.482],
+                [0.706, 0.016, 0.150],
+            ],
         }
     }
 
@@ -64,6 +74,22 @@ impl Colormap {
         let (a, b) = (stops[index], stops[index + 1]);
         [0, 1, 2].map(|c| a[c] + (b[c] - a[c]) * fraction)
     }
+}
+
+/// Levels of a signed map for [`Colormap::Diverging`]: 0.5 at zero, 0 and 1 at -/+ the largest
+/// magnitude (white where knocking a cell out changes nothing).
+pub fn diverging_levels(values: &[f32]) -> Vec<f32> {
+    let reach = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    values
+        .iter()
+        .map(|v| {
+            if reach > 0.0 {
+                0.5 + v / (2.0 * reach)
+            } else {
+                0.5
+            }
+        })
+        .collect()
 }
 
 /// Scale a map to 0..1 by its own min and max.
@@ -323,6 +349,22 @@ pub fn upscale_to(img: &RgbImage, min_side_px: u32) -> RgbImage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn diverging_levels_put_zero_at_the_middle() {
+        // Largest magnitude 4: -4 -> 0, 0 -> 0.5, 2 -> 0.75, 4 -> 1; all zero -> 0.5.
+        let levels = super::diverging_levels(&[-4.0, 0.0, 2.0, 4.0]);
+        assert_eq!(levels, vec![0.0, 0.5, 0.75, 1.0]);
+        assert_eq!(super::diverging_levels(&[0.0, 0.0]), vec![0.5, 0.5]);
+        // White in the middle, blue below, red above.
+        let [r, g, b] = super::Colormap::Diverging.color(0.5);
+        assert!((r - g).abs() < 1e-6 && (g - b).abs() < 1e-6);
+        let (low, high) = (
+            super::Colormap::Diverging.color(0.0),
+            super::Colormap::Diverging.color(1.0),
+        );
+        assert!(low[2] > low[0] && high[0] > high[2]);
+    }
+
     use super::*;
 
     /// 0.5 mm per pixel on a 192 px image: a quarter of the width is 48 px = 24 mm, so the bar is

@@ -147,6 +147,28 @@ pub fn knockout_scores(
     batch: usize,
     score: impl Fn(&[f32]) -> f64,
 ) -> Result<Vec<f64>> {
+    knockout_scores_with(
+        session,
+        prompt,
+        knockouts,
+        layers,
+        batch,
+        score,
+        &mut |_, _| true,
+    )
+}
+
+/// As [`knockout_scores`], telling `progress(done, total)` after each batch; it returns false
+/// to cancel (the result is then an error saying so).
+pub fn knockout_scores_with(
+    session: &mut ImageSession,
+    prompt: &TokenisedPrompt,
+    knockouts: &[&[usize]],
+    layers: &[usize],
+    batch: usize,
+    score: impl Fn(&[f32]) -> f64,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Vec<f64>> {
     let options: Vec<RunOptions> = knockouts
         .iter()
         .map(|tokens| RunOptions {
@@ -166,6 +188,13 @@ pub fn knockout_scores(
         for answer in session.run_batch(&jobs)? {
             out.push(score(&answer.first_token_logits));
         }
+        if !progress(out.len(), options.len()) {
+            bail!(
+                "cancelled after {} of {} knockout passes",
+                out.len(),
+                options.len()
+            );
+        }
     }
     Ok(out)
 }
@@ -179,10 +208,21 @@ pub fn logprobs_with(
     layers: &[usize],
     target: u32,
 ) -> Result<Vec<f64>> {
+    logprobs_with_progress(session, prompt, knockouts, layers, target, &mut |_, _| true)
+}
+
+/// As [`logprobs_with`], telling `progress(done, total)` (false cancels).
+pub fn logprobs_with_progress(
+    session: &mut ImageSession,
+    prompt: &TokenisedPrompt,
+    knockouts: &[Vec<usize>],
+    layers: &[usize],
+    target: u32,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Vec<f64>> {
     let knockouts: Vec<&[usize]> = knockouts.iter().map(Vec::as_slice).collect();
-    knockout_scores(session, prompt, &knockouts, layers, BATCH, |logits| {
-        log_probability(logits, target as usize)
-    })
+    let score = |logits: &[f32]| log_probability(logits, target as usize);
+    knockout_scores_with(session, prompt, &knockouts, layers, BATCH, score, progress)
 }
 
 /// The causal map of `prompt`, following `target` (the original answer's first token) from its
@@ -195,12 +235,34 @@ pub fn map(
     target: Target,
     base_logprob: f64,
 ) -> Result<CausalMap> {
+    map_with(
+        session,
+        prompt,
+        cells,
+        layers,
+        target,
+        base_logprob,
+        &mut |_, _| true,
+    )
+}
+
+/// As [`map`], telling `progress(done, total)` after each batch of cells (false cancels).
+pub fn map_with(
+    session: &mut ImageSession,
+    prompt: &TokenisedPrompt,
+    cells: Cells,
+    layers: &[usize],
+    target: Target,
+    base_logprob: f64,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<CausalMap> {
     if layers.is_empty() {
         bail!("the causal map needs at least one layer to knock out in");
     }
     let shape = cells.shape(session.grid)?;
     let cell_tokens = cell_tokens(session.grid, shape);
-    let logprob = logprobs_with(session, prompt, &cell_tokens, layers, target.id)?;
+    let logprob =
+        logprobs_with_progress(session, prompt, &cell_tokens, layers, target.id, progress)?;
     let drop = logprob.iter().map(|&l| base_logprob - l).collect();
     Ok(CausalMap {
         cells: [shape.0, shape.1],

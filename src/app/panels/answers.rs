@@ -1,10 +1,11 @@
 //! The Answers panel: each answer as clickable tokens whose maps the viewport and head explorer
-//! then show, what was knocked out, and the faithfulness curve. The answers themselves, with
+//! then show, what was knocked out, the faithfulness curve and the causal map. The answers themselves, with
 //! their first-token probability, are in the strip above the image (story.rs).
 
 use egui::{Color32, RichText};
 
 use crate::app::state::{AnswerView, FoveaApp};
+use crate::app::worker::CaseResult;
 
 pub fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     ui.heading("Answers");
@@ -31,6 +32,120 @@ pub fn answers_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         app.answer_view = view;
     }
     faithfulness_ui(app, ui);
+    causal_ui(app, ui);
+}
+
+/// Cells a side of the default causal map: as many as cost about one prefill (cells x the
+/// question's suffix rows ~ the prefix rows), at most the token grid's side.
+pub fn default_causal_side(result: &CaseResult) -> usize {
+    let prompt = &result.outcome.prompt;
+    let suffix = prompt.after_image().len().max(1);
+    let cells = prompt.image_span.end / suffix;
+    ((cells as f64).sqrt().floor() as usize).clamp(1, result.grid.rows.min(result.grid.cols))
+}
+
+/// "Causal map": the cells picker with the cost before running, then the map's summary and
+/// each region's causal effect beside its attention ratio.
+fn causal_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
+    let Some(result) = &app.result else {
+        return;
+    };
+    let most = result.grid.rows.min(result.grid.cols);
+    if app.causal_side == 0 {
+        app.causal_side = default_causal_side(result);
+    }
+    app.causal_side = app.causal_side.clamp(1, most);
+    let side = app.causal_side;
+    let prompt = &result.outcome.prompt;
+    let suffix = prompt.after_image().len();
+    let rows = side * side * suffix;
+    // The question and general prompts' suffixes ran as one batch: time per suffix row.
+    let per_row_ms = result.outcome.suffixes_ms / (2 * suffix).max(1) as f64;
+    let estimate = format!(
+        "{side}x{side} cells: {} knockout passes x {suffix} tokens = {rows} suffix tokens \
+         ({:.1}x the prefix), about {:.1} s",
+        side * side,
+        rows as f64 / prompt.image_span.end.max(1) as f64,
+        per_row_ms * rows as f64 / 1e3
+    );
+    ui.horizontal(|ui| {
+        let ready = !app.worker.busy;
+        if ui
+            .add_enabled(ready, egui::Button::new("Causal map"))
+            .on_hover_text(
+                "Knock each cell of the image out of the answer in every layer and show how much \
+                 the first answer token's log-probability drops (red: the answer needs the cell; \
+                 blue: it does better without it)",
+            )
+            .clicked()
+        {
+            app.commands.push(crate::app::state::Command::CausalMap);
+        }
+        ui.add(egui::DragValue::new(&mut app.causal_side).range(1..=most))
+            .on_hover_text("cells per side");
+    });
+    ui.label(RichText::new(estimate).small());
+    if let (Some((done, total)), Some("causal map")) = (app.progress, app.stage) {
+        ui.add(
+            egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                .text(format!("{done} of {total} knockout passes")),
+        );
+    }
+    let Some(result) = &app.result else {
+        return;
+    };
+    let Some(view) = &result.causal else {
+        return;
+    };
+    let map = &view.map;
+    let cols = map.cells[1].max(1);
+    if let Some((best, most)) = map
+        .drop
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+    {
+        ui.label(format!(
+            "causal map {}x{} ({:.1} s): knocking out row {} col {} drops log p({:?}) most, by {most:.3}",
+            map.cells[0],
+            map.cells[1],
+            view.ms / 1e3,
+            best / cols,
+            best % cols,
+            map.target.token
+        ));
+    }
+    if let Some(agreement) = &map.agreement {
+        ui.label(format!(
+            "agreement with the {}: Spearman {}, hottest cell {} the most causal one",
+            agreement.map.replace('_', " "),
+            agreement
+                .spearman
+                .map_or("undefined".to_string(), |r| format!("{r:.2}")),
+            if agreement.top_cell_hit {
+                "is"
+            } else {
+                "is not"
+            }
+        ));
+    }
+    let triage = result.outcome.triage.as_ref().map(|t| &t.score_map);
+    for (name, drop) in &view.regions {
+        let ratio = app
+            .regions
+            .iter()
+            .find(|r| &r.name == name)
+            .zip(triage)
+            .and_then(|(r, map)| {
+                crate::grounding::metrics::compute(map, &r.region.tokens(&result.grid))
+            })
+            .map_or(String::new(), |m| {
+                format!(", triage-map attention ratio {:.2}", m.ratio)
+            });
+        ui.label(format!(
+            "{name}: knocked out, log p drops by {drop:.3}{ratio}"
+        ));
+    }
 }
 
 /// The faithfulness curve of the last answer, when it was asked for: the first answer token's

@@ -61,6 +61,19 @@ pub fn before_after_panes(app: &FoveaApp) -> [(OverlayLayer, bool, String); 2] {
                 format!("{}, after knockout", app.layer.label()),
             ),
         ],
+        // Where the triage heads looked | where the answer depends.
+        OverlayLayer::Causal => [
+            (
+                OverlayLayer::Before,
+                false,
+                "attention of the triage heads".into(),
+            ),
+            (
+                OverlayLayer::Causal,
+                false,
+                "causal map (log p drop)".into(),
+            ),
+        ],
         _ => [
             (OverlayLayer::Before, false, "before knockout".into()),
             (OverlayLayer::After, false, "after knockout".into()),
@@ -88,6 +101,19 @@ pub fn layer_values_of(app: &FoveaApp, layer: OverlayLayer, refined: bool) -> Op
     let relative_on = app.persisted.relative_maps;
     Some(match layer {
         OverlayLayer::None | OverlayLayer::KnockedOut => return None,
+        // Each token shows its cell's drop (the original answer's map, in either pane).
+        OverlayLayer::Causal => {
+            let map = &result.causal.as_ref()?.map;
+            let mut values = vec![0f32; result.grid.rows * result.grid.cols];
+            for (tokens, &drop) in map.cell_tokens.iter().zip(&map.drop) {
+                for &t in tokens {
+                    if let Some(v) = values.get_mut(t) {
+                        *v = drop as f32;
+                    }
+                }
+            }
+            values
+        }
         OverlayLayer::Head { layer, head } => {
             let layer = layer.min(question_maps.len().checked_sub(1)?);
             let head = head.min(question_maps[layer].len().checked_sub(1)?);
@@ -116,15 +142,21 @@ pub fn layer_values_of(app: &FoveaApp, layer: OverlayLayer, refined: bool) -> Op
     })
 }
 
+/// The map the region metrics are of: the shown one, or the triage map when the overlay shows
+/// no attention map (nothing, the knocked-out mask, or a causal map's signed drops).
+pub fn metrics_layer(app: &FoveaApp) -> OverlayLayer {
+    match app.layer {
+        OverlayLayer::None | OverlayLayer::KnockedOut | OverlayLayer::Causal => {
+            OverlayLayer::Triage
+        }
+        other => other,
+    }
+}
+
 /// Metrics of the current overlay map against the union of the regions.
 pub fn current_metrics(app: &FoveaApp) -> Option<Metrics> {
     let tokens = app.region_tokens()?;
-    let layer = if matches!(app.layer, OverlayLayer::None | OverlayLayer::KnockedOut) {
-        OverlayLayer::Triage
-    } else {
-        app.layer
-    };
-    metrics::compute(&layer_values(app, layer)?, &tokens)
+    metrics::compute(&layer_values(app, metrics_layer(app))?, &tokens)
 }
 
 pub fn head_explorer_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {

@@ -346,6 +346,10 @@ fn overlay_controls_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
                 OverlayLayer::Head { layer, head } => (layer, head),
                 _ => (layers / 2, 0),
             };
+            let has_causal = app.result.as_ref().is_some_and(|r| r.causal.is_some());
+            if has_causal {
+                ui.selectable_value(&mut app.layer, OverlayLayer::Causal, "causal map");
+            }
             for option in [
                 OverlayLayer::None,
                 OverlayLayer::Triage,
@@ -514,8 +518,11 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             );
         });
         ui.label(
-            RichText::new(format!("of the {} against the regions", app.layer.label()))
-                .color(Color32::GRAY),
+            RichText::new(format!(
+                "of the {} against the regions",
+                heads::metrics_layer(app).label()
+            ))
+            .color(Color32::GRAY),
         );
     }
 }

@@ -12,6 +12,7 @@ use crate::app::overlay::{GridValues, OverlayUniforms, PaneCallback};
 use crate::app::state::{
     hash, FoveaApp, MaskMode, NamedRegion, OverlayLayer, RegionRole, Tool, View,
 };
+use crate::case::compose::Colormap;
 use crate::grounding::region::Region;
 
 pub fn viewport_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
@@ -108,9 +109,14 @@ fn pane_ui(
         None => ((1, 1), None),
     };
     let raw_heat = layer_values_of(app, layer, refined);
-    let heat = raw_heat
-        .as_ref()
-        .map(|v| crate::grounding::triage::min_max_normalise(v));
+    let causal = layer == OverlayLayer::Causal;
+    let heat = raw_heat.as_ref().map(|v| {
+        if causal {
+            crate::case::compose::diverging_levels(v)
+        } else {
+            crate::grounding::triage::min_max_normalise(v)
+        }
+    });
     let knocked: Vec<f32> = match &app.result {
         Some(result) => {
             let mut mask = vec![0.0; grid.0 * grid.1];
@@ -166,7 +172,11 @@ fn pane_ui(
         colour_scale: 1.0 / study.sample_max.max(1.0),
         heat_opacity: app.persisted.opacity,
         heat_smooth: f32::from(u8::from(app.persisted.smooth)),
-        colormap: app.persisted.colormap as u8 as f32,
+        colormap: if causal {
+            Colormap::Diverging as u8 as f32
+        } else {
+            app.persisted.colormap as u8 as f32
+        },
         mask_mode: if app.result.is_some() { mask_mode } else { 0.0 },
         show_heat: f32::from(u8::from(heat.is_some())),
     };
@@ -259,11 +269,20 @@ fn draw_colour_bar(
     values: &[f32],
     layer: OverlayLayer,
 ) {
-    let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let mut hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !lo.is_finite() || !hi.is_finite() {
         return;
     }
+    // A causal map runs from -max|drop| (blue) through 0 (white) to +max|drop| (red).
+    let causal = layer == OverlayLayer::Causal;
+    let colormap = if causal {
+        let reach = lo.abs().max(hi.abs());
+        (lo, hi) = (-reach, reach);
+        Colormap::Diverging
+    } else {
+        app.persisted.colormap
+    };
     let bar = Rect::from_min_max(
         egui::pos2(rect.max.x - 22.0, rect.min.y + 28.0),
         egui::pos2(rect.max.x - 10.0, rect.max.y - 28.0),
@@ -271,9 +290,7 @@ fn draw_colour_bar(
     let steps = 64;
     for i in 0..steps {
         let t = 1.0 - (i as f32 + 0.5) / steps as f32;
-        let [r, g, b] = app
-            .persisted
-            .colormap
+        let [r, g, b] = colormap
             .color(t)
             .map(|c| (c * 255.0).round().clamp(0.0, 255.0) as u8);
         let y0 = bar.min.y + bar.height() * i as f32 / steps as f32;
@@ -295,7 +312,9 @@ fn draw_colour_bar(
             layer,
             OverlayLayer::Head { .. } | OverlayLayer::LayerMean { .. }
         );
-    let what = if relative || layer == OverlayLayer::Triage {
+    let what = if causal {
+        "log p drop"
+    } else if relative || layer == OverlayLayer::Triage {
         "relative"
     } else {
         "attention"
