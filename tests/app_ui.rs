@@ -1583,7 +1583,7 @@ fn the_causal_map_shows_where_the_answer_depends() {
     }
     harness.step();
     assert!(harness
-        .query_by_label_contains("4x4 cells: 16 knockout passes")
+        .query_by_label_contains("4x4 cells: 32 knockout passes")
         .is_some());
     harness.get_by_label("Causal map").click();
     run_until(&mut harness, "the causal map", |app| {
@@ -1603,24 +1603,25 @@ fn the_causal_map_shows_where_the_answer_depends() {
     let rgb = harness.state().image.as_ref().unwrap().model_input.clone();
     let mut session = fovea::model::ImageSession::new(&model, &rgb).unwrap();
     let prompt = result.outcome.prompt.clone();
-    let mut single = |tokens: &[usize]| -> f64 {
-        let answer = session
-            .run(
-                &prompt,
-                &fovea::model::RunOptions {
-                    max_new_tokens: 1,
-                    stop_at_eos: false,
-                    knockout: Some(fovea::model::EdgeMask {
-                        layers: vec![0, 1, 2, 3],
-                        queries_from: prompt.image_span.end,
-                        blocked_keys: fovea::model::image_key_positions(&prompt.image_span, tokens),
-                    }),
-                    ..fovea::model::RunOptions::default()
-                },
-            )
-            .unwrap();
-        fovea::grounding::causal::log_probability(&answer.first_token_logits, target)
+    let key = |tokens: &[usize]| fovea::model::image_key_positions(&prompt.image_span, tokens);
+    // log p(token) of the first answer token with `edges` knocked out.
+    let mut logp = |edges: fovea::model::EdgeMask, token: usize| -> f64 {
+        let options = fovea::model::RunOptions {
+            max_new_tokens: 1,
+            stop_at_eos: false,
+            knockout: Some(edges),
+            ..fovea::model::RunOptions::default()
+        };
+        let answer = session.run(&prompt, &options).unwrap();
+        fovea::grounding::causal::log_probability(&answer.first_token_logits, token)
     };
+    let all_layers = |tokens: &[usize]| fovea::model::EdgeMask {
+        layers: vec![0, 1, 2, 3],
+        queries_from: prompt.image_span.end,
+        blocked_keys: key(tokens),
+        and: None,
+    };
+    let mut single = |tokens: &[usize]| logp(all_layers(tokens), target);
     for cell in 0..16 {
         let want = single(&view.map.cell_tokens[cell]);
         assert!(
@@ -1632,8 +1633,39 @@ fn the_causal_map_shows_where_the_answer_depends() {
     let region_tokens = harness.state().regions[0].region.tokens(&result.grid);
     assert_eq!(region_tokens.len(), 36, "96 px of 192 on a 12 x 12 grid");
     let region_drop = view.map.base_logprob - single(&region_tokens);
+    drop(single);
     assert_eq!(view.regions.len(), 1);
     assert!((view.regions[0].1 - region_drop).abs() < 1e-5);
+    // VGRefine's answer's map: each cell knocked out on top of VGRefine's own knockout. Checked
+    // with the same edges split differently: the masked layers block the triage tokens and the
+    // cell together, the other layers the cell alone.
+    let knocked = result.outcome.knocked_out.clone();
+    assert!(!knocked.is_empty());
+    let refined = view.refined.as_ref().expect("the VGRefine answer's map");
+    let masked = result.settings.masked_layers.clone();
+    let others: Vec<usize> = (0..4).filter(|l| !masked.contains(l)).collect();
+    let refined_target = refined.target.id as usize;
+    for cell in [0, 9] {
+        let cell_tokens = &refined.cell_tokens[cell];
+        let mut both: Vec<usize> = knocked.iter().chain(cell_tokens).copied().collect();
+        both.sort_unstable();
+        both.dedup();
+        let edges = fovea::model::EdgeMask {
+            layers: masked.clone(),
+            queries_from: prompt.image_span.end,
+            blocked_keys: key(&both),
+            and: Some(Box::new(fovea::model::EdgeMask {
+                layers: others.clone(),
+                ..all_layers(cell_tokens)
+            })),
+        };
+        let want = logp(edges, refined_target);
+        assert!(
+            (refined.logprob[cell] - want).abs() < 1e-5,
+            "refined cell {cell}: {} vs {want}",
+            refined.logprob[cell]
+        );
+    }
     // The overlay: each token shows its cell's drop.
     let shown =
         fovea::app::panels::heads::layer_values(harness.state(), OverlayLayer::Causal).unwrap();
@@ -1658,4 +1690,10 @@ fn the_causal_map_shows_where_the_answer_depends() {
         .threshold(1.0)
         .max_failed_pixels(40);
     harness.snapshot_options("causal_map_demo", &options);
+    // Before | after: the original answer's causal map beside VGRefine's answer's.
+    harness.state_mut().side_by_side = true;
+    for _ in 0..3 {
+        harness.step();
+    }
+    harness.snapshot_options("causal_map_before_after", &options);
 }

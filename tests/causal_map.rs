@@ -74,6 +74,7 @@ fn batched_cells_equal_single_knockouts_and_the_whole_image_equals_the_text_alon
                         layers: all_layers.clone(),
                         queries_from: prompt.image_span.end,
                         blocked_keys: image_key_positions(&prompt.image_span, tokens),
+                        and: None,
                     }),
                     ..RunOptions::default()
                 },
@@ -105,6 +106,35 @@ fn batched_cells_equal_single_knockouts_and_the_whole_image_equals_the_text_alon
         whole.logprob[0]
     );
     assert!((whole.logprob[0] - no_image).abs() < 1e-5);
+
+    // Two chained edge sets block exactly their union: the same logits as one set of both.
+    let run = |session: &mut ImageSession, edges: EdgeMask| {
+        let options = RunOptions {
+            max_new_tokens: 1,
+            stop_at_eos: false,
+            knockout: Some(edges),
+            ..RunOptions::default()
+        };
+        session.run(&prompt, &options).unwrap().first_token_logits
+    };
+    let keys = |tokens: &[usize]| image_key_positions(&prompt.image_span, tokens);
+    let (a, b) = (&map.cell_tokens[0], &map.cell_tokens[5]);
+    let union: Vec<usize> = a.iter().chain(b).copied().collect();
+    let one = EdgeMask {
+        layers: all_layers.clone(),
+        queries_from: prompt.image_span.end,
+        blocked_keys: keys(&union),
+        and: None,
+    };
+    let chained = EdgeMask {
+        blocked_keys: keys(a),
+        and: Some(Box::new(EdgeMask {
+            blocked_keys: keys(b),
+            ..one.clone()
+        })),
+        ..one.clone()
+    };
+    assert_eq!(run(&mut session, chained), run(&mut session, one));
 
     // An empty knockout changes nothing.
     let empty =

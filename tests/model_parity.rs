@@ -263,6 +263,7 @@ fn quantized_weights_stay_close_to_transformers() {
                 layers: vec![1],
                 queries_from: prompt.image_span.end,
                 blocked_keys: keys.clone(),
+                and: None,
             };
             let knocked = session
                 .logits_unshared(&prompt, Some(&edges), None)

@@ -34,6 +34,7 @@ fn check(name: &str, family_dir: &str, batched: bool) {
         layers: usizes(&reference.json["knockout"]["layers"]),
         queries_from: span[1],
         blocked_keys: usizes(&reference.json["knockout"]["key_positions"]),
+        and: None,
     };
     let plain = RunOptions {
         max_new_tokens: 8,

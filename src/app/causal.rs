@@ -6,6 +6,7 @@ use super::panels;
 use super::state::FoveaApp;
 use super::worker::{CausalAsk, Request};
 use crate::grounding::causal::{log_probability, Cells, Target};
+use crate::grounding::refine::knockout_edges;
 
 /// The request for the last answer at `causal_side` cells a side (0: the default, about one
 /// prefill), or what is missing.
@@ -22,11 +23,15 @@ pub(super) fn request(app: &FoveaApp) -> Result<Request, String> {
         0 => panels::answers::default_causal_side(result),
         n => n.min(result.grid.rows.min(result.grid.cols)),
     };
-    let id = crate::model::decoder::argmax(logits) as u32;
-    let token = match (original.ids.first(), original.token_texts.first()) {
-        (Some(&first), Some(text)) if first == id => text.clone(),
-        _ => String::new(),
-    };
+    let (target, base_logprob) = followed(original);
+    // VGRefine's answer, when it knocked anything out: its own first token, under its knockout.
+    let refined = &result.outcome.refined;
+    let knocked = &result.outcome.knocked_out;
+    let refined = (!knocked.is_empty() && !refined.first_token_logits.is_empty()).then(|| {
+        let (target, base) = followed(refined);
+        let edges = knockout_edges(&result.outcome.prompt, knocked, &result.settings);
+        (target, base, edges)
+    });
     let regions = app
         .regions
         .iter()
@@ -40,11 +45,23 @@ pub(super) fn request(app: &FoveaApp) -> Result<Request, String> {
         .map(|t| ("triage_map".to_string(), t.score_map.clone()));
     Ok(Request::Causal(Box::new(CausalAsk {
         prompt: result.outcome.prompt.clone(),
-        target: Target { id, token },
-        base_logprob: log_probability(logits, id as usize),
+        target,
+        base_logprob,
         cells: Cells::Grid(side, side),
         layers: (0..app.model.as_ref().map_or(0, |m| m.layers)).collect(),
         shown,
         regions,
+        refined,
     })))
+}
+
+/// The answer's first token (the greedy one) and its log-probability.
+fn followed(answer: &crate::model::Answer) -> (Target, f64) {
+    let logits = &answer.first_token_logits;
+    let id = crate::model::decoder::argmax(logits) as u32;
+    let token = match (answer.ids.first(), answer.token_texts.first()) {
+        (Some(&first), Some(text)) if first == id => text.clone(),
+        _ => String::new(),
+    };
+    (Target { id, token }, log_probability(logits, id as usize))
 }

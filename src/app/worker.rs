@@ -44,6 +44,9 @@ pub struct CausalAsk {
     pub shown: Option<(String, Vec<f32>)>,
     /// Regions by name, each knocked out whole.
     pub regions: Vec<(String, Vec<usize>)>,
+    /// The VGRefine answer's map too: its first token and log-probability under its own
+    /// knockout, and that knockout (which every cell's then adds to).
+    pub refined: Option<(Target, f64, EdgeMask)>,
 }
 
 /// A finished causal map, with each region's drop (log-probability, base - knocked out).
@@ -51,6 +54,8 @@ pub struct CausalAsk {
 pub struct CausalView {
     pub map: CausalMap,
     pub regions: Vec<(String, f64)>,
+    /// The VGRefine answer's causal map (cells knocked out on top of its knockout).
+    pub refined: Option<CausalMap>,
     pub ms: f64,
 }
 
@@ -375,6 +380,7 @@ fn run(
                             &outcome.prompt.image_span,
                             &outside,
                         ),
+                        and: None,
                     };
                     let options = RunOptions {
                         max_new_tokens: ask.settings.max_new_tokens,
@@ -438,6 +444,7 @@ fn causal_view(
         &wanted.prompt,
         wanted.cells,
         &wanted.layers,
+        None,
         wanted.target.clone(),
         wanted.base_logprob,
         progress,
@@ -451,6 +458,7 @@ fn causal_view(
         &wanted.prompt,
         &tokens,
         &wanted.layers,
+        None,
         map.target.id,
         progress,
     )?;
@@ -460,9 +468,23 @@ fn causal_view(
         .zip(logprobs)
         .map(|((name, _), logprob)| (name.clone(), wanted.base_logprob - logprob))
         .collect();
+    let refined = match &wanted.refined {
+        Some((target, base, edges)) => Some(causal::map_with(
+            session,
+            &wanted.prompt,
+            wanted.cells,
+            &wanted.layers,
+            Some(edges),
+            target.clone(),
+            *base,
+            progress,
+        )?),
+        None => None,
+    };
     Ok(CausalView {
         map,
         regions,
+        refined,
         ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }

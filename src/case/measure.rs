@@ -211,6 +211,7 @@ pub fn run(
             layers: vec![layers / 2],
             queries_from: span.end,
             blocked_keys: span.clone().step_by(5).collect(),
+            and: None,
         }),
         ..one_token.clone()
     };

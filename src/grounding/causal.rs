@@ -147,24 +147,20 @@ pub fn knockout_scores(
     batch: usize,
     score: impl Fn(&[f32]) -> f64,
 ) -> Result<Vec<f64>> {
-    knockout_scores_with(
-        session,
-        prompt,
-        knockouts,
-        layers,
-        batch,
-        score,
-        &mut |_, _| true,
-    )
+    let none = &mut |_, _| true;
+    knockout_scores_with(session, prompt, knockouts, layers, None, batch, score, none)
 }
 
-/// As [`knockout_scores`], telling `progress(done, total)` after each batch; it returns false
-/// to cancel (the result is then an error saying so).
+/// As [`knockout_scores`], each knockout also blocking the edges of `with` (an answer's own
+/// knockout: VGRefine's), telling `progress(done, total)` after each batch; it returns false to
+/// cancel (the result is then an error saying so).
+#[allow(clippy::too_many_arguments)]
 pub fn knockout_scores_with(
     session: &mut ImageSession,
     prompt: &TokenisedPrompt,
     knockouts: &[&[usize]],
     layers: &[usize],
+    with: Option<&EdgeMask>,
     batch: usize,
     score: impl Fn(&[f32]) -> f64,
     progress: &mut dyn FnMut(usize, usize) -> bool,
@@ -178,6 +174,7 @@ pub fn knockout_scores_with(
                 layers: layers.to_vec(),
                 queries_from: prompt.image_span.end,
                 blocked_keys: image_key_positions(&prompt.image_span, tokens),
+                and: with.cloned().map(Box::new),
             }),
             ..RunOptions::default()
         })
@@ -208,21 +205,33 @@ pub fn logprobs_with(
     layers: &[usize],
     target: u32,
 ) -> Result<Vec<f64>> {
-    logprobs_with_progress(session, prompt, knockouts, layers, target, &mut |_, _| true)
+    logprobs_with_progress(
+        session,
+        prompt,
+        knockouts,
+        layers,
+        None,
+        target,
+        &mut |_, _| true,
+    )
 }
 
-/// As [`logprobs_with`], telling `progress(done, total)` (false cancels).
+/// As [`logprobs_with`], each knockout also blocking `with`'s edges, telling
+/// `progress(done, total)` (false cancels).
 pub fn logprobs_with_progress(
     session: &mut ImageSession,
     prompt: &TokenisedPrompt,
     knockouts: &[Vec<usize>],
     layers: &[usize],
+    with: Option<&EdgeMask>,
     target: u32,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Vec<f64>> {
     let knockouts: Vec<&[usize]> = knockouts.iter().map(Vec::as_slice).collect();
     let score = |logits: &[f32]| log_probability(logits, target as usize);
-    knockout_scores_with(session, prompt, &knockouts, layers, BATCH, score, progress)
+    knockout_scores_with(
+        session, prompt, &knockouts, layers, with, BATCH, score, progress,
+    )
 }
 
 /// The causal map of `prompt`, following `target` (the original answer's first token) from its
@@ -240,18 +249,23 @@ pub fn map(
         prompt,
         cells,
         layers,
+        None,
         target,
         base_logprob,
         &mut |_, _| true,
     )
 }
 
-/// As [`map`], telling `progress(done, total)` after each batch of cells (false cancels).
+/// As [`map`], for an answer that already had `with` knocked out (VGRefine's answer: each cell's
+/// knockout adds to it; `base_logprob` is then that answer's own), telling
+/// `progress(done, total)` after each batch of cells (false cancels).
+#[allow(clippy::too_many_arguments)]
 pub fn map_with(
     session: &mut ImageSession,
     prompt: &TokenisedPrompt,
     cells: Cells,
     layers: &[usize],
+    with: Option<&EdgeMask>,
     target: Target,
     base_logprob: f64,
     progress: &mut dyn FnMut(usize, usize) -> bool,
@@ -261,8 +275,15 @@ pub fn map_with(
     }
     let shape = cells.shape(session.grid)?;
     let cell_tokens = cell_tokens(session.grid, shape);
-    let logprob =
-        logprobs_with_progress(session, prompt, &cell_tokens, layers, target.id, progress)?;
+    let logprob = logprobs_with_progress(
+        session,
+        prompt,
+        &cell_tokens,
+        layers,
+        with,
+        target.id,
+        progress,
+    )?;
     let drop = logprob.iter().map(|&l| base_logprob - l).collect();
     Ok(CausalMap {
         cells: [shape.0, shape.1],

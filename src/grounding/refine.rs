@@ -253,21 +253,30 @@ fn measure_with_progress(
     })
 }
 
-/// The knockout run's options: `answer_options` with the edges from the question's rows to
-/// the `knocked_out` image tokens blocked in the settings' layers.
+/// The edges VGRefine blocks: from the question's rows (every token after the image) to the
+/// `knocked_out` image tokens, in the settings' masked layers.
+pub fn knockout_edges(
+    prompt: &TokenisedPrompt,
+    knocked_out: &[usize],
+    settings: &Settings,
+) -> EdgeMask {
+    EdgeMask {
+        layers: settings.masked_layers.clone(),
+        queries_from: prompt.image_span.end,
+        blocked_keys: crate::model::image_key_positions(&prompt.image_span, knocked_out),
+        and: None,
+    }
+}
+
+/// The knockout run's options: `answer_options` with [`knockout_edges`].
 fn knockout_options(
     prompt: &TokenisedPrompt,
     knocked_out: &[usize],
     settings: &Settings,
     answer_options: &RunOptions,
 ) -> RunOptions {
-    let edges = EdgeMask {
-        layers: settings.masked_layers.clone(),
-        queries_from: prompt.image_span.end,
-        blocked_keys: crate::model::image_key_positions(&prompt.image_span, knocked_out),
-    };
     RunOptions {
-        knockout: Some(edges),
+        knockout: Some(knockout_edges(prompt, knocked_out, settings)),
         knockout_decode: settings.knockout_decode,
         ..answer_options.clone()
     }

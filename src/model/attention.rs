@@ -38,17 +38,21 @@ impl AttentionProbe {
 }
 
 /// Attention edges to forbid: in `layers`, from every query at an absolute position
-/// `>= queries_from` to each key position in `blocked_keys`.
+/// `>= queries_from` to each key position in `blocked_keys`; and, with `and`, another such set
+/// too (its own layers: a causal map's cell knocked out of an answer VGRefine already knocked
+/// out in its masked layers).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EdgeMask {
     pub layers: Vec<usize>,
     pub queries_from: usize,
     pub blocked_keys: Vec<usize>,
+    pub and: Option<Box<EdgeMask>>,
 }
 
 impl EdgeMask {
-    pub(super) fn applies_to(&self, layer: usize) -> bool {
-        self.layers.contains(&layer) && !self.blocked_keys.is_empty()
+    /// This set and every set chained to it with `and`.
+    fn chain(&self) -> impl Iterator<Item = &EdgeMask> {
+        std::iter::successors(Some(self), |m| m.and.as_deref())
     }
 }
 
@@ -179,8 +183,11 @@ pub(super) fn attention_mask(
             }
         }
     }
-    if let Some(edges) = edges.filter(|e| e.applies_to(layer)) {
-        for (i, row) in rows.enumerate() {
+    for edges in edges.into_iter().flat_map(EdgeMask::chain) {
+        if !(edges.layers.contains(&layer) && !edges.blocked_keys.is_empty()) {
+            continue;
+        }
+        for (i, row) in rows.clone().enumerate() {
             if start + row < edges.queries_from {
                 continue;
             }

@@ -198,6 +198,7 @@ pub fn run(
         layers: vec![1],
         queries_from: span.end,
         blocked_keys: span.clone().step_by(5).collect(),
+        and: None,
     };
     let knockout_options = RunOptions {
         knockout: Some(knockout),

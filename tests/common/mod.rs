@@ -140,6 +140,7 @@ pub fn check_session(
         layers,
         queries_from: prompt.image_span.end,
         blocked_keys: keys.clone(),
+        and: None,
     };
     let mut knocked_probe = AttentionProbe::new(QueryRows::Last, prompt.image_span.clone());
     let knocked = session

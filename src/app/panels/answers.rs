@@ -58,13 +58,19 @@ fn causal_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     let side = app.causal_side;
     let prompt = &result.outcome.prompt;
     let suffix = prompt.after_image().len();
-    let rows = side * side * suffix;
+    // The original answer's cells, and VGRefine's answer's when it knocked anything out.
+    let maps = if result.outcome.knocked_out.is_empty() {
+        1
+    } else {
+        2
+    };
+    let rows = maps * side * side * suffix;
     // The question and general prompts' suffixes ran as one batch: time per suffix row.
     let per_row_ms = result.outcome.suffixes_ms / (2 * suffix).max(1) as f64;
     let estimate = format!(
         "{side}x{side} cells: {} knockout passes x {suffix} tokens = {rows} suffix tokens \
          ({:.1}x the prefix), about {:.1} s",
-        side * side,
+        maps * side * side,
         rows as f64 / prompt.image_span.end.max(1) as f64,
         per_row_ms * rows as f64 / 1e3
     );
@@ -114,6 +120,22 @@ fn causal_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             best % cols,
             map.target.token
         ));
+    }
+    if let Some(refined) = &view.refined {
+        if let Some((best, most)) = refined
+            .drop
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+        {
+            ui.label(format!(
+                "VGRefine answer: knocking out row {} col {} drops log p({:?}) most, by {most:.3} \
+                 (Before | after shows both maps)",
+                best / cols,
+                best % cols,
+                refined.target.token
+            ));
+        }
     }
     if let Some(agreement) = &map.agreement {
         ui.label(format!(

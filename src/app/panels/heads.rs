@@ -61,7 +61,28 @@ pub fn before_after_panes(app: &FoveaApp) -> [(OverlayLayer, bool, String); 2] {
                 format!("{}, after knockout", app.layer.label()),
             ),
         ],
-        // Where the triage heads looked | where the answer depends.
+        // Where each answer depends; without VGRefine's map, where the triage heads looked |
+        // where the answer depends.
+        OverlayLayer::Causal
+            if app
+                .result
+                .as_ref()
+                .and_then(|r| r.causal.as_ref())
+                .is_some_and(|c| c.refined.is_some()) =>
+        {
+            [
+                (
+                    OverlayLayer::Causal,
+                    false,
+                    "causal map, original answer".into(),
+                ),
+                (
+                    OverlayLayer::Causal,
+                    true,
+                    "causal map, VGRefine answer".into(),
+                ),
+            ]
+        }
         OverlayLayer::Causal => [
             (
                 OverlayLayer::Before,
@@ -101,9 +122,14 @@ pub fn layer_values_of(app: &FoveaApp, layer: OverlayLayer, refined: bool) -> Op
     let relative_on = app.persisted.relative_maps;
     Some(match layer {
         OverlayLayer::None | OverlayLayer::KnockedOut => return None,
-        // Each token shows its cell's drop (the original answer's map, in either pane).
+        // Each token shows its cell's drop (with `refined`, in VGRefine's answer).
         OverlayLayer::Causal => {
-            let map = &result.causal.as_ref()?.map;
+            let view = result.causal.as_ref()?;
+            let map = if refined {
+                view.refined.as_ref()?
+            } else {
+                &view.map
+            };
             let mut values = vec![0f32; result.grid.rows * result.grid.cols];
             for (tokens, &drop) in map.cell_tokens.iter().zip(&map.drop) {
                 for &t in tokens {

@@ -437,8 +437,21 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     let mut remove = None;
     let mut edited = false;
     // Per region: the attention ratio of the two panes of the before | after view (the shown
-    // head or layer map, else the triage heads' mean), so a distractor losing attention shows.
-    let [(a, ra, _), (b, rb, _)] = heads::before_after_panes(app);
+    // head or layer map, else the triage heads' mean), so a distractor losing attention shows;
+    // and its causal effect once a causal map ran (the drop when the region is knocked out).
+    let [(a, ra, _), (b, rb, _)] = match app.layer {
+        OverlayLayer::Causal => [
+            (OverlayLayer::Before, false, String::new()),
+            (OverlayLayer::After, false, String::new()),
+        ],
+        _ => heads::before_after_panes(app),
+    };
+    let causal: Vec<(String, f64)> = app
+        .result
+        .as_ref()
+        .and_then(|r| r.causal.as_ref())
+        .map(|c| c.regions.clone())
+        .unwrap_or_default();
     let before = heads::layer_values_of(app, a, ra);
     let after = heads::layer_values_of(app, b, rb);
     let grid = app.result.as_ref().map(|r| r.grid);
@@ -475,9 +488,15 @@ fn regions_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
             let tokens = region.region.tokens(&grid);
             if !tokens.is_empty() {
                 let ratio = |map: &[f32]| crate::grounding::metrics::attention_ratio(map, &tokens);
+                let effect = causal
+                    .iter()
+                    .find(|(name, _)| name == &region.name)
+                    .map_or(String::new(), |(_, drop)| {
+                        format!("; knocked out, log p drops {drop:.3}")
+                    });
                 ui.label(
                     RichText::new(format!(
-                        "    {}: attention ratio {:.2} before, {:.2} after knockout",
+                        "    {}: attention ratio {:.2} before, {:.2} after knockout{effect}",
                         region.name,
                         ratio(before),
                         ratio(after)
