@@ -158,12 +158,18 @@ fn inspect_records_the_causal_map() {
     case.image.save(&image).unwrap();
     let json = dir.path().join("case.json");
     let question = case.questions()[0].question.clone();
-    let out = fovea(&[
-        "inspect",
-        "--image",
-        image.to_str().unwrap(),
-        "--question",
-        &question,
+    let inspect = |extra: &[&str]| {
+        let mut args = vec![
+            "inspect",
+            "--image",
+            image.to_str().unwrap(),
+            "--question",
+            &question,
+        ];
+        args.extend(extra);
+        fovea(&args)
+    };
+    let out = inspect(&[
         "--causal-map",
         "2x3",
         "--max-new-tokens",
@@ -217,15 +223,7 @@ fn inspect_records_the_causal_map() {
     assert!(record["timings_ms"]["causal"].as_f64().unwrap() > 0.0);
 
     for (spec, needle) in [("0x3", "--causal-map"), ("99x2", "finer than this image's")] {
-        let out = fovea(&[
-            "inspect",
-            "--image",
-            image.to_str().unwrap(),
-            "--question",
-            &question,
-            "--causal-map",
-            spec,
-        ]);
+        let out = inspect(&["--causal-map", spec]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{spec}: {stderr}");
         assert!(stderr.contains(needle), "{spec}: {stderr}");

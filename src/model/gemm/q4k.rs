@@ -223,7 +223,7 @@ impl PackedQ4K {
             "kernel {} does not run here",
             kernel.name()
         );
-        let acts = Activations::quantize(x, m, self.k);
+        let acts = Activations::quantize(x, m, self.k, false);
         let mut out = vec![0f32; m * self.n];
         let groups = self.n.div_ceil(GROUP);
         let (blocks, supers) = (self.k / BLOCK, self.k / SUPER);

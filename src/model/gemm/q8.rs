@@ -172,7 +172,7 @@ impl PackedQ8 {
     /// The same with a chosen kernel (`kernel` must be one of [`Kernel::available`]).
     pub fn matmul_with(&self, kernel: Kernel, x: &[f32], m: usize) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "input is not (m, k)");
-        let acts = Activations::quantize(x, m, self.k);
+        let acts = Activations::quantize(x, m, self.k, kernel == Kernel::Avx2);
         let mut out = vec![0f32; m * self.n];
         for_each_tile(m, self.n, &mut out, |row, rows, group, tile| {
             self.tile(kernel, &acts, row, rows, group, tile)
@@ -205,7 +205,6 @@ impl PackedQ8 {
             &self.scales[second * group_scales..(second + 1) * group_scales],
         ];
         let a = &acts.q[row * self.k..(row + rows) * self.k];
-        let abs = &acts.abs[row * self.k..(row + rows) * self.k];
         let d = &acts.d[row * blocks..(row + rows) * blocks];
         let sums = &acts.sums[row * blocks..(row + rows) * blocks];
         match kernel {
@@ -219,6 +218,8 @@ impl PackedQ8 {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
                 assert!(matches!(Kernel::best(), Kernel::Avx512Vnni | Kernel::Avx2));
+                // `|q|` was computed for this kernel (`matmul_with`).
+                let abs = &acts.abs[row * self.k..(row + rows) * self.k];
                 // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
                 unsafe { super::x86::tile_avx2(rows, self.k, w, s, a, abs, d, tile) }
             }

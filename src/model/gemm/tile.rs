@@ -102,14 +102,21 @@ impl Activations {
         }
     }
 
-    pub(super) fn quantize(x: &[f32], m: usize, k: usize) -> Activations {
+    /// `with_abs`: also `|q|` (only the AVX2 q8_0 kernel reads it).
+    pub(super) fn quantize(x: &[f32], m: usize, k: usize, with_abs: bool) -> Activations {
         let blocks = k / BLOCK;
         let mut q = vec![0i8; m * k];
-        let mut abs = vec![0i8; m * k];
+        let mut abs = vec![0i8; if with_abs { m * k } else { 0 }];
         let mut d = vec![0f32; m * blocks];
         let mut sums = vec![0i32; m * blocks];
+        // Without `|q|`, empty rows keep the zip in step.
+        let abs_rows: Vec<&mut [i8]> = if with_abs {
+            abs.chunks_mut(k).collect()
+        } else {
+            (0..m).map(|_| &mut [][..]).collect()
+        };
         q.par_chunks_mut(k)
-            .zip(abs.par_chunks_mut(k))
+            .zip(abs_rows)
             .zip(d.par_chunks_mut(blocks))
             .zip(sums.par_chunks_mut(blocks))
             .zip(x.par_chunks(k))
@@ -119,9 +126,11 @@ impl Activations {
                     let (scale, quants) = quantize_block(&x[b * BLOCK..(b + 1) * BLOCK]);
                     d[b] = scale;
                     q[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&quants);
-                    for (abs, v) in abs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(quants) {
-                        // |q| <= 127: quantize_block clamps to -127..=127.
-                        *abs = v.unsigned_abs() as i8;
+                    if let Some(abs) = abs.get_mut(b * BLOCK..(b + 1) * BLOCK) {
+                        for (abs, v) in abs.iter_mut().zip(quants) {
+                            // |q| <= 127: quantize_block clamps to -127..=127.
+                            *abs = v.unsigned_abs() as i8;
+                        }
                     }
                     sums[b] = 128 * quants.iter().map(|&v| v as i32).sum::<i32>();
                 }
