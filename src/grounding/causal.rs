@@ -132,6 +132,17 @@ pub struct CausalMap {
     pub suffix_tokens: usize,
 }
 
+impl CausalMap {
+    /// The cell whose knockout drops the answer most (raster index) and that drop.
+    pub fn most_causal(&self) -> Option<(usize, f64)> {
+        self.drop
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
 /// Suffix passes per `run_batch` call: enough to fill the matrix kernels, few enough that a
 /// per-token map of a large grid never holds thousands of suffix caches at once.
 const BATCH: usize = 64;

@@ -105,12 +105,7 @@ fn causal_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
     };
     let map = &view.map;
     let cols = map.cells[1].max(1);
-    if let Some((best, most)) = map
-        .drop
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-    {
+    if let Some((best, most)) = map.most_causal() {
         ui.label(format!(
             "causal map {}x{} ({:.1} s): knocking out row {} col {} drops log p({:?}) most, by {most:.3}",
             map.cells[0],
@@ -122,12 +117,7 @@ fn causal_ui(app: &mut FoveaApp, ui: &mut egui::Ui) {
         ));
     }
     if let Some(refined) = &view.refined {
-        if let Some((best, most)) = refined
-            .drop
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-        {
+        if let Some((best, most)) = refined.most_causal() {
             ui.label(format!(
                 "VGRefine answer: knocking out row {} col {} drops log p({:?}) most, by {most:.3} \
                  (Before | after shows both maps)",
