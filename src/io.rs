@@ -52,10 +52,56 @@ pub fn write_with(
     temp.as_file()
         .sync_all()
         .with_context(|| format!("cannot sync {}", path.display()))?;
-    temp.persist(path)
-        .map_err(|err| err.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    persist(temp, path)
+}
+
+/// Rename the finished temporary file over `path`.
+///
+/// Windows refuses to replace a file another program holds open without delete sharing (a
+/// viewer, an indexer, a virus scanner reading the new file): the rename fails with "access
+/// denied" or "sharing violation" until that program lets go, usually within a second. So on
+/// Windows the rename is retried for up to about 2 s before the error is given, naming the file
+/// and the likely cause. (A POSIX rename replaces an open file at once.)
+fn persist(mut temp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    let waits_ms: &[u64] = if cfg!(windows) {
+        &[10, 20, 40, 80, 160, 320, 640, 800]
+    } else {
+        &[]
+    };
+    for wait in waits_ms.iter().map(|&ms| Some(ms)).chain([None]) {
+        match temp.persist(path) {
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                let held = is_held_open(&err.error);
+                match wait {
+                    Some(ms) if held => {
+                        temp = err.file;
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                    }
+                    _ if held => {
+                        return Err(err.error).with_context(|| {
+                            format!(
+                                "cannot replace {}: another program keeps it open (close it there \
+                                 and try again)",
+                                path.display()
+                            )
+                        })
+                    }
+                    _ => {
+                        return Err(err.error)
+                            .with_context(|| format!("cannot write {}", path.display()))
+                    }
+                }
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Windows' answers to replacing a file that is open elsewhere: ERROR_ACCESS_DENIED (5) and
+/// ERROR_SHARING_VIOLATION (32). Never true elsewhere.
+fn is_held_open(err: &std::io::Error) -> bool {
+    cfg!(windows) && matches!(err.raw_os_error(), Some(5 | 32))
 }
 
 /// Write bytes atomically.
@@ -104,6 +150,43 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".fovea-"))
             .collect();
         assert!(leftovers.is_empty(), "no temporary file left behind");
+    }
+
+    /// Windows: a reader holding the destination open without delete sharing for 300 ms (as
+    /// a viewer or a virus scanner does) delays the replacement instead of failing it; one that
+    /// never lets go gets an error naming the file, and the old content stays.
+    #[cfg(windows)]
+    #[test]
+    fn a_file_held_open_elsewhere_is_replaced_when_released() {
+        use std::os::windows::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held.json");
+        write_bytes(&path, b"old").unwrap();
+        let open_unshared = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .share_mode(1) // FILE_SHARE_READ only: no delete, so no rename over it
+                .open(&path)
+                .unwrap()
+        };
+        let held = open_unshared();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        write_bytes(&path, b"new").unwrap();
+        release.join().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+
+        let held = open_unshared();
+        let err = write_bytes(&path, b"newer").unwrap_err();
+        drop(held);
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("held.json") && text.contains("keeps it open"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
     }
 
     #[test]

@@ -403,7 +403,7 @@ fn src_dir() -> PathBuf {
 /// own top-level layer).
 fn rank(module: &[String]) -> usize {
     match module.first().map(String::as_str) {
-        Some("io") => 0,
+        Some("io" | "platform") => 0,
         Some("imaging" | "demo") => 1,
         Some("model") => 2,
         Some("grounding") => 3,

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::process::Command;
 
 use fovea::demo::{generate, Recipe};
 use fovea::grounding::causal::{self, Cells, Target};
@@ -143,7 +142,7 @@ fn batched_cells_equal_single_knockouts_and_the_whole_image_equals_the_text_alon
 }
 
 fn fovea(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fovea"))
+    common::fovea_command()
         .args(args)
         .env("FOVEA_CACHE_DIR", "off")
         .output()

@@ -2,7 +2,9 @@
 //! clear line naming the file with exit code 2, and no output file is left behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -11,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn fovea(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fovea"))
+    common::fovea_command()
         .args(args)
         .output()
         .expect("fovea runs")

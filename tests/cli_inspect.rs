@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+mod common;
+
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava")
 }
 
 fn fovea(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fovea"))
+    common::fovea_command()
         .args(args)
         .output()
         .expect("fovea runs")
@@ -264,7 +266,7 @@ fn outputs_follow_the_umask() {
         let overlay = dir.path().join("case.png");
         let converted = dir.path().join("ct.png");
         let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-        let mut inspect: Vec<String> = vec![env!("CARGO_BIN_EXE_fovea").to_string()];
+        let mut inspect: Vec<String> = common::fovea_argv();
         inspect.extend(base_args());
         inspect.extend(
             [
@@ -282,7 +284,11 @@ fn outputs_follow_the_umask() {
                 .map(|a| quote(a))
                 .collect::<Vec<_>>()
                 .join(" "),
-            quote(env!("CARGO_BIN_EXE_fovea")),
+            common::fovea_argv()
+                .iter()
+                .map(|a| quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
             quote(ct.to_str().unwrap()),
             quote(converted.to_str().unwrap()),
         );
@@ -341,7 +347,7 @@ fn a_model_that_cannot_fit_is_refused_with_what_would() {
         ),
     ] {
         let model = dir.path().join(shape);
-        let wrote = Command::new(env!("CARGO_BIN_EXE_fovea"))
+        let wrote = common::fovea_command()
             .args([
                 "bench",
                 "--write-model",
@@ -356,7 +362,7 @@ fn a_model_that_cannot_fit_is_refused_with_what_would() {
             "{}",
             String::from_utf8_lossy(&wrote.stderr)
         );
-        let run = Command::new(env!("CARGO_BIN_EXE_fovea"))
+        let run = common::fovea_command()
             .env("FOVEA_MEMORY_LIMIT", "7G")
             .args(["inspect", "--model", model.to_str().unwrap()])
             .args(["--image", image.to_str().unwrap(), "--question", "w1"])
@@ -398,7 +404,7 @@ fn bench_reports_on_a_checkpoint() {
     for quantize in ["none", "q8_0"] {
         let out = dir.path().join(format!("bench-{quantize}.json"));
         // The q8_0 run's weight cache goes to the test's folder, not the user's cache.
-        let run = Command::new(env!("CARGO_BIN_EXE_fovea"))
+        let run = common::fovea_command()
             .env("FOVEA_CACHE_DIR", dir.path().join("weight-cache"))
             .args(["bench", "--model"])
             .arg(fovea::demo::demo_model_dir())

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{Device, Tensor};
 use fovea::model::detect::detect;
@@ -45,8 +44,15 @@ impl Copy {
     }
 
     /// Apply `edit` to the JSON file `file` (relative to the checkpoint).
+    /// `file` ('/'-separated, as configs name folders) inside the copy, in this system's
+    /// separators: on Windows `vit\clip-tiny\config.json`, the path an error must name.
+    fn path(&self, file: &str) -> PathBuf {
+        file.split('/')
+            .fold(self.dir.clone(), |path, part| path.join(part))
+    }
+
     fn edit_json(&self, file: &str, edit: impl FnOnce(&mut Value)) {
-        let path = self.dir.join(file);
+        let path = self.path(file);
         let mut value: Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         edit(&mut value);
@@ -114,7 +120,7 @@ fn an_original_llava_v16_checkpoint_is_refused_not_run_as_llava_15() {
     // The same through the command line: exit 2, one line, nothing written.
     let out = tempfile::tempdir().unwrap();
     let record = out.path().join("case.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_fovea"))
+    let run = common::fovea_command()
         .args(["inspect", "--model"])
         .arg(&copy.dir)
         .arg("--image")
@@ -241,7 +247,7 @@ fn original_llava_keys_that_change_the_computation_are_refused() {
     copy.refused(
         "model_type",
         "\"siglip_vision_model\"",
-        &copy.dir.join("vit/clip-tiny/config.json"),
+        &copy.path("vit/clip-tiny/config.json"),
     );
     let copy = Copy::of("llava", "huatuo-qwen2-original");
     copy.edit_json("vit/clip-tiny/config.json", |c| {
@@ -250,7 +256,7 @@ fn original_llava_keys_that_change_the_computation_are_refused() {
     copy.refused(
         "hidden_act",
         "\"relu\"",
-        &copy.dir.join("vit/clip-tiny/config.json"),
+        &copy.path("vit/clip-tiny/config.json"),
     );
 }
 
@@ -458,7 +464,7 @@ fn image_processor_steps_that_fovea_does_not_apply_are_refused() {
     for (family, name, file, key, value) in cases {
         let copy = Copy::of(family, name);
         copy.edit_json(file, |c| c[key] = value.clone());
-        copy.refused(key, &value.to_string(), &copy.dir.join(file));
+        copy.refused(key, &value.to_string(), &copy.path(file));
     }
     // LLaVA's padding makes the image square first: its centre crop changes nothing.
     let copy = Copy::of("llava", "huatuo-qwen2-original");

@@ -8,13 +8,15 @@
 //! measure it).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use fovea::model::gemm::tier::{detected, Tier};
 
+mod common;
+
 fn inspect(tier: &str, json: &Path, cache: &Path) -> Output {
     let case = fovea::demo::assets_dir().join("cases/02-chest-9000489.png");
-    Command::new(env!("CARGO_BIN_EXE_fovea"))
+    common::fovea_command()
         .env("FOVEA_CPU", tier)
         .env("FOVEA_CACHE_DIR", cache)
         .args(["inspect", "--image"])

@@ -3,15 +3,16 @@
 //! and eval scores with and without VGRefine.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
 
 fn model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava/huatuo-qwen2-original")
 }
 
 fn fovea(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_fovea"))
+    let output = common::fovea_command()
         .args(args)
         .output()
         .expect("fovea runs");
@@ -202,7 +203,7 @@ fn killed_run_resumes_to_the_same_result() {
         .count();
 
     let out = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fovea"))
+    let mut child = common::fovea_command()
         .args([
             "grounding",
             "--data",
@@ -237,7 +238,7 @@ fn killed_run_resumes_to_the_same_result() {
     );
 
     // Without --resume the folder is refused; with it the run completes.
-    let refused = Command::new(env!("CARGO_BIN_EXE_fovea"))
+    let refused = common::fovea_command()
         .args([
             "grounding",
             "--data",

@@ -3,7 +3,7 @@
 //! with --series / --slice, pixels as the generator's Hounsfield units windowed by hand.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -12,8 +12,10 @@ use fovea::demo::ct_series::CtSeries;
 use fovea::imaging::scan::{scan, ScanProgress};
 use fovea::imaging::series::Ordering;
 
+mod common;
+
 fn fovea(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fovea"))
+    common::fovea_command()
         .args(args)
         .output()
         .expect("fovea runs")

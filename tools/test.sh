@@ -23,30 +23,12 @@ packages=(python3-pip xvfb mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0
           libgl1-mesa-dri libxkbcommon0 libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxi6 libfontconfig1
           slurmctld slurmd slurm-client munge dicom3tools)
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    echo "tools/test.sh: installing packages needs root or sudo; install them yourself: ${missing[*]}" >&2
-    echo "  (or set FOVEA_SKIP_SETUP=1 to run the tests without them)" >&2
-    exit 2
-  fi
-}
+source tools/apt.sh
 
 if [ "${FOVEA_SKIP_SETUP:-0}" != 1 ]; then
   if command -v dpkg-query >/dev/null 2>&1; then
-    missing=()
-    for p in "${packages[@]}"; do
-      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-      echo "tools/test.sh: installing ${missing[*]}"
-      export DEBIAN_FRONTEND=noninteractive
-      as_root apt-get update -qq
-      as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    apt_install_missing tools/test.sh "${packages[@]}" || {
+      echo "  (or set FOVEA_SKIP_SETUP=1 to run the tests without them)" >&2; exit 2; }
   else
     echo "tools/test.sh: not a Debian system: install Mesa's Vulkan driver (lavapipe), Xvfb, Slurm and" >&2
     echo "  dicom3tools by hand, or some app, Slurm and DICOM validation tests will fail or be skipped" >&2

@@ -14,6 +14,7 @@ pub mod series;
 pub mod session;
 pub mod state;
 pub mod teaching;
+pub mod window;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -112,6 +113,8 @@ impl FoveaApp {
             keep_identity: false,
             seg_map_threshold: None,
             exporter: None,
+            last_error: None,
+            shot: None,
         };
         app.load_model(model_dir);
         let first = open.or_else(|| app.cases.first().map(|c| c.path.clone()));
@@ -413,6 +416,7 @@ impl FoveaApp {
                     self.stage = None;
                     self.worker.busy = false;
                     self.status = format!("no model loaded: {message}");
+                    self.last_error = Some(self.status.clone());
                 }
                 Event::ModelLoaded(summary) => {
                     self.status = format!(
@@ -470,6 +474,7 @@ impl FoveaApp {
                         }
                     );
                     self.result = Some(*result);
+                    self.last_error = None;
                     self.answer_view = AnswerView::Question;
                     self.mark_dirty();
                 }
@@ -494,6 +499,7 @@ impl FoveaApp {
                     self.stage = None;
                     self.progress = None;
                     self.worker.busy = false;
+                    self.last_error = Some(message.clone());
                     self.status = message;
                 }
             }
@@ -540,6 +546,7 @@ impl eframe::App for FoveaApp {
             self.commands.push(Command::Open(path));
         }
         self.tick();
+        window::shot_step(self, ctx);
         let scanning = self
             .browser
             .as_ref()
@@ -556,34 +563,4 @@ impl eframe::App for FoveaApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.persisted);
     }
-}
-
-/// Run the desktop app (`quantize`: the precision to load at, default the last one chosen).
-pub fn run(
-    model_dir: PathBuf,
-    quantize: Option<crate::model::linear::Quantize>,
-    open: Option<PathBuf>,
-    ask: Option<String>,
-) -> anyhow::Result<()> {
-    let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_inner_size([1400.0, 900.0])
-            .with_title("fovea"),
-        renderer: eframe::Renderer::Wgpu,
-        ..Default::default()
-    };
-    eframe::run_native(
-        "fovea",
-        options,
-        Box::new(move |cc| {
-            let mut app =
-                FoveaApp::with_precision(cc, model_dir, quantize, open, Box::new(NativeDialog));
-            if let Some(question) = ask {
-                app.question = question;
-                app.ask_when_ready = true;
-            }
-            Ok(Box::new(app))
-        }),
-    )
-    .map_err(|err| anyhow::anyhow!("cannot open the window: {err}"))
 }

@@ -57,13 +57,13 @@ impl Saved {
     }
 }
 
-/// `$XDG_DATA_HOME/fovea/sessions`, else `~/.local/share/fovea/sessions`.
+/// `$XDG_DATA_HOME/fovea/sessions`, else `~/.local/share/fovea/sessions`
+/// (`%APPDATA%\fovea\sessions` on Windows; see [`crate::platform::data_dir`]).
 pub fn default_sessions_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("fovea/sessions")
+    crate::platform::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("fovea")
+        .join("sessions")
 }
 
 /// Where the session of `image` is stored.

@@ -3,7 +3,7 @@
 //! worker's events. Nothing here draws.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::overlay::ImagePixels;
@@ -282,6 +282,10 @@ pub struct FoveaApp {
     pub seg_map_threshold: Option<f64>,
     /// The identity policy of DICOM exports (pseudonyms and remapped UIDs), kept for the run.
     pub exporter: Option<crate::exchange::Exporter>,
+    /// The last model load or case that failed, with the message (cleared by the next success).
+    pub last_error: Option<String>,
+    /// `fovea --screenshot`: the window to save once the case is answered.
+    pub shot: Option<Shot>,
 }
 
 impl FoveaApp {
@@ -355,5 +359,31 @@ pub fn precision_label(quantize: Quantize) -> &'static str {
         Quantize::None => "stored precision",
         Quantize::Q8_0 => "q8_0",
         Quantize::Q4K => "q4k",
+    }
+}
+
+/// What the shot ended with: a line saying what was saved, or why the case failed.
+pub type ShotOutcome = Arc<Mutex<Option<Result<String, String>>>>;
+
+/// `fovea --screenshot`: the window to save once the case is answered (app/window.rs).
+pub struct Shot {
+    pub path: PathBuf,
+    pub requested: bool,
+    /// The captured frame, put here by egui's screenshot callback.
+    pub captured: Arc<Mutex<Option<Arc<egui::ColorImage>>>>,
+    /// The app's message when the case failed (the shot is still saved: it shows the error).
+    pub failure: Option<String>,
+    pub outcome: ShotOutcome,
+}
+
+impl Shot {
+    pub fn new(path: PathBuf) -> Shot {
+        Shot {
+            path,
+            requested: false,
+            captured: Arc::new(Mutex::new(None)),
+            failure: None,
+            outcome: Arc::new(Mutex::new(None)),
+        }
     }
 }

@@ -128,12 +128,9 @@ impl ModelReport {
     }
 }
 
-/// Peak resident memory of this process (Linux: VmHWM in /proc/self/status).
+/// Peak resident memory of this process (Linux: VmHWM, Windows: the peak working set).
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    crate::platform::peak_resident_bytes()
 }
 
 /// Measure `dir` as described in the module comment.

@@ -1,5 +1,6 @@
 //! The command line's words: every subcommand's arguments (clap derive) and their conversion
-//! into the settings the layers below take.
+//! into the settings the layers below take. Long because every subcommand's options live here
+//! with their help text, which is the command line's documentation.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,10 @@ pub struct Cli {
     /// Precision the app loads models at (default: the one chosen last time in the Model menu)
     #[arg(long, value_enum)]
     pub quantize: Option<QuantizeArg>,
+    /// Save the window as a PNG once the opened case has its answer, then quit (exit status 2
+    /// when the case failed)
+    #[arg(long, value_name = "PNG")]
+    pub screenshot: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

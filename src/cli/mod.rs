@@ -52,23 +52,35 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Merge(args)) => crate::eval::merge(&args.dirs, &args.out),
         Some(Command::Quantize(args)) => quantize(&args),
         None => {
-            let model = cli.model.unwrap_or_else(crate::demo::demo_model_dir);
-            if !model.join("config.json").exists() {
-                bail!(
-                    "no model to load: pass --model DIR (the bundled demo model is missing: {})",
-                    model.display()
-                );
-            }
+            let model = match cli.model {
+                Some(dir) if !dir.join("config.json").exists() => bail!(
+                    "not a checkpoint folder (no config.json): {}",
+                    dir.display()
+                ),
+                Some(dir) => dir,
+                None => {
+                    let demo = crate::demo::demo_model_dir();
+                    if !demo.join("config.json").exists() {
+                        bail!(
+                            "no model to load: pass --model DIR (the bundled demo model is \
+                             missing: {}; set FOVEA_ASSETS to the folder that holds demo-model)",
+                            demo.display()
+                        );
+                    }
+                    demo
+                }
+            };
             if let Some(file) = &cli.file {
                 if !file.exists() {
                     bail!("no such file: {}", file.display());
                 }
             }
-            crate::app::run(
+            crate::app::window::run(
                 model,
                 cli.quantize.map(QuantizeArg::to_quantize),
                 cli.file,
                 cli.ask,
+                cli.screenshot,
             )
         }
     }

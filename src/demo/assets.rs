@@ -2,20 +2,53 @@
 
 use std::path::{Path, PathBuf};
 
-/// fovea's assets folder: `$FOVEA_ASSETS`, else an `assets/` beside or above the executable,
-/// else the source tree's.
+/// fovea's assets folder (the demo models and cases), found in this order:
+/// 1. `$FOVEA_ASSETS`;
+/// 2. an installed package's: `<prefix>/share/fovea/assets` for `<prefix>/bin/fovea` (the .deb
+///    installs `/usr/bin/fovea` and `/usr/share/fovea/assets`);
+/// 3. an `assets/` folder beside the executable or up to three folders above it (the Windows
+///    zip puts `assets\` beside `fovea.exe`; `target/release/fovea` finds the source tree's);
+/// 4. the source tree this binary was built from, when it still exists.
+///
+/// When none has the demo model, the installed location is returned, so that the error a
+/// missing demo model gives names where fovea looked first.
 pub fn assets_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FOVEA_ASSETS") {
         return PathBuf::from(dir);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(4) {
-            if dir.join("assets/demo-model/config.json").exists() {
-                return dir.join("assets");
-            }
-        }
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+    let exe = std::env::current_exe().ok();
+    let found = exe.as_deref().and_then(find_assets_from_exe);
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
+    found
+        .or_else(|| has_demo_model(&source).then(|| source.clone()))
+        .or_else(|| exe.as_deref().and_then(installed_assets))
+        .unwrap_or(source)
+}
+
+/// The assets folder an executable at `exe` finds (steps 2 and 3 of [`assets_dir`]).
+pub fn find_assets_from_exe(exe: &Path) -> Option<PathBuf> {
+    installed_assets(exe)
+        .filter(|dir| has_demo_model(dir))
+        .or_else(|| {
+            exe.ancestors()
+                .skip(1)
+                .take(4)
+                .map(|dir| dir.join("assets"))
+                .find(|dir| has_demo_model(dir))
+        })
+}
+
+/// `<prefix>/share/fovea/assets` for an executable `<prefix>/bin/fovea`.
+fn installed_assets(exe: &Path) -> Option<PathBuf> {
+    let bin = exe.parent()?;
+    (bin.file_name()? == "bin").then(|| {
+        bin.parent()
+            .map(|prefix| prefix.join("share").join("fovea").join("assets"))
+    })?
+}
+
+fn has_demo_model(dir: &Path) -> bool {
+    dir.join("demo-model/config.json").is_file()
 }
 
 /// Where the bundled demo model lives.
@@ -99,7 +132,7 @@ pub fn load_demo_cases(file: &Path) -> Vec<DemoCase> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter_map(|row| {
             Some(DemoCase {
-                path: dir.join(row.get("image")?.as_str()?),
+                path: dir.join(crate::platform::native_path(row.get("image")?.as_str()?)),
                 question: row.get("question")?.as_str()?.to_string(),
                 answer: row
                     .get("answer")
@@ -117,7 +150,7 @@ pub fn load_demo_cases(file: &Path) -> Vec<DemoCase> {
                 model: row
                     .get("model")
                     .and_then(|m| m.as_str())
-                    .map(|m| assets.join(m)),
+                    .map(|m| assets.join(crate::platform::native_path(m))),
                 kind: row.get("kind").and_then(|k| k.as_str()).map(str::to_string),
                 conflict: row.get("conflict").and_then(|c| c.as_bool()) == Some(true),
                 // A view that does not parse leaves the case on the usual view; the teaching
@@ -137,6 +170,32 @@ pub fn load_demo_cases(file: &Path) -> Vec<DemoCase> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layouts the packages install, built in a scratch folder: the .deb's
+    /// `/usr/bin` + `/usr/share/fovea/assets`, the Windows zip's `assets` beside the executable.
+    #[test]
+    fn installed_layouts_find_their_assets() {
+        let root = tempfile::tempdir().unwrap();
+        let deb = root.path().join("deb/usr");
+        std::fs::create_dir_all(deb.join("bin")).unwrap();
+        std::fs::create_dir_all(deb.join("share/fovea/assets/demo-model")).unwrap();
+        std::fs::write(deb.join("share/fovea/assets/demo-model/config.json"), "{}").unwrap();
+        assert_eq!(
+            find_assets_from_exe(&deb.join("bin/fovea")),
+            Some(deb.join("share").join("fovea").join("assets"))
+        );
+        let zip = root.path().join("zip/fovea-0.1.0");
+        std::fs::create_dir_all(zip.join("assets/demo-model")).unwrap();
+        std::fs::write(zip.join("assets/demo-model/config.json"), "{}").unwrap();
+        assert_eq!(
+            find_assets_from_exe(&zip.join("fovea.exe")),
+            Some(zip.join("assets"))
+        );
+        // A bin/ without the share folder, nothing above: not found.
+        let bare = root.path().join("bare/bin");
+        std::fs::create_dir_all(&bare).unwrap();
+        assert_eq!(find_assets_from_exe(&bare.join("fovea")), None);
+    }
 
     /// The schema README.md documents, written out by hand: each Show-menu entry and the flags.
     #[test]

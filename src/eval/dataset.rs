@@ -117,7 +117,7 @@ pub fn read(path: &Path, images: &Path) -> Result<Vec<Sample>> {
         };
         samples.push(Sample {
             index,
-            image: images.join(&image_name),
+            image: images.join(crate::platform::native_path(&image_name)),
             question,
             answer: text(row, &["answer", "gt_answer", "label_text"]),
             options,

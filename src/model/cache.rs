@@ -120,17 +120,13 @@ pub struct WeightCache {
 }
 
 /// Where caches live: `$FOVEA_CACHE_DIR`, else `$XDG_CACHE_HOME/fovea`, else `~/.cache/fovea`
-/// (`%LOCALAPPDATA%\fovea` on Windows); `FOVEA_CACHE_DIR=off` turns the cache off.
+/// (`%LOCALAPPDATA%\fovea` on Windows, `~/Library/Caches/fovea` on macOS);
+/// `FOVEA_CACHE_DIR=off` turns the cache off.
 pub fn default_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("FOVEA_CACHE_DIR") {
         return (dir != "off" && !dir.is_empty()).then(|| PathBuf::from(dir));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("fovea"))
+    Some(crate::platform::cache_dir()?.join("fovea"))
 }
 
 /// The key of `weights` (the checkpoint's safetensors files) at `quantize`.

@@ -325,7 +325,10 @@ fn detect_original(
     let tower_dir = match vision_tower_override {
         Some(path) => Some(path.to_path_buf()),
         None if !tower_name.is_empty() => {
-            let candidates = [dir.join(tower_name), PathBuf::from(tower_name)];
+            // A folder a config names with '/' (as published configs do), in this system's
+            // separators, so that Windows messages name `vit\clip` rather than `vit/clip`.
+            let tower = crate::platform::native_path(tower_name);
+            let candidates = [dir.join(&tower), tower];
             let found = candidates
                 .iter()
                 .find(|c| c.join("config.json").exists())

@@ -106,16 +106,11 @@ pub fn estimate_bytes(
     (total + largest_matrix + GIB) as u64
 }
 
-/// Memory fovea may use: what the system can give without swapping (Linux: MemAvailable),
-/// or `FOVEA_MEMORY_LIMIT` (bytes, or with a K/M/G suffix) when that is smaller.
+/// Memory fovea may use: what the system can give without swapping (Linux: MemAvailable,
+/// Windows: the available physical memory; see [`crate::platform`]), or `FOVEA_MEMORY_LIMIT`
+/// (bytes, or with a K/M/G suffix) when that is smaller.
 pub fn available_bytes() -> Option<u64> {
-    let system = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|meminfo| {
-            let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        });
+    let system = crate::platform::available_memory_bytes();
     let limit = std::env::var("FOVEA_MEMORY_LIMIT")
         .ok()
         .and_then(|v| parse_size(&v));

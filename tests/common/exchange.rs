@@ -9,11 +9,10 @@ use std::process::{Command, Output};
 use dicom_core::Tag;
 use dicom_object::InMemDicomObject;
 
+include!("bin.rs");
+
 pub fn fovea(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(args)
-        .output()
-        .expect("fovea runs")
+    fovea_command().args(args).output().expect("fovea runs")
 }
 
 /// The run succeeded; its standard error (notes and counts).

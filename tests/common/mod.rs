@@ -259,7 +259,7 @@ pub fn assert_pixels_close(name: &str, ours: &Tensor, expected: &Expected) -> Te
 /// `fovea inspect` on a demo case (its own image and question; `--model` when given), asserting
 /// success: the INSPECT-JSON record, written to `json`.
 pub fn inspect_case(model: Option<&Path>, case: &fovea::demo::DemoCase, json: &Path) -> Value {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fovea"));
+    let mut command = fovea_command();
     command.arg("inspect");
     if let Some(model) = model {
         command.arg("--model").arg(model);
@@ -375,3 +375,6 @@ pub fn fixture_case(
     };
     (model, fovea::model::PixelInput { values, ..input }, prompt)
 }
+
+// fovea_command() and fovea_argv(): the binary under test, shared with common/exchange.rs.
+include!("bin.rs");
