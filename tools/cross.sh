@@ -12,6 +12,8 @@
 #                                        the ones listed in SKIP_* below, with the reason),
 #                                        printing each binary's result and time
 #   tools/cross.sh wine-prefix           make (once) and print the Wine prefix the tests use
+#   tools/cross.sh shim                  build the ProcessPrng shim (below) and copy it beside
+#                                        the Windows test programs
 #
 # Wine 8 (Debian 12) lacks bcryptprimitives.dll, whose ProcessPrng Rust's standard library
 # imports on Windows (real Windows 10 and 11 have it). For the tests only, a shim DLL exporting
@@ -152,5 +154,6 @@ case "${1:-}" in
   check) check ;;
   test) shift; run_tests "$@" ;;
   wine-prefix) wine_prefix ;;
+  shim) shim ;;
   *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

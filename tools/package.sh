@@ -227,11 +227,16 @@ check_zip() {
               assets/demo-model/tokenizer.json assets/cases/cases.jsonl; do
     [ -f "${root}/${need}" ] || { echo "check-zip: the zip lacks ${need}" >&2; exit 1; }
   done
-  bash tools/cross.sh wine-prefix >/dev/null
+  [ ! -e "${root}/bcryptprimitives.dll" ] || { echo "check-zip: the zip carries the Wine test shim" >&2; exit 1; }
+  # Wine 8 lacks bcryptprimitives.dll (real Windows has it): the test shim goes beside the
+  # unzipped copy only (tools/cross.sh builds it).
+  local prefix; prefix="$(bash tools/cross.sh wine-prefix)"
+  bash tools/cross.sh shim >/dev/null
+  cp "target/x86_64-pc-windows-gnu/shim/bcryptprimitives.dll" "${root}/"
   local image; image="$(head -1 "${root}/assets/cases/cases.jsonl" | sed 's/.*"image": *"\([^"]*\)".*/\1/')"
   local question; question="$(head -1 "${root}/assets/cases/cases.jsonl" | sed 's/.*"question": *"\([^"]*\)".*/\1/')"
   local started; started=$(date +%s%N)
-  (cd "${work}" && env -u FOVEA_ASSETS WINEDEBUG=-all WINEPREFIX="$(bash tools/cross.sh wine-prefix)" \
+  (cd "${work}" && env -u FOVEA_ASSETS WINEDEBUG=-all WINEPREFIX="${prefix}" \
      timeout 300 wine "${root}/fovea.exe" inspect --image "${root}/assets/cases/${image}" \
      --question "${question}" --json record.json >/dev/null 2>"${work}/stderr") || {
     echo "check-zip: fovea.exe failed:" >&2; cat "${work}/stderr" >&2; exit 1; }
