@@ -27,9 +27,7 @@ ARM=aarch64-unknown-linux-gnu
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
-# What the tests spawn (the fovea binary) needs the same runner: qemu-user starts the test
-# binary only, and no binfmt handler is assumed (tests/common/bin.rs reads this).
-export FOVEA_TEST_RUNNER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER}"
+
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
 
 # Test binaries not run under emulation, and why.
@@ -101,7 +99,12 @@ run_tests() {
   local target
   case "${which}" in
     windows) target="${WIN}" ;;
-    arm) target="${ARM}" ;;
+    arm)
+      target="${ARM}"
+      # What the tests spawn (the fovea binary) needs the same runner: qemu-user starts the
+      # test binary only, and no binfmt handler is assumed (tests/common/bin.rs reads this).
+      export FOVEA_TEST_RUNNER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER}"
+      ;;
     *) echo "tools/cross.sh: test windows|arm" >&2; exit 2 ;;
   esac
   local started; started=$(date +%s)
