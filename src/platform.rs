@@ -98,6 +98,15 @@ pub fn peak_resident_bytes() -> Option<u64> {
     }
 }
 
+/// Windows: when fovea.exe was started by a double-click, Windows made a console window for
+/// it alone (fovea is a console program, so that the command line prints where it was typed);
+/// the app lets that console go, and its window closes. Started from a terminal, the console
+/// is the terminal's and stays. Elsewhere: nothing.
+pub fn release_own_console() {
+    #[cfg(windows)]
+    windows::release_own_console();
+}
+
 /// A "Name:   1234 kB" line of a /proc file, in bytes.
 #[cfg(not(windows))]
 fn proc_field(file: &str, name: &str) -> Option<u64> {
@@ -109,7 +118,7 @@ fn proc_field(file: &str, name: &str) -> Option<u64> {
 
 #[cfg(windows)]
 mod windows {
-    //! The two kernel32 calls fovea needs, declared by hand (kernel32 is linked into every
+    //! The kernel32 calls fovea needs, declared by hand (kernel32 is linked into every
     //! Windows program; `K32GetProcessMemoryInfo` is psapi's call as kernel32 exports it since
     //! Windows 7).
 
@@ -149,6 +158,23 @@ mod windows {
             counters: *mut ProcessMemoryCounters,
             size: u32,
         ) -> i32;
+    }
+
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn GetConsoleProcessList(list: *mut u32, count: u32) -> u32;
+        fn FreeConsole() -> i32;
+    }
+
+    /// Free the console when this process is the only one attached to it.
+    pub fn release_own_console() {
+        let mut ids = [0u32; 4];
+        // SAFETY: a buffer of 4 process ids, its length given.
+        let attached = unsafe { GetConsoleProcessList(ids.as_mut_ptr(), ids.len() as u32) };
+        if attached == 1 {
+            // SAFETY: detaching from a console has no preconditions.
+            unsafe { FreeConsole() };
+        }
     }
 
     pub fn memory_status() -> Option<MemoryStatusEx> {

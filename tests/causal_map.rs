@@ -12,7 +12,6 @@
 
 mod common;
 
-
 use fovea::demo::{generate, Recipe};
 use fovea::grounding::causal::{self, Cells, Target};
 use fovea::grounding::refine;

@@ -140,6 +140,8 @@ fovea ${version} for Windows (x86-64)
 
 Double-click fovea.exe to open the app on a bundled demo case with the bundled demo model
 (assets\\demo-model); nothing is downloaded. Keep the assets folder beside fovea.exe.
+fovea.exe is also the command line, so Windows opens a console window with it; the app closes
+that console as it starts (started from a terminal, it keeps printing there).
 
 From a terminal:
   fovea.exe                          the app

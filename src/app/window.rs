@@ -34,6 +34,10 @@ pub fn run(
     ask: Option<String>,
     screenshot: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    if screenshot.is_none() {
+        // Double-clicked on Windows: close the console window made just for fovea.exe.
+        crate::platform::release_own_console();
+    }
     let mut viewport = egui::ViewportBuilder::default()
         .with_inner_size([1400.0, 900.0])
         .with_title("fovea")
