@@ -5,6 +5,8 @@
 #   tools/package.sh zip                       dist/fovea-<version>-windows-x86_64.zip
 #   tools/package.sh check-deb                 install the .deb, run the installed fovea on the
 #                                              demo case under Xvfb, check its window, uninstall
+#   tools/package.sh check-deb-arm             extract the arm64 .deb and answer the demo case
+#                                              with its fovea under qemu-aarch64
 #   tools/package.sh check-zip                 unzip the Windows package elsewhere and answer the
 #                                              demo case with fovea.exe under Wine
 #   tools/package.sh all                       deb + check-deb (what .ci/run does)
@@ -80,7 +82,9 @@ EOF
   install -m 0644 README.md "${root}/usr/share/doc/fovea/README.md"
   # glibc: the newest symbol version the binary needs.
   local glibc
-  glibc="$(objdump -T "${root}/usr/bin/fovea" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)"
+  local objdump=objdump
+  [[ "${target}" == aarch64-* ]] && objdump=aarch64-linux-gnu-objdump
+  glibc="$("${objdump}" -T "${root}/usr/bin/fovea" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)"
   local size; size="$(du -sk "${root}/usr" | cut -f1)"
   mkdir -p "${root}/DEBIAN"
   # winit and wgpu load the X11/Wayland and Vulkan/GL libraries at run time, so they are
@@ -253,10 +257,36 @@ check_zip() {
   rm -rf "${work}"
 }
 
+# The arm64 .deb on this x86-64 machine: extract it into a scratch root (dpkg will not install
+# a foreign architecture's package without multiarch) and answer the demo case with the
+# extracted /usr/bin/fovea under qemu-aarch64, from another folder, with no FOVEA_ASSETS; the
+# record must name the extracted /usr/share/fovea/assets/demo-model.
+check_deb_arm() {
+  local deb="dist/fovea_${version}_arm64.deb"
+  [ -f "${deb}" ] || { echo "tools/package.sh: no ${deb}: run tools/package.sh deb --target aarch64-unknown-linux-gnu" >&2; exit 2; }
+  local work; work="$(mktemp -d)"
+  dpkg-deb -x "${deb}" "${work}/root"
+  file "${work}/root/usr/bin/fovea" | grep -q "ARM aarch64" || { echo "check-deb-arm: not an arm64 binary" >&2; exit 1; }
+  local cases="${work}/root/usr/share/fovea/assets/cases/cases.jsonl"
+  local image; image="$(head -1 "${cases}" | sed 's/.*"image": *"\([^"]*\)".*/\1/')"
+  local question; question="$(head -1 "${cases}" | sed 's/.*"question": *"\([^"]*\)".*/\1/')"
+  local started; started=$(date +%s%N)
+  (cd "${work}" && env -u FOVEA_ASSETS HOME="${work}" timeout 600 qemu-aarch64 -L /usr/aarch64-linux-gnu \
+     "${work}/root/usr/bin/fovea" inspect --image "$(dirname "${cases}")/${image}" \
+     --question "${question}" --json record.json >/dev/null 2>"${work}/stderr") || {
+    echo "check-deb-arm: the extracted fovea failed:" >&2; cat "${work}/stderr" >&2; exit 1; }
+  local answer; answer="$(grep -o '"answer": *"[^"]*"' "${work}/record.json" | head -1)"
+  grep -q "\"path\": *\"${work}/root/usr/share/fovea/assets/demo-model\"" "${work}/record.json" || {
+    echo "check-deb-arm: the extracted fovea did not load the package's demo model" >&2; exit 1; }
+  echo "check-deb-arm: the arm64 package's fovea answered the demo case under qemu in $(( ($(date +%s%N) - started) / 1000000 )) ms: ${answer}, model from the package"
+  rm -rf "${work}"
+}
+
 case "${1:-}" in
   deb) shift; [ "${1:-}" = --target ] && build_deb "$2" || build_deb ;;
   zip) build_zip ;;
   check-deb) check_deb ;;
+  check-deb-arm) check_deb_arm ;;
   check-zip) check_zip ;;
   all) build_deb; check_deb ;;
   *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
