@@ -174,11 +174,21 @@ fn quantize(args: &QuantizeArgs) -> Result<()> {
     else {
         bail!("no cache folder: pass --cache-dir DIR (FOVEA_CACHE_DIR is off, or HOME is unset)");
     };
+    let device = crate::model::device::from_env()?;
+    if device.is_cpu() && !crate::model::gemm::from_tensors::own_kernels(&device) {
+        bail!(
+            "{} (CPU tier {}); fovea quantize has nothing to write",
+            crate::model::loaded::NO_CACHE_HERE,
+            crate::model::gemm::tier::chosen()
+                .map(|t| t.name())
+                .unwrap_or("unknown")
+        );
+    }
     let started = std::time::Instant::now();
     let model = crate::model::Model::load_with_cache(
         &args.model,
         args.vision_tower.as_deref(),
-        &crate::model::device::from_env()?,
+        &device,
         quantize,
         None,
         Some(&cache_dir),

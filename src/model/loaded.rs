@@ -86,6 +86,12 @@ fn prefixed<'a>(vb: &VarBuilder<'a>, prefix: &str) -> VarBuilder<'a> {
     }
 }
 
+/// The load note where fovea's packed kernels do not run (ARM, Apple Silicon, x86-64 without
+/// AVX2): candle quantizes while loading, and there is nothing for a weight cache to keep.
+pub const NO_CACHE_HERE: &str = "no weight cache on this CPU: fovea's packed q8_0/q4k \
+    kernels (x86-64 with AVX2 or AVX-512) are not used here, so candle's quantized kernels \
+    (NEON on ARM) quantize the weights at every load";
+
 impl Model {
     /// Load the checkpoint in `dir` on `device` at storage precision. `vision_tower` overrides
     /// `mm_vision_tower`.
@@ -262,6 +268,13 @@ impl Model {
             })?;
         let chat_template = prompt::find_chat_template(dir);
         let mut load_notes = plan.notes.lock().map(|n| n.clone()).unwrap_or_default();
+        if cache_dir.is_some()
+            && quantize != Quantize::None
+            && device.is_cpu()
+            && !own_kernels(device)
+        {
+            load_notes.push(NO_CACHE_HERE.to_string());
+        }
         if let Some(cache) = &weight_cache {
             if cache.needs_writing() {
                 plan.report("writing the weight cache", 0, 1)?;
