@@ -221,6 +221,21 @@ check_deb() {
   rm -rf "${work}"
 }
 
+# Answer the first case of CASES (a cases.jsonl) with `"$@" inspect`, run in the folder WORK
+# with no FOVEA_ASSETS and HOME=WORK, so nothing of the source tree or the user is found; the
+# record is WORK/record.json. Prints the record's "answer" field; WHO names the check in errors.
+answer_first_case() {
+  local who="$1" cases="$2" work="$3"; shift 3
+  local image question
+  image="$(head -1 "${cases}" | sed 's/.*"image": *"\([^"]*\)".*/\1/')"
+  question="$(head -1 "${cases}" | sed 's/.*"question": *"\([^"]*\)".*/\1/')"
+  (cd "${work}" && env -u FOVEA_ASSETS HOME="${work}" timeout 600 "$@" inspect \
+     --image "$(dirname "${cases}")/${image}" --question "${question}" --json record.json \
+     >/dev/null 2>"${work}/stderr") || {
+    echo "${who}: fovea failed:" >&2; cat "${work}/stderr" >&2; exit 1; }
+  grep -o '"answer": *"[^"]*"' "${work}/record.json" | head -1
+}
+
 # Unzip the Windows package into a scratch folder and answer the demo case with fovea.exe under
 # Wine (the source tree's assets hidden by running from the copy, which must be the one used).
 check_zip() {
@@ -239,15 +254,10 @@ check_zip() {
   local prefix; prefix="$(bash tools/cross.sh wine-prefix)"
   bash tools/cross.sh shim >/dev/null
   cp "target/x86_64-pc-windows-gnu/shim/bcryptprimitives.dll" "${root}/"
-  local image; image="$(head -1 "${root}/assets/cases/cases.jsonl" | sed 's/.*"image": *"\([^"]*\)".*/\1/')"
-  local question; question="$(head -1 "${root}/assets/cases/cases.jsonl" | sed 's/.*"question": *"\([^"]*\)".*/\1/')"
   local started; started=$(date +%s%N)
-  (cd "${work}" && env -u FOVEA_ASSETS WINEDEBUG=-all WINEPREFIX="${prefix}" \
-     timeout 300 wine "${root}/fovea.exe" inspect --image "${root}/assets/cases/${image}" \
-     --question "${question}" --json record.json >/dev/null 2>"${work}/stderr") || {
-    echo "check-zip: fovea.exe failed:" >&2; cat "${work}/stderr" >&2; exit 1; }
   local answer model
-  answer="$(grep -o '"answer": *"[^"]*"' "${work}/record.json" | head -1)"
+  answer="$(answer_first_case check-zip "${root}/assets/cases/cases.jsonl" "${work}" \
+    env WINEDEBUG=-all WINEPREFIX="${prefix}" wine "${root}/fovea.exe")"
   model="$(grep -o '"path": *"[^"]*demo-model"' "${work}/record.json" | head -1)"
   [ -n "${answer}" ] || { echo "check-zip: no answer in the record" >&2; exit 1; }
   # The model must be the zip's own (a Windows path ending in fovea-<version>\assets\demo-model).
@@ -267,15 +277,10 @@ check_deb_arm() {
   local work; work="$(mktemp -d)"
   dpkg-deb -x "${deb}" "${work}/root"
   file "${work}/root/usr/bin/fovea" | grep -q "ARM aarch64" || { echo "check-deb-arm: not an arm64 binary" >&2; exit 1; }
-  local cases="${work}/root/usr/share/fovea/assets/cases/cases.jsonl"
-  local image; image="$(head -1 "${cases}" | sed 's/.*"image": *"\([^"]*\)".*/\1/')"
-  local question; question="$(head -1 "${cases}" | sed 's/.*"question": *"\([^"]*\)".*/\1/')"
   local started; started=$(date +%s%N)
-  (cd "${work}" && env -u FOVEA_ASSETS HOME="${work}" timeout 600 qemu-aarch64 -L /usr/aarch64-linux-gnu \
-     "${work}/root/usr/bin/fovea" inspect --image "$(dirname "${cases}")/${image}" \
-     --question "${question}" --json record.json >/dev/null 2>"${work}/stderr") || {
-    echo "check-deb-arm: the extracted fovea failed:" >&2; cat "${work}/stderr" >&2; exit 1; }
-  local answer; answer="$(grep -o '"answer": *"[^"]*"' "${work}/record.json" | head -1)"
+  local answer
+  answer="$(answer_first_case check-deb-arm "${work}/root/usr/share/fovea/assets/cases/cases.jsonl" \
+    "${work}" qemu-aarch64 -L /usr/aarch64-linux-gnu "${work}/root/usr/bin/fovea")"
   grep -q "\"path\": *\"${work}/root/usr/share/fovea/assets/demo-model\"" "${work}/record.json" || {
     echo "check-deb-arm: the extracted fovea did not load the package's demo model" >&2; exit 1; }
   echo "check-deb-arm: the arm64 package's fovea answered the demo case under qemu in $(( ($(date +%s%N) - started) / 1000000 )) ms: ${answer}, model from the package"
